@@ -1,0 +1,94 @@
+"""The audit log: append-only, chained by digest per organization (R27)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from storage.db import Database
+from storage.models import GENESIS_DIGEST, AuditEvent, Organization
+from storage.orgs import find_org
+
+SYSTEM = "system"
+
+
+def _event_digest(prev_digest: str, event: dict[str, Any]) -> str:
+    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256((prev_digest + canonical).encode("utf-8")).hexdigest()
+
+
+def _content(event: AuditEvent) -> dict[str, Any]:
+    return {
+        "at": event.at.isoformat(),
+        "actor": event.actor,
+        "action": event.action,
+        "subject": event.subject,
+        "detail": event.detail,
+    }
+
+
+def record(
+    session: Session,
+    org: Organization,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Append an event. ``org`` must be locked by this transaction (``lock_org``).
+
+    ``detail`` must never hold a secret: callers pass names and hints only.
+    """
+    assert org.id is not None
+    event = AuditEvent(
+        org_id=org.id,
+        at=now,
+        actor=actor,
+        action=action,
+        subject=subject,
+        detail=detail or {},
+        prev_digest=org.audit_head,
+        digest="",
+    )
+    event.digest = _event_digest(event.prev_digest, _content(event))
+    org.audit_head = event.digest
+    session.add(event)
+    session.add(org)
+    return event
+
+
+def events(db: Database, org_slack_id: str) -> list[AuditEvent]:
+    """All events of an organization, oldest first."""
+    with db.read() as session:
+        org = find_org(session, org_slack_id)
+        if org is None:
+            return []
+        query = select(AuditEvent).where(AuditEvent.org_id == org.id).order_by(col(AuditEvent.id))
+        return list(session.exec(query))
+
+
+def verify_chain(db: Database, org_slack_id: str) -> bool:
+    """True when every event's digest matches its content and the one before it."""
+    prev = GENESIS_DIGEST
+    for event in events(db, org_slack_id):
+        if event.prev_digest != prev or _event_digest(prev, _content(event)) != event.digest:
+            return False
+        prev = event.digest
+    return True
+
+
+def export_jsonl(db: Database, org_slack_id: str) -> Iterator[str]:
+    """The organization's log as JSON lines, digests included."""
+    for event in events(db, org_slack_id):
+        yield json.dumps(
+            {**_content(event), "prev_digest": event.prev_digest, "digest": event.digest},
+            sort_keys=True,
+            ensure_ascii=False,
+        )

@@ -1,0 +1,41 @@
+"""Domain errors. Each carries one plain sentence a person can act on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from storage.tokens import TokenInfo
+
+
+class TokenbotError(Exception):
+    """Base class: ``str(error)`` is safe to show to the person who caused it."""
+
+
+class InvalidName(TokenbotError):
+    pass
+
+
+class NameTaken(TokenbotError):
+    pass
+
+
+class TokenNotFound(TokenbotError):
+    pass
+
+
+class NotAllowed(TokenbotError):
+    pass
+
+
+@dataclass
+class CapReached(TokenbotError):
+    cap: int
+    active: list[TokenInfo] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return (
+            f"You already have {len(self.active)} active tokens, and the limit is {self.cap} "
+            "per member. Revoke one to make room."
+        )
