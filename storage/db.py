@@ -51,9 +51,14 @@ class Database:
 def make_engine(url: str) -> Engine:
     parsed = sa.make_url(url)
     if parsed.get_backend_name() != "sqlite":
-        return sa.create_engine(parsed, pool_pre_ping=True, pool_size=10, max_overflow=20)
+        return sa.create_engine(
+            parsed, pool_pre_ping=True, pool_size=10, max_overflow=20, hide_parameters=True
+        )
     engine = sa.create_engine(
-        parsed, connect_args={"check_same_thread": False, "timeout": 30}, pool_size=10
+        parsed,
+        connect_args={"check_same_thread": False, "timeout": 30},
+        pool_size=10,
+        hide_parameters=True,
     )
 
     @sa.event.listens_for(engine, "connect")

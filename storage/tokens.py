@@ -122,17 +122,16 @@ def _set_state(
     )
 
 
-def check_room_for_user_token(db: Database, org_slack_id: str, user_id: str, now: datetime) -> int:
-    """The member's remaining room under the cap; CapReached when there is none (R9)."""
+def check_room_for_user_token(db: Database, org_slack_id: str, user_id: str, now: datetime) -> None:
+    """CapReached when the member has no room left for another token (R9)."""
     with db.read() as session:
         org = find_org(session, org_slack_id)
         if org is None:
-            return DEFAULT_USER_TOKEN_CAP
+            return
         member = find_member(session, org, user_id)
         active = _active(session, member, now) if member else []
         if len(active) >= org.user_token_cap:
             raise CapReached(cap=org.user_token_cap, active=[_info(t) for t in active])
-        return org.user_token_cap - len(active)
 
 
 def issue_user_token(
@@ -181,14 +180,21 @@ def issue_user_token(
         return IssuedToken(info=_info(token), secret=secret)
 
 
-def list_user_tokens(
-    db: Database, org_slack_id: str, user_id: str, now: datetime
-) -> list[TokenInfo]:
-    """The member's active tokens, oldest first (R5, R10)."""
+@dataclass(frozen=True)
+class TokenList:
+    tokens: list[TokenInfo]
+    cap: int
+
+
+def list_user_tokens(db: Database, org_slack_id: str, user_id: str, now: datetime) -> TokenList:
+    """The member's active tokens, oldest first, and their organization's cap (R5, R10)."""
     with db.read() as session:
         org = find_org(session, org_slack_id)
-        member = find_member(session, org, user_id) if org else None
-        return [_info(t) for t in _active(session, member, now)] if member else []
+        if org is None:
+            return TokenList([], DEFAULT_USER_TOKEN_CAP)
+        member = find_member(session, org, user_id)
+        active = _active(session, member, now) if member else []
+        return TokenList([_info(t) for t in active], org.user_token_cap)
 
 
 def find_user_token(
@@ -196,7 +202,7 @@ def find_user_token(
 ) -> TokenInfo:
     """The member's active token called ``raw_name`` (any case), or TokenNotFound."""
     key = name_key(raw_name.strip())
-    for info in list_user_tokens(db, org_slack_id, user_id, now):
+    for info in list_user_tokens(db, org_slack_id, user_id, now).tokens:
         if name_key(info.name) == key:
             return info
     raise TokenNotFound(f"You have no active token named “{raw_name.strip()}”.")
@@ -221,3 +227,12 @@ def revoke_token(
             raise TokenNotFound(f"The token “{token.name}” is no longer active.")
         _set_state(session, org, token, TokenState.REVOKED, "revoked by owner", actor_user_id, now)
         return _info(token)
+
+
+def revoke_undelivered(db: Database, org_slack_id: str, token_id: int, now: datetime) -> None:
+    """Revoke a token its owner never received: a token nobody can see must not work."""
+    with db.write() as session:
+        org = lock_org(session, org_slack_id, now)
+        token = session.get(Token, token_id, with_for_update=True)
+        if token is not None and token.org_id == org.id and token.state == TokenState.ACTIVE:
+            _set_state(session, org, token, TokenState.REVOKED, "not delivered", audit.SYSTEM, now)

@@ -1,0 +1,192 @@
+"""Messages and modals about personal tokens."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from storage.tokens import NAME_MAX, IssuedToken, TokenInfo
+
+Message = dict[str, Any]
+
+GENERATE_CALLBACK = "generate_token"
+NAME_BLOCK = "token_name"
+NAME_INPUT = "name"
+REVOKE_ACTION = "revoke_token"
+CANCEL_ACTION = "cancel"
+
+
+def when(at: datetime | None, never: str = "never") -> str:
+    """A time Slack shows in the reader's own time zone, with a UTC fallback."""
+    if at is None:
+        return never
+    fallback = at.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def _section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    if accessory:
+        block["accessory"] = accessory
+    return block
+
+
+def _context(text: str) -> dict[str, Any]:
+    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+
+
+def _plain(text: str) -> dict[str, Any]:
+    return {"type": "plain_text", "text": text, "emoji": True}
+
+
+def _escape(text: str) -> str:
+    """Slack's mrkdwn escaping, so a token name can never inject a mention or link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def text_message(text: str) -> Message:
+    return {"text": text, "blocks": [_section(text)]}
+
+
+def help_message(command: str, notice: str | None = None) -> Message:
+    lines = [
+        f"`{command} new [name]` generate a personal API token (shown once)",
+        f"`{command} list` your active tokens, with Revoke buttons",
+        f"`{command} revoke <name>` revoke one of your tokens, after you confirm",
+        f"`{command} help` this message",
+    ]
+    blocks = [_section(notice)] if notice else []
+    blocks += [_section("*Personal API tokens*\n" + "\n".join(lines))]
+    blocks.append(
+        _context("Tokens expire after a period without use. Each is shown once: keep it safe.")
+    )
+    return {"text": notice or "tokenbot help", "blocks": blocks}
+
+
+def unknown_subcommand_message(command: str, text: str) -> Message:
+    word = _escape(text.split()[0][:40])
+    return help_message(command, notice=f"I don't know `{word}`. Here is what I can do:")
+
+
+def generate_modal(initial_name: str, private_metadata: str) -> dict[str, Any]:
+    element: dict[str, Any] = {
+        "type": "plain_text_input",
+        "action_id": NAME_INPUT,
+        "max_length": NAME_MAX,
+        "placeholder": _plain("e.g. ci-deploy"),
+    }
+    if initial_name:
+        element["initial_value"] = initial_name[:NAME_MAX]
+    return {
+        "type": "modal",
+        "callback_id": GENERATE_CALLBACK,
+        "private_metadata": private_metadata,
+        "title": _plain("Generate API token"),
+        "submit": _plain("Generate"),
+        "close": _plain("Cancel"),
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": NAME_BLOCK,
+                "label": _plain("Token name"),
+                "hint": _plain(f"1 to {NAME_MAX} characters, unique among your active tokens."),
+                "element": element,
+            },
+            _context("The token is shown to you once, in a message only you can see."),
+        ],
+    }
+
+
+def new_token_message(issued: IssuedToken) -> Message:
+    info = issued.info
+    return {
+        "text": f"Your new token “{info.name}” is ready. Copy it now: it won't be shown again.",
+        "blocks": [
+            _section(
+                f":key: Your new token *{_escape(info.name)}* is ready. "
+                "Copy it now: it will not be shown again."
+            ),
+            _section(f"```{issued.secret}```"),
+            _context(
+                f"Expires if unused by {when(info.cutoff_at)}. Each use extends it. "
+                "Only you can see this message, and Slack does not keep it."
+            ),
+        ],
+    }
+
+
+def _revoke_button(info: TokenInfo) -> dict[str, Any]:
+    name = _escape(info.name)
+    return {
+        "type": "button",
+        "action_id": REVOKE_ACTION,
+        "text": _plain("Revoke"),
+        "style": "danger",
+        "value": str(info.id),
+        "confirm": {
+            "title": _plain("Revoke this token?"),
+            "text": {
+                "type": "mrkdwn",
+                "text": f"*{name}* (`{info.hint}`) stops working at once. This cannot be undone.",
+            },
+            "confirm": _plain("Revoke"),
+            "deny": _plain("Keep it"),
+            "style": "danger",
+        },
+    }
+
+
+def _token_line(info: TokenInfo) -> str:
+    return (
+        f"*{_escape(info.name)}*  `{info.hint}`\n"
+        f"Created {when(info.created_at)} · last used {when(info.last_used_at)} · "
+        f"expires if unused by {when(info.cutoff_at)}"
+    )
+
+
+def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> Message:
+    blocks = [_section(notice)] if notice else []
+    if not tokens:
+        blocks.append(_section("You have no active tokens. Generate one with `new`."))
+        return {"text": notice or "You have no active tokens.", "blocks": blocks}
+    blocks.append(_section(f"*Your active tokens* ({len(tokens)} of {cap})"))
+    blocks += [_section(_token_line(t), _revoke_button(t)) for t in tokens]
+    return {"text": notice or f"You have {len(tokens)} active tokens.", "blocks": blocks}
+
+
+def cap_reached_message(cap: int, tokens: list[TokenInfo]) -> Message:
+    notice = (
+        f":no_entry: You have reached the limit of {cap} active tokens per member. "
+        "Revoke one below to make room; nothing is removed for you."
+    )
+    return token_list_message(tokens, cap, notice)
+
+
+def revoke_confirm_message(info: TokenInfo) -> Message:
+    text = (
+        f"Revoke *{_escape(info.name)}* (`{info.hint}`)? Anything using it stops working "
+        "at once. This cannot be undone."
+    )
+    return {
+        "text": f"Revoke “{info.name}”?",
+        "blocks": [
+            _section(text),
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": REVOKE_ACTION,
+                        "text": _plain("Revoke"),
+                        "style": "danger",
+                        "value": str(info.id),
+                    },
+                    {"type": "button", "action_id": CANCEL_ACTION, "text": _plain("Cancel")},
+                ],
+            },
+        ],
+    }
+
+
+def revoked_notice(info: TokenInfo) -> str:
+    return f":white_check_mark: Revoked *{_escape(info.name)}* (`{info.hint}`). It no longer works."

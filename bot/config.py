@@ -1,0 +1,125 @@
+"""One settings object, read from the environment and validated at start (SPEC §6)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+import sqlalchemy as sa
+from pydantic import AliasChoices, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+SLACK_API_URL = "https://slack.com/api/"
+Mode = Literal["serve", "socket", "sweep", "db", "demo"]
+
+_ENV_NAMES = {
+    "slack_signing_secret": "SLACK_SIGNING_SECRET",
+    "slack_bot_token": "SLACK_BOT_TOKEN",
+    "slack_client_id": "SLACK_CLIENT_ID",
+    "slack_client_secret": "SLACK_CLIENT_SECRET",
+    "slack_app_token": "SLACK_APP_TOKEN",
+    "slack_api_url": "SLACK_API_URL",
+    "database_url": "TOKENBOT_DATABASE_URL",
+    "command": "TOKENBOT_COMMAND",
+    "resource_servers": "TOKENBOT_RESOURCE_SERVERS",
+}
+
+
+def _env(field: str) -> AliasChoices:
+    return AliasChoices(_ENV_NAMES[field], field)
+
+
+class SettingsError(Exception):
+    """A setting is missing or invalid; ``str()`` is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=True)
+
+    slack_signing_secret: SecretStr | None = Field(
+        None, validation_alias=_env("slack_signing_secret")
+    )
+    slack_bot_token: SecretStr | None = Field(None, validation_alias=_env("slack_bot_token"))
+    slack_client_id: str | None = Field(None, validation_alias=_env("slack_client_id"))
+    slack_client_secret: SecretStr | None = Field(
+        None, validation_alias=_env("slack_client_secret")
+    )
+    slack_app_token: SecretStr | None = Field(None, validation_alias=_env("slack_app_token"))
+    slack_api_url: str = Field(SLACK_API_URL, validation_alias=_env("slack_api_url"))
+    database_url: str = Field("sqlite:///tokenbot.db", validation_alias=_env("database_url"))
+    command: str = Field("/token", validation_alias=_env("command"))
+    resource_servers: Annotated[dict[str, SecretStr], NoDecode] = Field(
+        default_factory=dict, validation_alias=_env("resource_servers")
+    )
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _api_url(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http(s) URL, such as https://slack.com/api/")
+        return value if value.endswith("/") else value + "/"
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        try:
+            backend = sa.make_url(value).get_backend_name()
+        except sa.exc.ArgumentError:
+            raise ValueError("is not a database URL, such as sqlite:///tokenbot.db") from None
+        if backend not in ("sqlite", "postgresql"):
+            raise ValueError(f"names {backend!r}; use sqlite:// or postgresql://")
+        if backend == "postgresql" and sa.make_url(value).drivername == "postgresql":
+            value = value.replace("postgresql://", "postgresql+psycopg://", 1)
+        return value
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        if not value.startswith("/") or len(value) < 2 or any(c.isspace() for c in value):
+            raise ValueError("must be a slash command such as /token")
+        return value
+
+    @field_validator("resource_servers", mode="before")
+    @classmethod
+    def _resource_servers(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        servers: dict[str, str] = {}
+        for pair in filter(None, (p.strip() for p in value.split(","))):
+            server_id, sep, secret = pair.partition(":")
+            if not sep or not server_id or not secret:
+                raise ValueError("must be id:secret pairs separated by commas")
+            servers[server_id] = secret
+        return servers
+
+    def require(self, mode: Mode) -> None:
+        """Raise SettingsError naming the first variable ``mode`` needs and lacks."""
+        for field in _REQUIRED.get(mode, ()):
+            if not getattr(self, field):
+                hint = ""
+                if field == "slack_bot_token" and self.slack_client_id:
+                    hint = " (multi-workspace OAuth install is not supported yet)"
+                raise SettingsError(f"{_ENV_NAMES[field]}: required for `tokenbot {mode}`{hint}")
+        bot_token = self.slack_bot_token.get_secret_value() if self.slack_bot_token else None
+        if bot_token is not None and not bot_token.startswith("xoxb-"):
+            raise SettingsError("SLACK_BOT_TOKEN: must be a bot token starting with xoxb-")
+        app_token = self.slack_app_token.get_secret_value() if self.slack_app_token else None
+        if mode == "socket" and app_token is not None and not app_token.startswith("xapp-"):
+            raise SettingsError("SLACK_APP_TOKEN: must be an app-level token starting with xapp-")
+
+
+_REQUIRED: dict[str, tuple[str, ...]] = {
+    "serve": ("slack_signing_secret", "slack_bot_token"),
+    "socket": ("slack_bot_token", "slack_app_token"),
+}
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Settings from the environment (and ``overrides``), or SettingsError in one line."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else ""
+        name = _ENV_NAMES.get(field, field.upper())
+        message = str(first["msg"]).removeprefix("Value error, ")
+        raise SettingsError(f"{name}: {message}") from None

@@ -1,0 +1,39 @@
+"""What listeners need besides the Slack payload, handed to them in Bolt's ``context``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from functools import partial
+from typing import Any, ParamSpec, TypeVar
+
+import anyio.to_thread
+
+from bot.config import Settings
+from storage.db import Database
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    db: Database
+    clock: Callable[[], datetime] = field(default=utcnow)
+
+    async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run a synchronous storage function in a worker thread: the loop never blocks."""
+        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+
+
+def org_of(context: Any) -> str:
+    """The organization a request belongs to: the enterprise for org-wide installs (R10)."""
+    if context.get("is_enterprise_install") and context.get("enterprise_id"):
+        return str(context["enterprise_id"])
+    return str(context["team_id"])

@@ -1,0 +1,63 @@
+"""Modal submissions."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import tokens as token_blocks
+from bot.deps import Deps, org_of
+from bot.notify import deliver_ephemeral
+from storage import tokens
+from storage.errors import CapReached, InvalidName, NameTaken
+
+log = logging.getLogger(__name__)
+
+
+def register(app: AsyncApp) -> None:
+    app.view(token_blocks.GENERATE_CALLBACK)(handle_generate)
+
+
+def _metadata(view: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+async def handle_generate(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
+    values = view.get("state", {}).get("values", {})
+    raw_name = values.get(token_blocks.NAME_BLOCK, {}).get(token_blocks.NAME_INPUT, {}).get("value")
+    try:
+        issued = await deps.call(
+            tokens.issue_user_token, deps.db, org, user_id, raw_name, deps.clock()
+        )
+    except (InvalidName, NameTaken, CapReached) as refused:
+        await ack(response_action="errors", errors={token_blocks.NAME_BLOCK: str(refused)})
+        return
+    await ack()
+    where = _metadata(view)
+    delivered = await deliver_ephemeral(
+        client,
+        user_id=user_id,
+        message=token_blocks.new_token_message(issued),
+        response_url=where.get("response_url"),
+        channel_id=where.get("channel_id"),
+    )
+    if delivered is None:
+        # Nobody can ever see this token, so it must not stay valid.
+        await deps.call(tokens.revoke_undelivered, deps.db, org, issued.info.id, deps.clock())
+        log.warning("token %s could not be delivered and was revoked", issued.info.id)

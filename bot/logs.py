@@ -1,0 +1,55 @@
+"""Logging: one line per event, each carrying the id of the HTTP request it belongs to."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from contextvars import ContextVar
+from typing import Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+request_id: ContextVar[str] = ContextVar("request_id", default="-")
+
+# slack_sdk and Bolt log whole request and response bodies at DEBUG, and a body may hold a
+# new token; they are held at INFO whatever the root level is.
+_CHATTY = ("slack_sdk", "slack_bolt")
+
+
+class _RequestIdFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id.get()
+        return True
+
+
+def setup_logging(level: str = "INFO") -> None:
+    handler = logging.StreamHandler()
+    handler.addFilter(_RequestIdFilter())
+    handler.setFormatter(
+        logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    quiet_slack_libraries()
+
+
+def quiet_slack_libraries() -> None:
+    for name in _CHATTY:
+        logging.getLogger(name).setLevel(logging.INFO)
+
+
+class RequestIdMiddleware:
+    """Gives each HTTP request an id for the log lines it causes."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> Any:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        token = request_id.set(secrets.token_hex(6))
+        try:
+            return await self.app(scope, receive, send)
+        finally:
+            request_id.reset(token)

@@ -1,0 +1,233 @@
+"""Sends what Slack sends: signed slash commands, interactivity payloads and events.
+
+Payload shapes follow Slack's own examples (slash command form bodies, ``payload=`` forms
+for interactivity, JSON envelopes for events); signatures come from ``slack_sdk``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import httpx
+from slack_sdk.signature import SignatureVerifier
+
+from bot.standin.server import TEAM_ID, Call, SlackStandin
+
+APP_ID = "A0TOKENBOT"
+
+
+def find_button(
+    blocks: list[dict[str, Any]], action_id: str, value: str | None = None
+) -> tuple[str, dict[str, Any]]:
+    """The (block_id, element) of the first button with ``action_id`` (and ``value``)."""
+    for block in blocks:
+        elements = list(block.get("elements", []))
+        if "accessory" in block:
+            elements.append(block["accessory"])
+        for element in elements:
+            if (
+                element.get("type") == "button"
+                and element.get("action_id") == action_id
+                and (value is None or element.get("value") == value)
+            ):
+                return block.get("block_id", ""), element
+    raise LookupError(f"no button {action_id!r} (value {value!r}) in these blocks")
+
+
+class SlackClient:
+    """Signs and posts requests to an app's ``/slack/events`` as Slack would."""
+
+    def __init__(
+        self,
+        app_url: str,
+        signing_secret: str,
+        standin: SlackStandin,
+        team_id: str = TEAM_ID,
+        enterprise_id: str | None = None,
+    ) -> None:
+        self.events_url = app_url.rstrip("/") + "/slack/events"
+        self.verifier = SignatureVerifier(signing_secret)
+        self.standin = standin
+        self.team_id = team_id
+        self.enterprise_id = enterprise_id
+        self.http = httpx.AsyncClient(timeout=10)
+        self._trigger = 0
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    # -- transport ------------------------------------------------------------------------
+
+    def sign(self, body: str, timestamp: int | None = None) -> dict[str, str]:
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        return {
+            "X-Slack-Request-Timestamp": ts,
+            "X-Slack-Signature": self.verifier.generate_signature(timestamp=ts, body=body),
+        }
+
+    async def post(
+        self,
+        body: str,
+        content_type: str,
+        *,
+        timestamp: int | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> httpx.Response:
+        all_headers = {
+            "Content-Type": content_type,
+            **self.sign(body, timestamp),
+            **(headers or {}),
+        }
+        return await self.http.post(self.events_url, content=body.encode(), headers=all_headers)
+
+    def _trigger_id(self) -> str:
+        self._trigger += 1
+        return f"{self._trigger}.{int(time.time())}.standin"
+
+    def _team(self) -> dict[str, Any]:
+        team: dict[str, Any] = {"id": self.team_id, "domain": "tokenbot-demo"}
+        if self.enterprise_id:
+            team.update(enterprise_id=self.enterprise_id, enterprise_name="Demo Org")
+        return team
+
+    # -- slash commands -------------------------------------------------------------------
+
+    def command_body(
+        self, command: str, text: str, user_id: str, channel_id: str = "C0GENERAL"
+    ) -> str:
+        fields = {
+            "token": "unused-verification-token",
+            "team_id": self.team_id,
+            "team_domain": "tokenbot-demo",
+            "channel_id": channel_id,
+            "channel_name": "general",
+            "user_id": user_id,
+            "user_name": self.standin.users.get(user_id, {}).get("name", user_id.lower()),
+            "command": command,
+            "text": text,
+            "api_app_id": APP_ID,
+            "is_enterprise_install": "false",
+            "response_url": self.standin.new_response_url(user_id, channel_id),
+            "trigger_id": self._trigger_id(),
+        }
+        if self.enterprise_id:
+            fields.update(enterprise_id=self.enterprise_id, enterprise_name="Demo Org")
+        return urlencode(fields)
+
+    async def command(
+        self, command: str, text: str, user_id: str, channel_id: str = "C0GENERAL"
+    ) -> httpx.Response:
+        body = self.command_body(command, text, user_id, channel_id)
+        return await self.post(body, "application/x-www-form-urlencoded")
+
+    # -- interactivity --------------------------------------------------------------------
+
+    async def interact(self, payload: dict[str, Any]) -> httpx.Response:
+        body = "payload=" + quote(json.dumps(payload))
+        return await self.post(body, "application/x-www-form-urlencoded")
+
+    def _user(self, user_id: str) -> dict[str, Any]:
+        name = self.standin.users.get(user_id, {}).get("name", user_id.lower())
+        return {"id": user_id, "username": name, "name": name, "team_id": self.team_id}
+
+    async def click(
+        self, message: Call, action_id: str, user_id: str, value: str | None = None
+    ) -> httpx.Response:
+        """Click a button in an ephemeral message the app sent (a ``response_url`` post
+        or ``chat.postEphemeral``), as its recipient."""
+        block_id, button = find_button(message.blocks, action_id, value)
+        channel_id = str(
+            message.args.get("channel")
+            or self.standin.response_urls.get(message.args.get("_key", ""), {}).get(
+                "channel", "C0GENERAL"
+            )
+        )
+        payload = {
+            "type": "block_actions",
+            "user": self._user(user_id),
+            "api_app_id": APP_ID,
+            "token": "unused-verification-token",
+            "container": {
+                "type": "message",
+                "message_ts": f"{time.time():.6f}",
+                "channel_id": channel_id,
+                "is_ephemeral": True,
+            },
+            "trigger_id": self._trigger_id(),
+            "team": self._team(),
+            "channel": {"id": channel_id, "name": "general"},
+            "response_url": self.standin.new_response_url(user_id, channel_id),
+            "actions": [
+                {
+                    "action_id": action_id,
+                    "block_id": block_id,
+                    "text": button.get("text"),
+                    "value": button.get("value", ""),
+                    "type": "button",
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+        return await self.interact(payload)
+
+    async def submit_view(
+        self, view_id: str, user_id: str, values: dict[str, dict[str, str]]
+    ) -> httpx.Response:
+        """Submit a modal the app opened, typing ``values[block_id][action_id]``."""
+        view = dict(self.standin.views[view_id])
+        state: dict[str, dict[str, Any]] = {}
+        for block_id, inputs in values.items():
+            state[block_id] = {
+                action_id: {"type": "plain_text_input", "value": value}
+                for action_id, value in inputs.items()
+            }
+        view.update(
+            state={"values": state},
+            app_id=APP_ID,
+            root_view_id=view_id,
+            previous_view_id=None,
+            app_installed_team_id=self.team_id,
+            bot_id="B0BOT",
+        )
+        payload = {
+            "type": "view_submission",
+            "team": self._team(),
+            "user": self._user(user_id),
+            "api_app_id": APP_ID,
+            "token": "unused-verification-token",
+            "trigger_id": self._trigger_id(),
+            "view": view,
+            "response_urls": [],
+        }
+        return await self.interact(payload)
+
+    # -- events ---------------------------------------------------------------------------
+
+    async def event(
+        self, event: dict[str, Any], *, event_id: str, retry_num: int | None = None
+    ) -> httpx.Response:
+        envelope = {
+            "token": "unused-verification-token",
+            "team_id": self.team_id,
+            "api_app_id": APP_ID,
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id,
+            "event_time": int(time.time()),
+            "authorizations": [
+                {
+                    "enterprise_id": self.enterprise_id,
+                    "team_id": self.team_id,
+                    "user_id": "U0BOT",
+                    "is_bot": True,
+                    "is_enterprise_install": False,
+                }
+            ],
+        }
+        headers = {}
+        if retry_num is not None:
+            headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "timeout"}
+        return await self.post(json.dumps(envelope), "application/json", headers=headers)

@@ -1,0 +1,64 @@
+"""tokenbot's real server and the Slack stand-in, running together on loopback."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from datetime import datetime
+
+from bot.app import build_app
+from bot.config import Settings
+from bot.deps import Deps, utcnow
+from bot.standin.client import SlackClient
+from bot.standin.server import SlackStandin, _free_port, serve_in_background
+from bot.web import build_web
+from storage.db import Database
+from storage.migrate import upgrade
+
+SIGNING_SECRET = "standin-signing-secret-0123456789"
+BOT_TOKEN = "xoxb-standin-0000-bot-token"
+
+
+@dataclass
+class Running:
+    url: str
+    standin: SlackStandin
+    slack: SlackClient
+    deps: Deps
+
+    @property
+    def db(self) -> Database:
+        return self.deps.db
+
+
+@asynccontextmanager
+async def running_tokenbot(
+    database_url: str,
+    *,
+    clock: Callable[[], datetime] = utcnow,
+    migrate: bool = True,
+    enterprise_id: str | None = None,
+) -> AsyncIterator[Running]:
+    """Start the stand-in, then tokenbot's ASGI app under uvicorn, both on free ports."""
+    standin = SlackStandin()
+    async with standin.running():
+        settings = Settings(
+            slack_signing_secret=SIGNING_SECRET,
+            slack_bot_token=BOT_TOKEN,
+            slack_api_url=standin.base_url + "/api/",
+            database_url=database_url,
+        )
+        db = Database(settings.database_url)
+        if migrate:
+            upgrade(db)
+        deps = Deps(settings=settings, db=db, clock=clock)
+        web = build_web(deps, build_app(deps))
+        port = _free_port()
+        url = f"http://127.0.0.1:{port}"
+        async with serve_in_background(web, port):
+            slack = SlackClient(url, SIGNING_SECRET, standin, enterprise_id=enterprise_id)
+            try:
+                yield Running(url=url, standin=standin, slack=slack, deps=deps)
+            finally:
+                await slack.aclose()

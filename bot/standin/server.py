@@ -1,0 +1,282 @@
+"""The Web API stand-in: answers the methods tokenbot calls and records every call."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+TEAM_ID = "T0TOKENBOT"
+BOT_USER_ID = "U0BOT"
+
+
+@dataclass
+class Call:
+    """One request the stand-in received: a Web API method or a ``response_url`` post."""
+
+    method: str
+    args: dict[str, Any]
+    at: float = field(default_factory=time.monotonic)
+
+    @property
+    def blocks(self) -> list[dict[str, Any]]:
+        blocks = self.args.get("blocks") or []
+        return json.loads(blocks) if isinstance(blocks, str) else list(blocks)
+
+    @property
+    def view(self) -> dict[str, Any]:
+        view = self.args.get("view") or {}
+        return json.loads(view) if isinstance(view, str) else dict(view)
+
+    def text_content(self) -> str:
+        """All the text a person could read in this call, for searching."""
+        return json.dumps(self.args, ensure_ascii=False)
+
+
+@dataclass
+class Failure:
+    status: int = 200
+    error: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class SlackStandin:
+    """Answers the Web API on loopback. ``calls`` holds what arrived, oldest first.
+
+    Make a method fail with :meth:`fail_next`; add people with :meth:`add_user`.
+    """
+
+    def __init__(self, team_id: str = TEAM_ID) -> None:
+        self.team_id = team_id
+        self.calls: list[Call] = []
+        self.users: dict[str, dict[str, Any]] = {}
+        self.views: dict[str, dict[str, Any]] = {}
+        self.response_urls: dict[str, dict[str, Any]] = {}
+        self._failures: dict[str, list[Failure]] = {}
+        self._ids = itertools.count(1)
+        self._changed = asyncio.Condition()
+        self.base_url = ""
+        self.app = Starlette(
+            routes=[
+                Route("/api/{method}", self._api, methods=["POST", "GET"]),
+                Route("/response/{key}", self._response_url, methods=["POST"]),
+            ]
+        )
+
+    # -- set-up ---------------------------------------------------------------------------
+
+    def add_user(
+        self, user_id: str, name: str, *, is_admin: bool = False, deleted: bool = False
+    ) -> None:
+        self.users[user_id] = {
+            "id": user_id,
+            "team_id": self.team_id,
+            "name": name,
+            "real_name": name.title(),
+            "deleted": deleted,
+            "is_admin": is_admin,
+            "is_owner": False,
+            "is_restricted": False,
+            "is_bot": False,
+            "profile": {"display_name": name, "real_name": name.title()},
+        }
+
+    def fail_next(
+        self,
+        method: str,
+        *,
+        status: int = 200,
+        error: str | None = None,
+        headers: dict[str, str] | None = None,
+        times: int = 1,
+    ) -> None:
+        """The next ``times`` calls of ``method`` fail with ``error`` or HTTP ``status``.
+
+        ``method`` is a Web API method name, or ``response_url``.
+        """
+        failure = Failure(status=status, error=error, headers=headers or {})
+        self._failures.setdefault(method, []).extend([failure] * times)
+
+    def new_response_url(self, user_id: str, channel_id: str) -> str:
+        key = f"R{next(self._ids):06d}"
+        self.response_urls[key] = {"user": user_id, "channel": channel_id, "uses": 0}
+        return f"{self.base_url}/response/{key}"
+
+    # -- what arrived ---------------------------------------------------------------------
+
+    def calls_to(self, method: str) -> list[Call]:
+        return [c for c in self.calls if c.method == method]
+
+    async def wait_for(
+        self,
+        method: str,
+        predicate: Callable[[Call], bool] = lambda c: True,
+        *,
+        after: int = 0,
+        timeout: float = 5.0,
+    ) -> Call:
+        """The first call of ``method`` at index ``after`` or later that matches."""
+
+        def found() -> Call | None:
+            for call in self.calls[after:]:
+                if call.method == method and predicate(call):
+                    return call
+            return None
+
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(found), timeout)
+        result = found()
+        assert result is not None
+        return result
+
+    async def _record(self, method: str, args: dict[str, Any]) -> Call:
+        call = Call(method, args)
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+        return call
+
+    def _take_failure(self, method: str) -> Failure | None:
+        queue = self._failures.get(method)
+        return queue.pop(0) if queue else None
+
+    # -- the HTTP side --------------------------------------------------------------------
+
+    @staticmethod
+    async def _args(request: Request) -> dict[str, Any]:
+        body = await request.body()
+        if request.headers.get("content-type", "").startswith("application/json"):
+            return dict(json.loads(body or b"{}"))
+        args: dict[str, Any] = dict(parse_qsl(body.decode(), keep_blank_values=True))
+        args.update(request.query_params)
+        return args
+
+    async def _api(self, request: Request) -> Response:
+        method = request.path_params["method"]
+        args = await self._args(request)
+        await self._record(method, args)
+        failure = self._take_failure(method)
+        if failure is not None:
+            if failure.status != 200:
+                return PlainTextResponse("error", failure.status, headers=failure.headers)
+            return JSONResponse({"ok": False, "error": failure.error}, headers=failure.headers)
+        handler = getattr(self, "_" + method.replace(".", "_"), None)
+        if handler is None:
+            return JSONResponse({"ok": False, "error": "unknown_method"})
+        result: dict[str, Any] = handler(args)
+        return JSONResponse({"ok": True, **result})
+
+    async def _response_url(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        args = await self._args(request)
+        await self._record("response_url", {**args, "_key": key})
+        failure = self._take_failure("response_url")
+        if failure is not None:
+            return PlainTextResponse(failure.error or "error", failure.status or 404)
+        entry = self.response_urls.get(key)
+        if entry is None:
+            return PlainTextResponse("expired_url", 404)
+        entry["uses"] += 1
+        return PlainTextResponse("ok")
+
+    # -- Web API methods ------------------------------------------------------------------
+
+    def _auth_test(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "team_id": self.team_id,
+            "user_id": BOT_USER_ID,
+            "bot_id": "B0BOT",
+            "team": "Tokenbot Demo",
+            "url": "https://demo.slack.invalid/",
+        }
+
+    def _store_view(self, args: dict[str, Any], view_id: str | None = None) -> dict[str, Any]:
+        view = args.get("view") or {}
+        view = json.loads(view) if isinstance(view, str) else dict(view)
+        view_id = view_id or f"V{next(self._ids):06d}"
+        view.update({"id": view_id, "team_id": self.team_id, "hash": f"{time.time():.6f}"})
+        self.views[view_id] = view
+        return {"view": view}
+
+    def _views_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._store_view(args)
+
+    def _views_push(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._store_view(args)
+
+    def _views_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        return self._store_view(args, args.get("view_id"))
+
+    def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"message_ts": f"{time.time():.6f}"}
+
+    def _chat_postMessage(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "channel": args.get("channel"),
+            "ts": f"{time.time():.6f}",
+            "message": {"text": args.get("text", "")},
+        }
+
+    def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")}
+
+    def _conversations_open(self, args: dict[str, Any]) -> dict[str, Any]:
+        users = str(args.get("users", ""))
+        return {"channel": {"id": "D" + users.split(",")[0].lstrip("UW")}}
+
+    def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
+        user = self.users.get(str(args.get("user")))
+        return {"user": user} if user else {"ok": False, "error": "user_not_found"}
+
+    def _users_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        return {"members": list(self.users.values()), "response_metadata": {"next_cursor": ""}}
+
+    # -- running --------------------------------------------------------------------------
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[SlackStandin]:
+        """Serve on a free loopback port for the duration of the block."""
+        port = _free_port()
+        self.base_url = f"http://127.0.0.1:{port}"
+        async with serve_in_background(self.app, port):
+            yield self
+
+
+@asynccontextmanager
+async def serve_in_background(app: Any, port: int) -> AsyncIterator[None]:
+    """Run ``app`` with uvicorn on 127.0.0.1:``port`` until the block ends."""
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        if task.done():
+            task.result()  # raises what stopped it
+            raise RuntimeError("server stopped before it started")
+        await asyncio.sleep(0.005)
+    try:
+        yield
+    finally:
+        server.should_exit = True
+        await task

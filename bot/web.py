@@ -1,0 +1,55 @@
+"""The ASGI app: ``/slack/events`` and ``/healthz``."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.async_app import AsyncApp
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from bot.deps import Deps
+from bot.logs import RequestIdMiddleware
+
+log = logging.getLogger(__name__)
+
+
+def build_web(deps: Deps, bolt: AsyncApp) -> Starlette:
+    handler = AsyncSlackRequestHandler(bolt)
+
+    async def slack_events(request: Request) -> Response:
+        try:
+            return await handler.handle(request)
+        except ValueError:
+            # Bolt parses the body before it checks the signature; a body it cannot parse
+            # is the sender's fault, not ours.
+            log.info("refused a malformed body on /slack/events")
+            return PlainTextResponse("malformed request", status_code=400)
+
+    async def healthz(request: Request) -> Response:
+        try:
+            await deps.call(deps.db.ping)
+        except Exception as error:
+            log.warning("health check: database unreachable (%s)", type(error).__name__)
+            return JSONResponse({"status": "database unreachable"}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await deps.call(deps.db.dispose)
+
+    return Starlette(
+        routes=[
+            Route("/slack/events", slack_events, methods=["POST"]),
+            Route("/healthz", healthz, methods=["GET"]),
+        ],
+        middleware=[Middleware(RequestIdMiddleware)],
+        lifespan=lifespan,
+    )
