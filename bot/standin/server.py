@@ -30,6 +30,7 @@ class Call:
     method: str
     args: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
+    result: dict[str, Any] = field(default_factory=dict)  # what the stand-in answered
 
     @property
     def blocks(self) -> list[dict[str, Any]]:
@@ -129,17 +130,19 @@ class SlackStandin:
 
     async def wait_for(
         self,
-        method: str,
+        method: str | tuple[str, ...],
         predicate: Callable[[Call], bool] = lambda c: True,
         *,
         after: int = 0,
         timeout: float = 5.0,
     ) -> Call:
-        """The first call of ``method`` at index ``after`` or later that matches."""
+        """The first call of ``method`` (or one of them) at index ``after`` or later that
+        matches ``predicate``; TimeoutError when none comes within ``timeout`` seconds."""
+        methods = (method,) if isinstance(method, str) else method
 
         def found() -> Call | None:
             for call in self.calls[after:]:
-                if call.method == method and predicate(call):
+                if call.method in methods and predicate(call):
                     return call
             return None
 
@@ -174,7 +177,7 @@ class SlackStandin:
     async def _api(self, request: Request) -> Response:
         method = request.path_params["method"]
         args = await self._args(request)
-        await self._record(method, args)
+        call = await self._record(method, args)
         failure = self._take_failure(method)
         if failure is not None:
             if failure.status != 200:
@@ -183,8 +186,8 @@ class SlackStandin:
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return JSONResponse({"ok": False, "error": "unknown_method"})
-        result: dict[str, Any] = handler(args)
-        return JSONResponse({"ok": True, **result})
+        call.result = {"ok": True, **handler(args)}
+        return JSONResponse(call.result)
 
     async def _response_url(self, request: Request) -> Response:
         key = request.path_params["key"]

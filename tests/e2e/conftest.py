@@ -1,0 +1,19 @@
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+
+from bot.standin.harness import Running, running_tokenbot
+
+ALICE = "U0ALICE"
+BOB = "U0BOB"
+
+
+@pytest.fixture
+async def env(database_url: str) -> AsyncIterator[Running]:
+    """tokenbot's real ASGI app under uvicorn, talking to the Slack stand-in."""
+    async with running_tokenbot(database_url, migrate=False) as running:
+        running.standin.add_user(ALICE, "alice")
+        running.standin.add_user(BOB, "bob")
+        yield running
