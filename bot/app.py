@@ -47,3 +47,10 @@ def build_app(deps: Deps) -> AsyncApp:
 
     listeners.register(app, deps.settings)
     return app
+
+
+def _identifies_sender(body: dict[str, Any], context: AsyncBoltContext) -> bool:
+    """Every request names its organization; commands and clicks also name the member."""
+    if not (context.team_id or context.enterprise_id):
+        return False
+    return body.get("type") == "event_callback" or bool(context.user_id)

@@ -6,7 +6,10 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from slack_bolt.adapter.starlette.async_handler import AsyncSlackRequestHandler
+from slack_bolt.adapter.starlette.async_handler import (
+    to_async_bolt_request,
+    to_starlette_response,
+)
 from slack_bolt.async_app import AsyncApp
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -21,16 +24,16 @@ log = logging.getLogger(__name__)
 
 
 def build_web(deps: Deps, bolt: AsyncApp) -> Starlette:
-    handler = AsyncSlackRequestHandler(bolt)
-
     async def slack_events(request: Request) -> Response:
+        body = await request.body()
         try:
-            return await handler.handle(request)
-        except ValueError:
-            # Bolt parses the body before it checks the signature; a body it cannot parse
-            # is the sender's fault, not ours.
-            log.info("refused a malformed body on /slack/events")
+            bolt_request = to_async_bolt_request(request, body)
+        except Exception as error:
+            # Bolt parses the body before it checks the signature; a body it cannot
+            # parse is the sender's fault, not a server error.
+            log.info("refused a malformed body on /slack/events (%s)", type(error).__name__)
             return PlainTextResponse("malformed request", status_code=400)
+        return to_starlette_response(await bolt.async_dispatch(bolt_request))
 
     async def healthz(request: Request) -> Response:
         try:

@@ -47,12 +47,14 @@ class SlackClient:
         standin: SlackStandin,
         team_id: str = TEAM_ID,
         enterprise_id: str | None = None,
+        org_wide: bool = False,
     ) -> None:
         self.events_url = app_url.rstrip("/") + "/slack/events"
         self.verifier = SignatureVerifier(signing_secret)
         self.standin = standin
         self.team_id = team_id
         self.enterprise_id = enterprise_id
+        self.org_wide = org_wide  # an org-wide (Enterprise Grid) install
         self.http = httpx.AsyncClient(timeout=10)
         self._trigger = 0
 
@@ -93,6 +95,11 @@ class SlackClient:
             team.update(enterprise_id=self.enterprise_id, enterprise_name="Demo Org")
         return team
 
+    def _enterprise(self) -> dict[str, str] | None:
+        if not self.enterprise_id:
+            return None
+        return {"id": self.enterprise_id, "name": "Demo Org"}
+
     # -- slash commands -------------------------------------------------------------------
 
     def command_body(
@@ -109,7 +116,7 @@ class SlackClient:
             "command": command,
             "text": text,
             "api_app_id": APP_ID,
-            "is_enterprise_install": "false",
+            "is_enterprise_install": "true" if self.org_wide else "false",
             "response_url": self.standin.new_response_url(user_id, channel_id),
             "trigger_id": self._trigger_id(),
         }
@@ -150,6 +157,8 @@ class SlackClient:
             "user": self._user(user_id),
             "api_app_id": APP_ID,
             "token": "unused-verification-token",
+            "is_enterprise_install": self.org_wide,
+            "enterprise": self._enterprise(),
             "container": {
                 "type": "message",
                 "message_ts": f"{time.time():.6f}",
@@ -195,6 +204,8 @@ class SlackClient:
         payload = {
             "type": "view_submission",
             "team": self._team(),
+            "is_enterprise_install": self.org_wide,
+            "enterprise": self._enterprise(),
             "user": self._user(user_id),
             "api_app_id": APP_ID,
             "token": "unused-verification-token",

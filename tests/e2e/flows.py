@@ -1,0 +1,51 @@
+"""What a member does in Slack, as steps the e2e tests share."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TypeVar
+
+from bot.standin.harness import Running
+from bot.standin.server import Call
+from storage import tokenformat
+
+COMMAND = "/token"
+T = TypeVar("T")
+
+
+async def run_command(env: Running, text: str, user: str) -> Call:
+    """Send ``/token text`` and return the app's answer: a message or an opened modal."""
+    mark = len(env.standin.calls)
+    response = await env.slack.command(COMMAND, text, user)
+    assert response.status_code == 200
+    return await env.standin.wait_for(("response_url", "views.open"), after=mark)
+
+
+async def open_generate_modal(env: Running, user: str, name: str = "") -> str:
+    opened = await run_command(env, f"new {name}".strip(), user)
+    assert opened.method == "views.open", opened.args
+    return str(opened.result["view"]["id"])
+
+
+async def generate(env: Running, user: str, name: str) -> str:
+    """Generate a token through the modal; return the secret the member was shown."""
+    view_id = await open_generate_modal(env, user)
+    mark = len(env.standin.calls)
+    response = await env.slack.submit_view(view_id, user, {"token_name": {"name": name}})
+    assert response.status_code == 200 and response.content == b"", response.text
+    shown = await env.standin.wait_for("response_url", after=mark)
+    secrets = tokenformat.TOKEN_PATTERN.findall(shown.text_content())
+    assert len(secrets) == 1
+    return str(secrets[0])
+
+
+async def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 5) -> T:
+    """Poll ``read`` until ``done`` holds: for outcomes that send nothing to wait on."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.02)
