@@ -11,6 +11,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
@@ -18,11 +19,15 @@ log = logging.getLogger(__name__)
 
 
 def retry_handlers() -> list[Any]:
-    """Retries with backoff on connection errors, 429 (honouring Retry-After) and 5xx."""
+    """Retries with backoff on connection errors, 429 (honouring Retry-After) and 5xx.
+
+    The backoff is short (0.2 s, then 0.4 s): a person is waiting for the answer.
+    """
+    backoff = BackoffRetryIntervalCalculator(backoff_factor=0.2)
     return [
-        AsyncConnectionErrorRetryHandler(max_retry_count=2),
+        AsyncConnectionErrorRetryHandler(max_retry_count=2, interval_calculator=backoff),
         AsyncRateLimitErrorRetryHandler(max_retry_count=2),
-        AsyncServerErrorRetryHandler(max_retry_count=2),
+        AsyncServerErrorRetryHandler(max_retry_count=2, interval_calculator=backoff),
     ]
 
 
@@ -49,18 +54,28 @@ async def deliver_ephemeral(
                 return "response_url"
             log.info("response_url answered %s; trying the channel", response.status_code)
         except Exception as error:  # a dead URL must not stop the fallbacks
-            log.info("response_url failed (%s); trying the channel", type(error).__name__)
+            log.info("response_url failed (%s); trying the channel", _why(error))
     if channel_id:
         try:
             await client.chat_postEphemeral(channel=channel_id, user=user_id, **message)
             return "channel"
-        except SlackApiError as error:
-            log.info("chat.postEphemeral in channel failed: %s", error.response.get("error"))
+        except Exception as error:
+            log.info("chat.postEphemeral in the channel failed (%s); trying the DM", _why(error))
     try:
         opened = await client.conversations_open(users=user_id)
         dm = opened["channel"]["id"]
         await client.chat_postEphemeral(channel=dm, user=user_id, **message)
         return "dm"
-    except SlackApiError as error:
-        log.warning("could not reach %s in their DM: %s", user_id, error.response.get("error"))
+    except Exception as error:
+        log.warning("could not reach %s in their DM (%s)", user_id, _why(error))
     return None
+
+
+def _why(error: Exception) -> str:
+    """What went wrong, in words safe to log: Slack's error code or the exception type."""
+    if isinstance(error, SlackApiError):
+        data = error.response.data
+        if isinstance(data, dict) and data.get("error"):
+            return str(data["error"])
+        return f"HTTP {error.response.status_code}"
+    return type(error).__name__

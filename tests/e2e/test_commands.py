@@ -48,7 +48,9 @@ async def test_list_shows_name_hint_dates_and_a_revoke_button_with_confirm(env: 
     answer = await run_command(env, "list", ALICE)
     content = answer.text_content()
     assert "*ci*" in content and f"tbu_…{secret[-4:]}" in content
-    assert "Created" in content and "last used never" in content and "expires if unused by" in content
+    assert (
+        "Created" in content and "last used never" in content and "expires if unused by" in content
+    )
     assert secret not in content
     button = answer.blocks[1]["accessory"]
     assert button["action_id"] == "revoke_token" and "confirm" in button
@@ -101,7 +103,10 @@ async def test_new_at_the_cap_names_the_cap_and_offers_revoke(env: Running) -> N
     assert answer.method == "response_url"  # no modal opened
     content = answer.text_content()
     assert "limit of 10 active tokens" in content
-    assert sum(1 for b in answer.blocks if b.get("accessory", {}).get("action_id") == "revoke_token") == 10
+    assert (
+        sum(1 for b in answer.blocks if b.get("accessory", {}).get("action_id") == "revoke_token")
+        == 10
+    )
 
 
 async def test_modal_stays_usable_after_an_error(env: Running) -> None:

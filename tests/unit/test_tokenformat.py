@@ -8,7 +8,9 @@ from storage.tokenformat import TokenKind
 README_REGEX = r"\btb[us]_[0-9A-Za-z]{36}\b"
 
 
-@pytest.mark.parametrize(("kind", "prefix"), [(TokenKind.USER, "tbu_"), (TokenKind.SERVICE, "tbs_")])
+@pytest.mark.parametrize(
+    ("kind", "prefix"), [(TokenKind.USER, "tbu_"), (TokenKind.SERVICE, "tbs_")]
+)
 def test_minted_token_has_kind_prefix_and_valid_checksum(kind: TokenKind, prefix: str) -> None:
     token = tokenformat.mint(kind)
     assert token.startswith(prefix)

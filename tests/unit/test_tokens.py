@@ -128,7 +128,10 @@ def test_tokens_past_their_cutoff_do_not_count_and_are_marked_expired(db: Databa
 
 def test_one_second_before_the_cutoff_a_token_is_still_listed(db: Database) -> None:
     issue(db, "ci")
-    assert len(tokens.list_user_tokens(db, ORG, ALICE, NOW + timedelta(days=30, seconds=-1)).tokens) == 1
+    assert (
+        len(tokens.list_user_tokens(db, ORG, ALICE, NOW + timedelta(days=30, seconds=-1)).tokens)
+        == 1
+    )
     assert tokens.list_user_tokens(db, ORG, ALICE, NOW + timedelta(days=30)).tokens == []
 
 
