@@ -217,7 +217,26 @@ class SlackStandin:
         view = args.get("view") or {}
         view = json.loads(view) if isinstance(view, str) else dict(view)
         view_id = view_id or f"V{next(self._ids):06d}"
-        view.update({"id": view_id, "team_id": self.team_id, "hash": f"{time.time():.6f}"})
+        # The fields Slack adds to a view it stores, with Slack's defaults.
+        view = {
+            "private_metadata": "",
+            "callback_id": "",
+            "external_id": "",
+            "clear_on_close": False,
+            "notify_on_close": False,
+            **view,
+        }
+        view.update(
+            id=view_id,
+            team_id=self.team_id,
+            hash=f"{time.time():.6f}",
+            state={"values": {}},
+            previous_view_id=None,
+            root_view_id=view_id,
+            app_id="A0TOKENBOT",
+            app_installed_team_id=self.team_id,
+            bot_id="B0BOT",
+        )
         self.views[view_id] = view
         return {"view": view}
 

@@ -158,3 +158,20 @@ def test_tampering_with_an_audit_event_breaks_the_chain(db: Database) -> None:
         event.actor = "U0MALLORY"
         session.add(event)
     assert not audit.verify_chain(db, ORG)
+
+
+def test_24_threads_issuing_at_once_leave_exactly_10_active(db: Database) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    def attempt(n: int) -> str:
+        try:
+            issue(db, f"race-{n}")
+            return "issued"
+        except CapReached:
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=24) as pool:
+        outcomes = list(pool.map(attempt, range(24)))
+    assert outcomes.count("issued") == 10 and outcomes.count("refused") == 14
+    assert len(tokens.list_user_tokens(db, ORG, ALICE, NOW).tokens) == 10
+    assert audit.verify_chain(db, ORG)

@@ -1,0 +1,46 @@
+"""R7/R9: the cap holds when many submissions arrive at once (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlmodel import func, select
+
+from bot.standin.harness import Running
+from storage.models import Token
+from storage.tokenformat import TOKEN_PATTERN
+from tests.e2e.conftest import ALICE
+from tests.e2e.flows import eventually, open_generate_modal
+
+
+async def test_24_concurrent_generate_submissions_leave_exactly_10_active_tokens(
+    env: Running,
+) -> None:
+    views = [await open_generate_modal(env, ALICE) for _ in range(24)]
+    mark = len(env.standin.calls)
+    responses = await asyncio.gather(
+        *(
+            env.slack.submit_view(view_id, ALICE, {"token_name": {"name": f"race-{n}"}})
+            for n, view_id in enumerate(views)
+        )
+    )
+    assert all(r.status_code == 200 for r in responses)
+    accepted = [r for r in responses if r.content == b""]
+    refused = [r for r in responses if r.content]
+    assert len(accepted) == 10
+    assert len(refused) == 14
+    assert all("the limit is 10" in r.json()["errors"]["token_name"] for r in refused)
+    deliveries = await eventually(
+        lambda: [
+            c
+            for c in env.standin.calls[mark:]
+            if c.method == "response_url" and "tbu_" in c.text_content()
+        ],
+        lambda found: len(found) >= 10,
+    )
+    secrets = {s for c in deliveries for s in TOKEN_PATTERN.findall(c.text_content())}
+    assert len(deliveries) == 10 and len(secrets) == 10  # each token shown once, to its owner
+    with env.db.read() as session:
+        active = session.exec(select(func.count()).where(Token.state == "active")).one()
+        total = session.exec(select(func.count()).select_from(Token)).one()
+    assert active == 10 and total == 10
