@@ -5,7 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt import BoltResponse
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
+from slack_bolt.request.internals import (
+    extract_enterprise_id,
+    extract_team_id,
+    extract_user_id,
+)
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import listeners
@@ -35,9 +41,14 @@ def build_app(deps: Deps) -> AsyncApp:
     )
 
     @app.middleware
-    async def provide_deps(context: AsyncBoltContext, next: Any) -> None:
+    async def provide_deps(
+        req: AsyncBoltRequest, context: AsyncBoltContext, next: Any
+    ) -> BoltResponse | None:
+        if not _identifies_sender(req.body):
+            return BoltResponse(status=400, body="malformed request: no team or user")
         context["deps"] = deps
         await next()
+        return None
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
@@ -49,8 +60,12 @@ def build_app(deps: Deps) -> AsyncApp:
     return app
 
 
-def _identifies_sender(body: dict[str, Any], context: AsyncBoltContext) -> bool:
-    """Every request names its organization; commands and clicks also name the member."""
-    if not (context.team_id or context.enterprise_id):
+def _identifies_sender(body: dict[str, Any]) -> bool:
+    """Every request names its organization; commands and clicks also name the member.
+
+    Read from the body itself: in single-workspace mode Bolt fills the context's team and
+    user from the bot's own credentials.
+    """
+    if not (extract_team_id(body) or extract_enterprise_id(body)):
         return False
-    return body.get("type") == "event_callback" or bool(context.user_id)
+    return body.get("type") == "event_callback" or bool(extract_user_id(body))
