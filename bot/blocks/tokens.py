@@ -13,6 +13,7 @@ GENERATE_CALLBACK = "generate_token"
 NAME_BLOCK = "token_name"
 NAME_INPUT = "name"
 REVOKE_ACTION = "revoke_token"
+OPEN_GENERATE_ACTION = "open_generate"
 CANCEL_ACTION = "cancel"
 
 
@@ -190,3 +191,28 @@ def revoke_confirm_message(info: TokenInfo) -> Message:
 
 def revoked_notice(info: TokenInfo) -> str:
     return f":white_check_mark: Revoked *{_escape(info.name)}* (`{info.hint}`). It no longer works."
+
+
+def home_view(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> dict[str, Any]:
+    """The App Home tab: the member's tokens with their cutoffs, and a Generate button."""
+    generate = {
+        "type": "actions",
+        "elements": [
+            {
+                "type": "button",
+                "action_id": OPEN_GENERATE_ACTION,
+                "text": _plain("Generate token"),
+                "style": "primary",
+            }
+        ],
+    }
+    listing = token_list_message(tokens, cap, notice)["blocks"]
+    return {
+        "type": "home",
+        "blocks": [
+            {"type": "header", "text": _plain("Your API tokens")},
+            generate,
+            *listing,
+            _context("The token is shown to you once, in a message only you can see."),
+        ],
+    }

@@ -5,10 +5,11 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.listeners import actions, commands, views
+from bot.listeners import actions, commands, events, views
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
     commands.register(app, settings)
     actions.register(app)
     views.register(app)
+    events.register(app)

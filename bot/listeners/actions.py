@@ -5,9 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
+from bot.listeners.events import publish_home
+from bot.listeners.views import open_generate_modal
 from storage import tokens
 from storage.errors import NotAllowed, TokenNotFound
 
@@ -15,6 +18,7 @@ from storage.errors import NotAllowed, TokenNotFound
 def register(app: AsyncApp) -> None:
     app.action(token_blocks.REVOKE_ACTION)(handle_revoke)
     app.action(token_blocks.CANCEL_ACTION)(handle_cancel)
+    app.action(token_blocks.OPEN_GENERATE_ACTION)(handle_open_generate)
 
 
 async def handle_revoke(
@@ -22,6 +26,7 @@ async def handle_revoke(
     body: dict[str, Any],
     action: dict[str, Any],
     respond: AsyncRespond,
+    client: AsyncWebClient,
     context: AsyncBoltContext,
 ) -> None:
     await ack()
@@ -37,6 +42,9 @@ async def handle_revoke(
         notice = "That button is out of date. Run the command again."
     except (TokenNotFound, NotAllowed) as refused:
         notice = str(refused)
+    if body.get("container", {}).get("type") == "view":  # clicked on the Home tab
+        await publish_home(deps, client, org, user_id, notice)
+        return
     listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
     message = token_blocks.token_list_message(listing.tokens, listing.cap, notice)
     await respond(replace_original=True, **message)
@@ -45,3 +53,16 @@ async def handle_revoke(
 async def handle_cancel(ack: AsyncAck, respond: AsyncRespond) -> None:
     await ack()
     await respond(replace_original=True, **token_blocks.text_message("Nothing was revoked."))
+
+
+async def handle_open_generate(
+    ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    """The Home tab's Generate button. With no channel to answer in, the token goes to
+    the member's DM with the app, ephemerally."""
+    await ack()
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
+    full = await open_generate_modal(deps, client, org, user_id, body["trigger_id"], "", {})
+    if full is not None:
+        await publish_home(deps, client, org, user_id, notice=str(full))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
@@ -11,8 +10,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import tokens as token_blocks
 from bot.config import Settings
 from bot.deps import Deps, org_of
+from bot.listeners.views import open_generate_modal
 from storage import tokens
-from storage.errors import CapReached, TokenNotFound
+from storage.errors import TokenNotFound
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
@@ -52,21 +52,13 @@ async def _new(
     client: AsyncWebClient,
     org: str,
 ) -> None:
-    try:
-        await deps.call(
-            tokens.check_room_for_user_token, deps.db, org, command["user_id"], deps.clock()
-        )
-    except CapReached as full:
-        await respond(**token_blocks.cap_reached_message(full.cap, full.active))
-        return
     # Where to show the token once it exists: the modal carries it to the submission.
-    metadata = json.dumps(
-        {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
+    where = {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
+    full = await open_generate_modal(
+        deps, client, org, command["user_id"], command["trigger_id"], initial_name, where
     )
-    await client.views_open(
-        trigger_id=command["trigger_id"],
-        view=token_blocks.generate_modal(initial_name, metadata),
-    )
+    if full is not None:
+        await respond(**token_blocks.cap_reached_message(full.cap, full.active))
 
 
 async def _list(deps: Deps, user_id: str, respond: AsyncRespond, org: str) -> None:

@@ -22,6 +22,28 @@ def register(app: AsyncApp) -> None:
     app.view(token_blocks.GENERATE_CALLBACK)(handle_generate)
 
 
+async def open_generate_modal(
+    deps: Deps,
+    client: AsyncWebClient,
+    org: str,
+    user_id: str,
+    trigger_id: str,
+    initial_name: str,
+    where: dict[str, Any],
+) -> CapReached | None:
+    """Open the Generate modal, or return CapReached without opening it (R9).
+
+    ``where`` (response_url, channel_id) travels in the modal to deliver the token.
+    """
+    try:
+        await deps.call(tokens.check_room_for_user_token, deps.db, org, user_id, deps.clock())
+    except CapReached as full:
+        return full
+    view = token_blocks.generate_modal(initial_name, json.dumps(where))
+    await client.views_open(trigger_id=trigger_id, view=view)
+    return None
+
+
 def _metadata(view: dict[str, Any]) -> dict[str, Any]:
     try:
         data = json.loads(view.get("private_metadata") or "{}")

@@ -182,6 +182,36 @@ class SlackClient:
         }
         return await self.interact(payload)
 
+    async def click_in_view(
+        self, view_id: str, action_id: str, user_id: str, value: str | None = None
+    ) -> httpx.Response:
+        """Click a button on a view the app published or opened (the Home tab, a modal)."""
+        view = self.standin.views[view_id]
+        block_id, button = find_button(view.get("blocks", []), action_id, value)
+        action = {
+            "action_id": action_id,
+            "block_id": block_id,
+            "text": button.get("text"),
+            "type": "button",
+            "action_ts": f"{time.time():.6f}",
+        }
+        if "value" in button:
+            action["value"] = button["value"]
+        payload = {
+            "type": "block_actions",
+            "team": self._team(),
+            "user": self._user(user_id),
+            "api_app_id": APP_ID,
+            "token": "unused-verification-token",
+            "is_enterprise_install": self.org_wide,
+            "enterprise": self._enterprise(),
+            "container": {"type": "view", "view_id": view_id},
+            "trigger_id": self._trigger_id(),
+            "view": {k: v for k, v in view.items() if not k.startswith("_")},
+            "actions": [action],
+        }
+        return await self.interact(payload)
+
     async def submit_view(
         self, view_id: str, user_id: str, values: dict[str, dict[str, str]]
     ) -> httpx.Response:

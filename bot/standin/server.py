@@ -249,6 +249,14 @@ class SlackStandin:
     def _views_update(self, args: dict[str, Any]) -> dict[str, Any]:
         return self._store_view(args, args.get("view_id"))
 
+    def _views_publish(self, args: dict[str, Any]) -> dict[str, Any]:
+        home = next(
+            (k for k, v in self.views.items() if v.get("_user") == args.get("user_id")), None
+        )
+        result = self._store_view(args, home)
+        result["view"]["_user"] = args.get("user_id")
+        return result
+
     def _chat_postEphemeral(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"message_ts": f"{time.time():.6f}"}
 

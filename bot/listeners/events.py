@@ -1,0 +1,33 @@
+"""Events from Slack's Events API."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.blocks import tokens as token_blocks
+from bot.deps import Deps, org_of
+from storage import tokens
+
+
+def register(app: AsyncApp) -> None:
+    app.event("app_home_opened")(handle_app_home_opened)
+
+
+async def publish_home(
+    deps: Deps, client: AsyncWebClient, org: str, user_id: str, notice: str | None = None
+) -> None:
+    """Show the member their tokens on the app's Home tab."""
+    listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
+    view = token_blocks.home_view(listing.tokens, listing.cap, notice)
+    await client.views_publish(user_id=user_id, view=view)
+
+
+async def handle_app_home_opened(
+    event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
+    if event.get("tab") != "home":
+        return  # the Messages tab needs nothing from us
+    await publish_home(context["deps"], client, org_of(context), event["user"])
