@@ -5,6 +5,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from bot.standin.harness import Running, running_tokenbot
+from tests.unit.test_manifest import SCOPES_FOR_METHODS
 
 ALICE = "U0ALICE"
 BOB = "U0BOB"
@@ -17,3 +18,6 @@ async def env(database_url: str) -> AsyncIterator[Running]:
         running.standin.add_user(ALICE, "alice")
         running.standin.add_user(BOB, "bob")
         yield running
+        # manifest.yml must grant a scope for every method the app called.
+        called = {c.method for c in running.standin.calls} - {"response_url", "auth.test"}
+        assert called <= set(SCOPES_FOR_METHODS), f"add to manifest and test: {called}"

@@ -1,0 +1,43 @@
+"""manifest.yml creates an app that can do everything tokenbot asks of Slack."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from bot.config import Settings
+
+MANIFEST = yaml.safe_load((Path(__file__).parents[2] / "manifest.yml").read_text())
+
+# Each Web API method tokenbot calls, and the bot scope it needs.
+SCOPES_FOR_METHODS = {
+    "chat.postEphemeral": "chat:write",
+    "conversations.open": "im:write",
+    "views.open": None,
+    "views.publish": None,
+}
+
+
+def test_the_command_and_every_url_point_at_slack_events() -> None:
+    commands = MANIFEST["features"]["slash_commands"]
+    assert [c["command"] for c in commands] == [Settings().command]
+    settings = MANIFEST["settings"]
+    urls = [c["url"] for c in commands] + [
+        settings["event_subscriptions"]["request_url"],
+        settings["interactivity"]["request_url"],
+    ]
+    assert all(url.endswith("/slack/events") for url in urls)
+    assert settings["interactivity"]["is_enabled"] is True
+
+
+def test_bot_scopes_cover_the_methods_called() -> None:
+    scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
+    assert "commands" in scopes
+    assert {s for s in SCOPES_FOR_METHODS.values() if s} <= scopes
+
+
+def test_app_home_has_the_home_and_messages_tabs() -> None:
+    home = MANIFEST["features"]["app_home"]
+    assert home["home_tab_enabled"] and home["messages_tab_enabled"]
+    assert "app_home_opened" in MANIFEST["settings"]["event_subscriptions"]["bot_events"]
