@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
 from slack_bolt.request.internals import (
@@ -17,7 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import listeners
 from bot.deps import Deps
 from bot.logs import quiet_slack_libraries
-from bot.notify import retry_handlers
+from bot.notify import Responder, retry_handlers
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +50,8 @@ def build_app(deps: Deps) -> AsyncApp:
         if not _identifies_sender(req.body):
             return BoltResponse(status=400, body="malformed request: no team or user")
         context["deps"] = deps
+        if context.response_url:
+            context["respond"] = Responder(context.response_url, app.client.session)
         await next()
         return None
 
@@ -69,3 +74,16 @@ def _identifies_sender(body: dict[str, Any]) -> bool:
     if not (extract_team_id(body) or extract_enterprise_id(body)):
         return False
     return body.get("type") == "event_callback" or bool(extract_user_id(body))
+
+
+@asynccontextmanager
+async def shared_session(app: AsyncApp) -> AsyncIterator[None]:
+    """One HTTP session, for keep-alive connections, for every call to Slack while the
+    block runs. aiohttp sessions belong to a running event loop, hence not at build time.
+    """
+    async with aiohttp.ClientSession() as session:
+        app.client.session = session
+        try:
+            yield
+        finally:
+            app.client.session = None

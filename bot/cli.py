@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import sys
 
 from bot.config import Mode, Settings, SettingsError, load_settings
@@ -49,23 +50,26 @@ def serve(host: str, port: int) -> None:
 
     deps = _prepare(_settings("serve"))
     web = build_web(deps, build_app(deps))
+    # Everything built so far lives as long as the process: keep it out of the garbage
+    # collector's scans, which otherwise show up as pauses in request latency.
+    gc.freeze()
     uvicorn.run(web, host=host, port=port, log_config=None, access_log=False)
 
 
 def socket_mode() -> None:
     from slack_bolt.adapter.socket_mode.websockets import AsyncSocketModeHandler
 
-    from bot.app import build_app
+    from bot.app import build_app, shared_session
 
     settings = _settings("socket")
     deps = _prepare(settings)
     assert settings.slack_app_token is not None
 
     async def run() -> None:
-        handler = AsyncSocketModeHandler(
-            build_app(deps), settings.slack_app_token.get_secret_value()
-        )
-        await handler.start_async()
+        app = build_app(deps)
+        async with shared_session(app):
+            handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
+            await handler.start_async()
 
     asyncio.run(run())
 

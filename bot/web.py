@@ -17,6 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bot.app import shared_session
 from bot.deps import Deps
 from bot.logs import RequestIdMiddleware
 
@@ -45,7 +46,8 @@ def build_web(deps: Deps, bolt: AsyncApp) -> Starlette:
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        async with shared_session(bolt):
+            yield
         await deps.call(deps.db.dispose)
 
     return Starlette(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -25,6 +26,10 @@ class Database:
         self.url = sa.make_url(url)
         self.engine = make_engine(url)
         self._writer = self.engine.execution_options(**{_IMMEDIATE: True})
+        # SQLite allows one writer at a time. Writers of this process queue here, in
+        # order, instead of in SQLite's busy handler, which polls with sleeps of up to
+        # 100 ms; other processes still queue on the busy timeout.
+        self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
 
     @property
     def dialect(self) -> str:
@@ -37,8 +42,13 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        with Session(self._writer, expire_on_commit=False) as session, session.begin():
-            yield session
+        if self._write_lock is None:
+            with Session(self._writer, expire_on_commit=False) as session, session.begin():
+                yield session
+            return
+        with self._write_lock, Session(self._writer, expire_on_commit=False) as session:
+            with session.begin():
+                yield session
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -23,11 +23,11 @@ def lock_org(session: Session, slack_id: str, now: datetime) -> Organization:
     Every write transaction takes this lock first, so writes within one organization are
     serialised: caps hold under concurrency and the audit chain never forks.
     """
-    _insert_ignore(session, Organization, {"slack_id": slack_id, "created_at": now})
-    org = session.exec(
-        select(Organization).where(Organization.slack_id == slack_id).with_for_update()
-    ).one()
-    session.refresh(org)  # the row may be cached from before the lock was taken
+    query = select(Organization).where(Organization.slack_id == slack_id).with_for_update()
+    org = session.exec(query).first()
+    if org is None:
+        _insert_ignore(session, Organization, {"slack_id": slack_id, "created_at": now})
+        org = session.exec(query).one()
     return org
 
 
@@ -38,12 +38,13 @@ def find_org(session: Session, slack_id: str) -> Organization | None:
 def ensure_member(session: Session, org: Organization, slack_user_id: str, now: datetime) -> Member:
     """The member row for ``slack_user_id`` in ``org``, created if new."""
     assert org.id is not None
-    _insert_ignore(
-        session, Member, {"org_id": org.id, "slack_user_id": slack_user_id, "created_at": now}
-    )
-    return session.exec(
-        select(Member).where(Member.org_id == org.id, Member.slack_user_id == slack_user_id)
-    ).one()
+    member = find_member(session, org, slack_user_id)
+    if member is None:
+        values = {"org_id": org.id, "slack_user_id": slack_user_id, "created_at": now}
+        _insert_ignore(session, Member, values)
+        member = find_member(session, org, slack_user_id)
+        assert member is not None
+    return member
 
 
 def find_member(session: Session, org: Organization, slack_user_id: str) -> Member | None:

@@ -84,17 +84,23 @@ def _active(session: Session, member: Member, now: datetime) -> list[Token]:
     return list(session.exec(query))
 
 
-def _expire_overdue(session: Session, org: Organization, member: Member, now: datetime) -> None:
-    """Mark the member's tokens past their cutoff as expired, so caps and names free up."""
-    overdue = session.exec(
-        select(Token).where(
-            Token.member_id == member.id,
-            Token.state == TokenState.ACTIVE,
-            Token.cutoff_at <= now,
-        )
+def _active_expiring_overdue(
+    session: Session, org: Organization, member: Member, now: datetime
+) -> list[Token]:
+    """The member's active tokens, after marking those past their cutoff as expired, so
+    that they free their place under the cap and their names."""
+    query = (
+        select(Token)
+        .where(Token.member_id == member.id, Token.state == TokenState.ACTIVE)
+        .order_by(col(Token.created_at), col(Token.id))
     )
-    for token in overdue:
-        _set_state(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
+    active = []
+    for token in session.exec(query):
+        if token.cutoff_at <= now:
+            _set_state(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
+        else:
+            active.append(token)
+    return active
 
 
 def _set_state(
@@ -147,8 +153,7 @@ def issue_user_token(
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org, user_id, now)
         assert org.id is not None
-        _expire_overdue(session, org, member, now)
-        active = _active(session, member, now)
+        active = _active_expiring_overdue(session, org, member, now)
         if any(t.name_key == key for t in active):
             raise NameTaken(f"You already have an active token named “{name}”. Pick another name.")
         if len(active) >= org.user_token_cap:

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
 from bot.listeners.events import publish_home
-from bot.listeners.views import open_generate_modal
+from bot.listeners.views import cap_reached, open_generate_modal
+from bot.notify import Responder
 from storage import tokens
 from storage.errors import NotAllowed, TokenNotFound
 
@@ -25,7 +26,7 @@ async def handle_revoke(
     ack: AsyncAck,
     body: dict[str, Any],
     action: dict[str, Any],
-    respond: AsyncRespond,
+    respond: Responder,
     client: AsyncWebClient,
     context: AsyncBoltContext,
 ) -> None:
@@ -50,7 +51,7 @@ async def handle_revoke(
     await respond(replace_original=True, **message)
 
 
-async def handle_cancel(ack: AsyncAck, respond: AsyncRespond) -> None:
+async def handle_cancel(ack: AsyncAck, respond: Responder) -> None:
     await ack()
     await respond(replace_original=True, **token_blocks.text_message("Nothing was revoked."))
 
@@ -63,6 +64,8 @@ async def handle_open_generate(
     await ack()
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
-    full = await open_generate_modal(deps, client, org, user_id, body["trigger_id"], "", {})
+    full = await cap_reached(deps, org, user_id)
     if full is not None:
         await publish_home(deps, client, org, user_id, notice=str(full))
+        return
+    await open_generate_modal(client, body["trigger_id"], "", {})

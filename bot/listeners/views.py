@@ -22,26 +22,22 @@ def register(app: AsyncApp) -> None:
     app.view(token_blocks.GENERATE_CALLBACK)(handle_generate)
 
 
-async def open_generate_modal(
-    deps: Deps,
-    client: AsyncWebClient,
-    org: str,
-    user_id: str,
-    trigger_id: str,
-    initial_name: str,
-    where: dict[str, Any],
-) -> CapReached | None:
-    """Open the Generate modal, or return CapReached without opening it (R9).
-
-    ``where`` (response_url, channel_id) travels in the modal to deliver the token.
-    """
+async def cap_reached(deps: Deps, org: str, user_id: str) -> CapReached | None:
+    """CapReached when the member has no room for another token (R9), else None."""
     try:
         await deps.call(tokens.check_room_for_user_token, deps.db, org, user_id, deps.clock())
     except CapReached as full:
         return full
+    return None
+
+
+async def open_generate_modal(
+    client: AsyncWebClient, trigger_id: str, initial_name: str, where: dict[str, Any]
+) -> None:
+    """Open the Generate modal. ``where`` (response_url, channel_id) travels in it, to
+    deliver the token once it exists."""
     view = token_blocks.generate_modal(initial_name, json.dumps(where))
     await client.views_open(trigger_id=trigger_id, view=view)
-    return None
 
 
 def _metadata(view: dict[str, Any]) -> dict[str, Any]:

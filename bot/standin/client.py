@@ -212,25 +212,19 @@ class SlackClient:
         }
         return await self.interact(payload)
 
-    async def submit_view(
+    def view_submission_body(
         self, view_id: str, user_id: str, values: dict[str, dict[str, str]]
-    ) -> httpx.Response:
-        """Submit a modal the app opened, typing ``values[block_id][action_id]``."""
-        view = dict(self.standin.views[view_id])
+    ) -> str:
+        """The form body Slack posts when ``user_id`` submits the modal ``view_id``,
+        having typed ``values[block_id][action_id]``."""
+        view = {k: v for k, v in self.standin.views[view_id].items() if not k.startswith("_")}
         state: dict[str, dict[str, Any]] = {}
         for block_id, inputs in values.items():
             state[block_id] = {
                 action_id: {"type": "plain_text_input", "value": value}
                 for action_id, value in inputs.items()
             }
-        view.update(
-            state={"values": state},
-            app_id=APP_ID,
-            root_view_id=view_id,
-            previous_view_id=None,
-            app_installed_team_id=self.team_id,
-            bot_id="B0BOT",
-        )
+        view["state"] = {"values": state}
         payload = {
             "type": "view_submission",
             "team": self._team(),
@@ -243,7 +237,14 @@ class SlackClient:
             "view": view,
             "response_urls": [],
         }
-        return await self.interact(payload)
+        return "payload=" + quote(json.dumps(payload))
+
+    async def submit_view(
+        self, view_id: str, user_id: str, values: dict[str, dict[str, str]]
+    ) -> httpx.Response:
+        """Submit a modal the app opened, typing ``values[block_id][action_id]``."""
+        body = self.view_submission_body(view_id, user_id, values)
+        return await self.post(body, "application/x-www-form-urlencoded")
 
     # -- events ---------------------------------------------------------------------------
 

@@ -41,10 +41,11 @@ def test_interactivity_payload_keys_match_slacks() -> None:
     client = _client()
     sent: list[dict[str, Any]] = []
 
-    async def capture(payload: dict[str, Any]) -> None:
-        sent.append(payload)
+    async def capture(body: str, content_type: str) -> None:
+        assert content_type == "application/x-www-form-urlencoded"
+        sent.append(json.loads(parse_qs(body)["payload"][0]))
 
-    client.interact = capture  # type: ignore[method-assign]
+    client.post = capture  # type: ignore[method-assign,assignment]
     button = {"type": "button", "action_id": "a", "value": "1", "text": {"type": "plain_text"}}
     message = Call(
         "response_url", {"blocks": [{"type": "actions", "block_id": "b", "elements": [button]}]}
