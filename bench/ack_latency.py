@@ -5,8 +5,9 @@ Runs ``tokenbot serve`` as its own process (temporary SQLite database unless
 signed requests in rounds of ``--concurrency`` at once: first ``/token list``, then
 Generate modal submissions (each really issues a token, spread over 200 members so the
 cap never interferes: at most 2,000 requests). Prints p50, p99 and max of the time to
-the HTTP answer Slack waits for, and the server's CPU time per request. The load comes from aiohttp with bodies
-signed beforehand, to keep the load generator's own cost out of the figures.
+the HTTP answer Slack waits for, and the server's CPU time per request. The load comes
+from aiohttp with bodies signed beforehand, to keep the load generator's own cost out of
+the figures.
 
     .venv/bin/python bench/ack_latency.py [--requests 1000] [--concurrency 20]
 """

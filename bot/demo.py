@@ -117,7 +117,7 @@ class Demo:
         print("  alice generates script-1 … script-10: 10 active tokens")
         refused = await self.command("new one-too-many")
         expect(
-            refused.method == "response_url" and "limit of 10" in refused.text_content(),
+            refused.method == "ack" and "limit of 10" in refused.text_content(),
             "the 11th token is refused, naming the cap",
         )
 

@@ -46,9 +46,12 @@ class Database:
             with Session(self._writer, expire_on_commit=False) as session, session.begin():
                 yield session
             return
-        with self._write_lock, Session(self._writer, expire_on_commit=False) as session:
-            with session.begin():
-                yield session
+        with (
+            self._write_lock,
+            Session(self._writer, expire_on_commit=False) as session,
+            session.begin(),
+        ):
+            yield session
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

@@ -207,7 +207,8 @@ class SlackClient:
             "enterprise": self._enterprise(),
             "container": {"type": "view", "view_id": view_id},
             "trigger_id": self._trigger_id(),
-            "view": {k: v for k, v in view.items() if not k.startswith("_")},
+            "view": {k: v for k, v in view.items() if not k.startswith("_")}
+            | {"team_id": self.team_id, "app_installed_team_id": self.team_id},
             "actions": [action],
         }
         return await self.interact(payload)
@@ -224,7 +225,10 @@ class SlackClient:
                 action_id: {"type": "plain_text_input", "value": value}
                 for action_id, value in inputs.items()
             }
-        view["state"] = {"values": state}
+        # Slack sets these to the workspace the modal is opened in; Bolt reads them.
+        view.update(
+            state={"values": state}, team_id=self.team_id, app_installed_team_id=self.team_id
+        )
         payload = {
             "type": "view_submission",
             "team": self._team(),
