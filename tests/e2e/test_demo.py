@@ -1,0 +1,24 @@
+"""`tokenbot demo` runs every step against the stand-in and exits 0."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+
+def test_demo_walks_through_every_step_and_exits_zero() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bot", "demo"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    transcript = result.stdout
+    for line in (
+        "1. Help",
+        "the modal shows, under the name: ⚠ Use at most 64 characters",
+        "Your new token *ci-deploy* is ready",
+        "Revoked *ci-deploy*",
+        "limit of 10 active tokens",
+        "All steps behaved as expected.",
+    ):
+        assert line in transcript
+    assert "UNEXPECTED" not in transcript
