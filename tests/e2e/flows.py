@@ -6,10 +6,14 @@ import asyncio
 import time
 from collections.abc import Callable
 from typing import TypeVar
+from urllib.parse import parse_qsl, urlencode
+
+import httpx
 
 from bot.standin.harness import Running
 from bot.standin.server import Call
 from storage import tokenformat
+from tests.conftest import FIXTURES
 
 COMMAND = "/token"
 T = TypeVar("T")
@@ -52,3 +56,15 @@ async def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: 
         if done(value) or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.02)
+
+
+async def post_fixture_command(env: Running, fixture: str, text: str) -> httpx.Response:
+    """Slack's own slash-command body from ``fixture``, re-aimed at ``/token text``, with a
+    ``response_url`` the stand-in answers, then signed and posted."""
+    fields = dict(parse_qsl((FIXTURES / fixture).read_text().strip()))
+    fields.update(
+        command=COMMAND,
+        text=text,
+        response_url=env.standin.new_response_url(fields["user_id"], fields["channel_id"]),
+    )
+    return await env.slack.post(urlencode(fields), "application/x-www-form-urlencoded")

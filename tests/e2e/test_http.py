@@ -13,6 +13,7 @@ from bot.standin.harness import Running
 from storage import tokens
 from tests.conftest import FIXTURES
 from tests.e2e.conftest import ALICE
+from tests.e2e.flows import post_fixture_command
 
 FORM = "application/x-www-form-urlencoded"
 
@@ -77,17 +78,9 @@ async def test_healthz_reports_a_reachable_database(env: Running) -> None:
 
 async def test_the_real_slash_command_payload_is_understood(env: Running) -> None:
     """Slack's own example body, with only the command and text changed, then signed."""
-    fields = (FIXTURES / "slash_command__bolt_python_fixture.form.txt").read_text().strip()
-    response_url = env.standin.new_response_url("W111", "C111")
-    body = (
-        fields.replace("command=%2Fhello-world", "command=%2Ftoken")
-        .replace("text=Hi", "text=list")
-        .replace(
-            "response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT111%2F111%2Fxxxxx",
-            "response_url=" + quote(response_url, safe=""),
-        )
+    response = await post_fixture_command(
+        env, "slash_command__bolt_python_fixture.form.txt", "list"
     )
-    response = await env.slack.post(body, FORM)
     assert response.status_code == 200
     assert "no active tokens" in response.text
     assert response.json()["response_type"] == "ephemeral"

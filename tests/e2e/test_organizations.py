@@ -2,30 +2,18 @@
 
 from __future__ import annotations
 
-from urllib.parse import quote
-
 from bot.standin.harness import Running
 from storage import tokens
-from tests.conftest import FIXTURES
 from tests.e2e.conftest import ALICE
-from tests.e2e.flows import generate
+from tests.e2e.flows import generate, post_fixture_command
 
 
 async def test_org_wide_install_keeps_tokens_under_the_enterprise(env: Running) -> None:
     """Slack's own org-level command body: the organization is its enterprise id."""
     await generate(env, ALICE, "workspace-token")  # an ordinary install in T0TOKENBOT
-    fields = (FIXTURES / "slash_command__org_level_app__java_sdk.form.txt").read_text().strip()
-    response_url = env.standin.new_response_url("W111", "C111")
-    body = (
-        fields.replace("command=%2Forg-level-command", "command=%2Ftoken")
-        .replace("text=test", "text=new")
-        .replace(
-            "response_url=https%3A%2F%2Fhooks.slack.com%2Fcommands%2FT111%2F111%2Fxxx",
-            "response_url=" + quote(response_url, safe=""),
-        )
-    )
     mark = len(env.standin.calls)
-    assert (await env.slack.post(body, "application/x-www-form-urlencoded")).status_code == 200
+    fixture = "slash_command__org_level_app__java_sdk.form.txt"
+    assert (await post_fixture_command(env, fixture, "new")).status_code == 200
     opened = await env.standin.wait_for("views.open", after=mark)
     view_id = opened.result["view"]["id"]
     env.slack.enterprise_id = "E111"
