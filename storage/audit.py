@@ -5,16 +5,23 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
 from storage.db import Database
 from storage.models import GENESIS_DIGEST, AuditEvent, Organization
-from storage.orgs import find_org
+from storage.orgs import LockedOrg, find_org
 
 SYSTEM = "system"
+_EVENT = AuditEvent.__table__  # type: ignore[attr-defined]
+_ORG = Organization.__table__  # type: ignore[attr-defined]
+# Built once, with named parameters: building statements per call costs more than
+# running them.
+_INSERT_EVENT = sa.insert(_EVENT)
+_ADVANCE_HEAD = sa.update(_ORG).where(_ORG.c.id == sa.bindparam("org"))
 
 
 def _event_digest(prev_digest: str, event: dict[str, Any]) -> str:
@@ -24,7 +31,7 @@ def _event_digest(prev_digest: str, event: dict[str, Any]) -> str:
 
 def _content(event: AuditEvent) -> dict[str, Any]:
     return {
-        "at": event.at.isoformat(),
+        "at": event.at.astimezone(UTC).isoformat(),
         "actor": event.actor,
         "action": event.action,
         "subject": event.subject,
@@ -34,34 +41,32 @@ def _content(event: AuditEvent) -> dict[str, Any]:
 
 def record(
     session: Session,
-    org: Organization,
+    org: LockedOrg,
     *,
     actor: str,
     action: str,
     subject: str,
     now: datetime,
     detail: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append an event. ``org`` must be locked by this transaction (``lock_org``).
+) -> str:
+    """Append an event and return its digest. ``org`` must be locked by this
+    transaction (``lock_org``), which keeps the chain from forking.
 
     ``detail`` must never hold a secret: callers pass names and hints only.
     """
-    assert org.id is not None
-    event = AuditEvent(
-        org_id=org.id,
-        at=now,
-        actor=actor,
-        action=action,
-        subject=subject,
-        detail=detail or {},
-        prev_digest=org.audit_head,
-        digest="",
-    )
-    event.digest = _event_digest(event.prev_digest, _content(event))
-    org.audit_head = event.digest
-    session.add(event)
-    session.add(org)
-    return event
+    content = {
+        "at": now.astimezone(UTC).isoformat(),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "detail": detail or {},
+    }
+    digest = _event_digest(org.audit_head, content)
+    event = {**content, "at": now, "org_id": org.id, "prev_digest": org.audit_head}
+    session.execute(_INSERT_EVENT, {**event, "digest": digest})
+    session.execute(_ADVANCE_HEAD, {"org": org.id, "audit_head": digest})
+    org.audit_head = digest
+    return digest
 
 
 def events(db: Database, org_slack_id: str) -> list[AuditEvent]:

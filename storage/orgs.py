@@ -1,53 +1,104 @@
-"""Organizations and members: found or created inside the caller's transaction."""
+"""Organizations and members, found or created inside the caller's transaction.
+
+These run on every request, so they use plain SQL statements over the tables rather
+than ORM objects: the ORM's bookkeeping costs more here than the queries themselves.
+"""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from storage.models import Member, Organization
 
+ORG = Organization.__table__  # type: ignore[attr-defined]
+MEMBER = Member.__table__  # type: ignore[attr-defined]
 
-def _insert_ignore(session: Session, model: type[Any], values: dict[str, Any]) -> None:
+
+@dataclass
+class LockedOrg:
+    """An organization's row, locked by the current transaction."""
+
+    id: int
+    slack_id: str
+    user_token_cap: int
+    service_token_cap: int
+    inactivity_days: int
+    audit_head: str  # advanced by storage.audit.record
+
+
+def _insert_ignore(session: Session, table: sa.Table, values: dict[str, Any]) -> None:
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(model).values(**values).on_conflict_do_nothing())
+    session.execute(insert(table).values(**values).on_conflict_do_nothing())
 
 
-def lock_org(session: Session, slack_id: str, now: datetime) -> Organization:
+_SELECT_ORG = sa.select(
+    ORG.c.id,
+    ORG.c.slack_id,
+    ORG.c.user_token_cap,
+    ORG.c.service_token_cap,
+    ORG.c.inactivity_days,
+    ORG.c.audit_head,
+)
+
+
+# Statements are built once, with named parameters: building them per call costs more
+# than running them.
+_ORG_BY_SLACK_ID = _SELECT_ORG.where(ORG.c.slack_id == sa.bindparam("slack_id"))
+_LOCK_ORG = _ORG_BY_SLACK_ID.with_for_update()
+_MEMBER_ID = sa.select(MEMBER.c.id).where(
+    MEMBER.c.org_id == sa.bindparam("org_id"),
+    MEMBER.c.slack_user_id == sa.bindparam("slack_user_id"),
+)
+
+
+def lock_org(session: Session, slack_id: str, now: datetime) -> LockedOrg:
     """The organization's row, created if new and locked until the transaction ends.
 
     Every write transaction takes this lock first, so writes within one organization are
     serialised: caps hold under concurrency and the audit chain never forks.
     """
-    query = select(Organization).where(Organization.slack_id == slack_id).with_for_update()
-    org = session.exec(query).first()
-    if org is None:
-        _insert_ignore(session, Organization, {"slack_id": slack_id, "created_at": now})
-        org = session.exec(query).one()
-    return org
+    row = session.execute(_LOCK_ORG, {"slack_id": slack_id}).first()
+    if row is None:
+        _insert_ignore(session, ORG, {**_org_defaults(), "slack_id": slack_id, "created_at": now})
+        row = session.execute(_LOCK_ORG, {"slack_id": slack_id}).one()
+    return LockedOrg(**row._mapping)
 
 
-def find_org(session: Session, slack_id: str) -> Organization | None:
-    return session.exec(select(Organization).where(Organization.slack_id == slack_id)).first()
+def _org_defaults() -> dict[str, Any]:
+    defaults = Organization(slack_id="")
+    return {
+        "user_token_cap": defaults.user_token_cap,
+        "service_token_cap": defaults.service_token_cap,
+        "inactivity_days": defaults.inactivity_days,
+        "audit_head": defaults.audit_head,
+    }
 
 
-def ensure_member(session: Session, org: Organization, slack_user_id: str, now: datetime) -> Member:
-    """The member row for ``slack_user_id`` in ``org``, created if new."""
-    assert org.id is not None
-    member = find_member(session, org, slack_user_id)
-    if member is None:
-        values = {"org_id": org.id, "slack_user_id": slack_user_id, "created_at": now}
-        _insert_ignore(session, Member, values)
-        member = find_member(session, org, slack_user_id)
-        assert member is not None
-    return member
+def find_org(session: Session, slack_id: str) -> LockedOrg | None:
+    """The organization's row, unlocked (for reads), or None if it was never seen."""
+    row = session.execute(_ORG_BY_SLACK_ID, {"slack_id": slack_id}).first()
+    return LockedOrg(**row._mapping) if row else None
 
 
-def find_member(session: Session, org: Organization, slack_user_id: str) -> Member | None:
-    return session.exec(
-        select(Member).where(Member.org_id == org.id, Member.slack_user_id == slack_user_id)
-    ).first()
+def member_id(session: Session, org_id: int, slack_user_id: str) -> int | None:
+    params = {"org_id": org_id, "slack_user_id": slack_user_id}
+    found: int | None = session.execute(_MEMBER_ID, params).scalar()
+    return found
+
+
+def ensure_member(session: Session, org_id: int, slack_user_id: str, now: datetime) -> int:
+    """The id of the member ``slack_user_id`` of the organization, created if new."""
+    found = member_id(session, org_id, slack_user_id)
+    if found is None:
+        values = {"org_id": org_id, "slack_user_id": slack_user_id, "created_at": now}
+        _insert_ignore(session, MEMBER, values)
+        found = member_id(session, org_id, slack_user_id)
+        assert found is not None
+    return found

@@ -1,21 +1,29 @@
-"""User tokens: issue, list, find and revoke (R7, R9, R10, R11, R15, R16)."""
+"""User tokens: issue, list, find and revoke (R7, R9, R10, R11, R15, R16).
+
+Statements are plain SQL over the tables (no ORM objects): these functions sit on the
+path of every Slack request, and each write runs while the organization is locked.
+"""
 
 from __future__ import annotations
 
 import unicodedata
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import Any
 
-from sqlmodel import Session, col, select
+import sqlalchemy as sa
+from sqlmodel import Session
 
 from storage import audit, tokenformat
 from storage.db import Database
 from storage.errors import CapReached, InvalidName, NameTaken, NotAllowed, TokenNotFound
-from storage.models import DEFAULT_USER_TOKEN_CAP, Member, Organization, Token, TokenState
-from storage.orgs import ensure_member, find_member, find_org, lock_org
+from storage.models import DEFAULT_USER_TOKEN_CAP, Member, Token, TokenState
+from storage.orgs import LockedOrg, ensure_member, find_org, lock_org, member_id
 from storage.tokenformat import TokenKind
 
 NAME_MAX = 64
+TOKEN = Token.__table__  # type: ignore[attr-defined]
+MEMBER = Member.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -39,19 +47,43 @@ class IssuedToken:
     secret: str = field(repr=False)
 
 
-def _info(token: Token) -> TokenInfo:
-    assert token.id is not None
-    return TokenInfo(
-        id=token.id,
-        kind=token.kind,
-        name=token.name,
-        hint=token.hint,
-        created_at=token.created_at,
-        last_used_at=token.last_used_at,
-        cutoff_at=token.cutoff_at,
-        state=token.state,
-        state_reason=token.state_reason,
+@dataclass(frozen=True)
+class TokenList:
+    tokens: list[TokenInfo]
+    cap: int
+
+
+_INFO_COLUMNS = [TOKEN.c[name] for name in TokenInfo.__dataclass_fields__]
+
+
+# Built once, with named parameters: building statements per call costs more than
+# running them.
+_ACTIVE = (
+    sa.select(*_INFO_COLUMNS)
+    .where(
+        TOKEN.c.member_id == sa.bindparam("member"),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.cutoff_at > sa.bindparam("now"),
     )
+    .order_by(TOKEN.c.created_at, TOKEN.c.id)
+)
+_OVERDUE = sa.select(*_INFO_COLUMNS).where(
+    TOKEN.c.member_id == sa.bindparam("member"),
+    TOKEN.c.state == TokenState.ACTIVE,
+    TOKEN.c.cutoff_at <= sa.bindparam("now"),
+)
+_INSERT = sa.insert(TOKEN).returning(TOKEN.c.id)
+_END = sa.update(TOKEN).where(TOKEN.c.id == sa.bindparam("token"))
+_LOCKED = (
+    sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id)
+    .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
+    .where(TOKEN.c.id == sa.bindparam("token"), TOKEN.c.org_id == sa.bindparam("org"))
+    .with_for_update(of=TOKEN)
+)
+
+
+def _info(row: Any) -> TokenInfo:
+    return TokenInfo(**{name: row._mapping[name] for name in TokenInfo.__dataclass_fields__})
 
 
 def validate_token_name(raw: str | None) -> str:
@@ -71,52 +103,25 @@ def name_key(name: str) -> str:
     return unicodedata.normalize("NFKC", name).casefold()
 
 
-def _active(session: Session, member: Member, now: datetime) -> list[Token]:
-    query = (
-        select(Token)
-        .where(
-            Token.member_id == member.id,
-            Token.state == TokenState.ACTIVE,
-            Token.cutoff_at > now,
-        )
-        .order_by(col(Token.created_at), col(Token.id))
-    )
-    return list(session.exec(query))
+def _active(session: Session, member: int, now: datetime) -> list[TokenInfo]:
+    """The member's tokens that are active and not past their cutoff, oldest first."""
+    return [_info(row) for row in session.execute(_ACTIVE, {"member": member, "now": now})]
 
 
-def _active_expiring_overdue(
-    session: Session, org: Organization, member: Member, now: datetime
-) -> list[Token]:
-    """The member's active tokens, after marking those past their cutoff as expired, so
-    that they free their place under the cap and their names."""
-    query = (
-        select(Token)
-        .where(Token.member_id == member.id, Token.state == TokenState.ACTIVE)
-        .order_by(col(Token.created_at), col(Token.id))
-    )
-    active = []
-    for token in session.exec(query):
-        if token.cutoff_at <= now:
-            _set_state(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
-        else:
-            active.append(token)
-    return active
-
-
-def _set_state(
+def _end(
     session: Session,
-    org: Organization,
-    token: Token,
+    org: LockedOrg,
+    token: TokenInfo,
     state: TokenState,
     reason: str,
     actor: str,
     now: datetime,
-) -> None:
-    token.state = state
-    token.state_reason = reason
-    token.state_changed_at = now
-    session.add(token)
+) -> TokenInfo:
+    """Move an active token to ``state`` for good, with an audit event."""
+    params = {"token": token.id, "state": state, "state_reason": reason, "state_changed_at": now}
+    session.execute(_END, params)
     action = "token.revoked" if state == TokenState.REVOKED else "token.expired"
+    detail = {"name": token.name, "hint": token.hint, "kind": token.kind, "reason": reason}
     audit.record(
         session,
         org,
@@ -124,20 +129,23 @@ def _set_state(
         action=action,
         subject=f"token:{token.id}",
         now=now,
-        detail={"name": token.name, "hint": token.hint, "kind": token.kind, "reason": reason},
+        detail=detail,
     )
+    return replace(token, state=state, state_reason=reason)
+
+
+def _expire_overdue(session: Session, org: LockedOrg, member: int, now: datetime) -> None:
+    """Mark the member's tokens past their cutoff as expired, so that they free their
+    place under the cap and their names."""
+    for row in session.execute(_OVERDUE, {"member": member, "now": now}).all():
+        _end(session, org, _info(row), TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
 
 
 def check_room_for_user_token(db: Database, org_slack_id: str, user_id: str, now: datetime) -> None:
     """CapReached when the member has no room left for another token (R9)."""
-    with db.read() as session:
-        org = find_org(session, org_slack_id)
-        if org is None:
-            return
-        member = find_member(session, org, user_id)
-        active = _active(session, member, now) if member else []
-        if len(active) >= org.user_token_cap:
-            raise CapReached(cap=org.user_token_cap, active=[_info(t) for t in active])
+    listing = list_user_tokens(db, org_slack_id, user_id, now)
+    if len(listing.tokens) >= listing.cap:
+        raise CapReached(cap=listing.cap, active=listing.tokens)
 
 
 def issue_user_token(
@@ -149,46 +157,49 @@ def issue_user_token(
     """
     name = validate_token_name(raw_name)
     key = name_key(name)
+    secret = tokenformat.mint(TokenKind.USER)
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        member = ensure_member(session, org, user_id, now)
-        assert org.id is not None
-        active = _active_expiring_overdue(session, org, member, now)
-        if any(t.name_key == key for t in active):
+        member = ensure_member(session, org.id, user_id, now)
+        _expire_overdue(session, org, member, now)
+        active = _active(session, member, now)
+        if any(name_key(t.name) == key for t in active):
             raise NameTaken(f"You already have an active token named “{name}”. Pick another name.")
         if len(active) >= org.user_token_cap:
-            raise CapReached(cap=org.user_token_cap, active=[_info(t) for t in active])
-        secret = tokenformat.mint(TokenKind.USER)
-        token = Token(
-            org_id=org.id,
-            kind=TokenKind.USER,
-            member_id=member.id,
-            name=name,
-            name_key=key,
-            hint=tokenformat.hint(secret),
-            digest=tokenformat.digest(secret),
-            created_at=now,
-            created_by_id=member.id,
-            cutoff_at=now + timedelta(days=org.inactivity_days),
-        )
-        session.add(token)
-        session.flush()
+            raise CapReached(cap=org.user_token_cap, active=active)
+        values = {
+            "org_id": org.id,
+            "kind": TokenKind.USER,
+            "member_id": member,
+            "name": name,
+            "name_key": key,
+            "hint": tokenformat.hint(secret),
+            "digest": tokenformat.digest(secret),
+            "created_at": now,
+            "created_by_id": member,
+            "last_used_at": None,
+            "cutoff_at": now + timedelta(days=org.inactivity_days),
+            "state": TokenState.ACTIVE,
+            "state_reason": None,
+        }
+        token_id = session.execute(_INSERT, values).scalar()
+        assert token_id is not None
+        info = _info_from(values, token_id)
         audit.record(
             session,
             org,
             actor=user_id,
             action="token.issued",
-            subject=f"token:{token.id}",
+            subject=f"token:{token_id}",
             now=now,
-            detail={"name": token.name, "hint": token.hint, "kind": token.kind},
+            detail={"name": name, "hint": info.hint, "kind": info.kind},
         )
-        return IssuedToken(info=_info(token), secret=secret)
+        return IssuedToken(info=info, secret=secret)
 
 
-@dataclass(frozen=True)
-class TokenList:
-    tokens: list[TokenInfo]
-    cap: int
+def _info_from(values: dict[str, Any], token_id: int) -> TokenInfo:
+    fields = {k: v for k, v in values.items() if k in TokenInfo.__dataclass_fields__}
+    return TokenInfo(id=token_id, **fields)
 
 
 def list_user_tokens(db: Database, org_slack_id: str, user_id: str, now: datetime) -> TokenList:
@@ -197,9 +208,9 @@ def list_user_tokens(db: Database, org_slack_id: str, user_id: str, now: datetim
         org = find_org(session, org_slack_id)
         if org is None:
             return TokenList([], DEFAULT_USER_TOKEN_CAP)
-        member = find_member(session, org, user_id)
-        active = _active(session, member, now) if member else []
-        return TokenList([_info(t) for t in active], org.user_token_cap)
+        member = member_id(session, org.id, user_id)
+        active = _active(session, member, now) if member is not None else []
+        return TokenList(active, org.user_token_cap)
 
 
 def find_user_token(
@@ -213,31 +224,37 @@ def find_user_token(
     raise TokenNotFound(f"You have no active token named “{raw_name.strip()}”.")
 
 
+def _locked_token(session: Session, org: LockedOrg, token_id: int) -> tuple[TokenInfo, Any] | None:
+    """The organization's token ``token_id`` and its owner's Slack id, locked; or None."""
+    row = session.execute(_LOCKED, {"token": token_id, "org": org.id}).first()
+    return (_info(row), row.slack_user_id) if row else None
+
+
 def revoke_token(
     db: Database, org_slack_id: str, actor_user_id: str, token_id: int, now: datetime
 ) -> TokenInfo:
     """Revoke a token at once and for good (R16). Only its owner may, for now.
 
-    Raises TokenNotFound when the token is not the organization's or no longer active.
+    Raises TokenNotFound when the token is not the organization's or no longer active,
+    NotAllowed when it is someone else's.
     """
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        token = session.get(Token, token_id, with_for_update=True)
-        if token is None or token.org_id != org.id:
+        found = _locked_token(session, org, token_id)
+        if found is None:
             raise TokenNotFound("That token does not exist in this workspace.")
-        owner = session.get(Member, token.member_id) if token.member_id else None
-        if owner is None or owner.slack_user_id != actor_user_id:
+        token, owner = found
+        if owner != actor_user_id:
             raise NotAllowed("You can revoke only your own tokens.")
         if token.state != TokenState.ACTIVE or token.cutoff_at <= now:
             raise TokenNotFound(f"The token “{token.name}” is no longer active.")
-        _set_state(session, org, token, TokenState.REVOKED, "revoked by owner", actor_user_id, now)
-        return _info(token)
+        return _end(session, org, token, TokenState.REVOKED, "revoked by owner", actor_user_id, now)
 
 
 def revoke_undelivered(db: Database, org_slack_id: str, token_id: int, now: datetime) -> None:
     """Revoke a token its owner never received: a token nobody can see must not work."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        token = session.get(Token, token_id, with_for_update=True)
-        if token is not None and token.org_id == org.id and token.state == TokenState.ACTIVE:
-            _set_state(session, org, token, TokenState.REVOKED, "not delivered", audit.SYSTEM, now)
+        found = _locked_token(session, org, token_id)
+        if found is not None and found[0].state == TokenState.ACTIVE:
+            _end(session, org, found[0], TokenState.REVOKED, "not delivered", audit.SYSTEM, now)
