@@ -13,6 +13,15 @@ GENESIS_DIGEST = "0" * 64
 DEFAULT_USER_TOKEN_CAP = 10  # R7
 DEFAULT_SERVICE_TOKEN_CAP = 20  # R8
 DEFAULT_INACTIVITY_DAYS = 30  # R11
+DEFAULT_REMINDER_DAYS = [7, 1]  # R12: days before the cutoff
+# R1: what a member's user tokens may do, by the member's current Slack role.
+DEFAULT_ROLE_SCOPES: dict[str, list[str]] = {
+    "owner": ["api:read", "api:write", "api:admin"],
+    "admin": ["api:read", "api:write", "api:admin"],
+    "member": ["api:read", "api:write"],
+    "guest": ["api:read"],
+}
+ROLES = tuple(DEFAULT_ROLE_SCOPES)
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -53,6 +62,14 @@ class Organization(SQLModel, table=True):
     service_token_cap: int = DEFAULT_SERVICE_TOKEN_CAP
     inactivity_days: int = DEFAULT_INACTIVITY_DAYS
     audit_head: str = Field(default=GENESIS_DIGEST, max_length=64)
+    reminder_days: list[int] = Field(
+        default_factory=lambda: list(DEFAULT_REMINDER_DAYS), sa_column=Column(JSON, nullable=False)
+    )
+    allow_keep_alive: bool = True
+    role_scopes: dict[str, list[str]] = Field(
+        default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLE_SCOPES.items()},
+        sa_column=Column(JSON, nullable=False),
+    )
     created_at: datetime = _at()
 
 
@@ -65,6 +82,12 @@ class Member(SQLModel, table=True):
     org_id: int = Field(foreign_key="organization.id", index=True)
     slack_user_id: str = Field(max_length=32)
     created_at: datetime = _at()
+    # The cached Slack profile (R1), refreshed with a bounded age.
+    display_name: str | None = Field(default=None, max_length=256)
+    role: str = Field(default="member", max_length=16)  # owner, admin, member, guest
+    deleted: bool = False
+    groups: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    profile_at: datetime | None = _at(nullable=True)
 
 
 class Token(SQLModel, table=True):
@@ -81,6 +104,9 @@ class Token(SQLModel, table=True):
             postgresql_where=sa.text("state = 'active'"),
         ),
         sa.Index("ix_token_org_state_cutoff", "org_id", "state", "cutoff_at"),
+        # The sweep reads only what is due, across organizations.
+        sa.Index("ix_token_state_cutoff", "state", "cutoff_at"),
+        sa.Index("ix_token_state_next_notice", "state", "next_notice_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)
@@ -95,6 +121,8 @@ class Token(SQLModel, table=True):
     created_by_id: int | None = Field(default=None, foreign_key="member.id")
     last_used_at: datetime | None = _at(nullable=True)
     cutoff_at: datetime = _at()
+    # When the next reminder (or, after the last one, the expiry) falls due.
+    next_notice_at: datetime | None = _at(nullable=True)
     state: str = Field(default=TokenState.ACTIVE, max_length=16)
     state_reason: str | None = Field(default=None, max_length=200)
     state_changed_at: datetime | None = _at(nullable=True)
@@ -112,3 +140,42 @@ class AuditEvent(SQLModel, table=True):
     detail: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
     prev_digest: str = Field(max_length=64)
     digest: str = Field(max_length=64)
+
+
+class NoticeKind(StrEnum):
+    REMINDER = "reminder"
+    EXPIRED = "expired"
+
+
+class Notice(SQLModel, table=True):
+    """A message owed to a member about a token: the outbox of reminders and expiries.
+
+    The unique key makes each reminder stage of one inactivity window (identified by its
+    cutoff) and each expiry exist once, however many sweepers run, however often.
+    """
+
+    __table_args__ = (
+        sa.UniqueConstraint("token_id", "kind", "stage", "cutoff_at", "recipient"),
+        sa.Index("ix_notice_due", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organization.id")
+    token_id: int = Field(foreign_key="token.id")
+    kind: str = Field(max_length=16)
+    stage: int = 0  # days before the cutoff, for reminders
+    cutoff_at: datetime = _at()
+    recipient: str = Field(max_length=32)  # a Slack user id
+    status: str = Field(default="pending", max_length=16)  # pending, sent, failed
+    attempts: int = 0
+    next_attempt_at: datetime = _at()
+    last_error: str | None = Field(default=None, max_length=200)
+    created_at: datetime = _at()
+    sent_at: datetime | None = _at(nullable=True)
+
+
+class SlackEvent(SQLModel, table=True):
+    """Event ids already handled: a repeated delivery has no second effect."""
+
+    event_id: str = Field(primary_key=True, max_length=64)
+    received_at: datetime = _at(index=True)

@@ -7,7 +7,7 @@ than ORM objects: the ORM's bookkeeping costs more here than the queries themsel
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -29,13 +29,26 @@ class LockedOrg:
     user_token_cap: int
     service_token_cap: int
     inactivity_days: int
+    reminder_days: list[int]
+    allow_keep_alive: bool
     audit_head: str  # advanced by storage.audit.record
 
+    @property
+    def period(self) -> timedelta:
+        """The inactivity period: how long a token lives without use (R11)."""
+        return timedelta(days=self.inactivity_days)
 
-def _insert_ignore(session: Session, table: sa.Table, values: dict[str, Any]) -> None:
+    def first_notice(self, cutoff: datetime) -> datetime:
+        """When the first reminder for a window ending at ``cutoff`` falls due (R12)."""
+        return cutoff - timedelta(days=max(self.reminder_days, default=0))
+
+
+def _insert_ignore(session: Session, table: sa.Table, values: dict[str, Any]) -> bool:
+    """Insert a row unless one with the same unique key exists; True if inserted."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    session.execute(insert(table).values(**values).on_conflict_do_nothing())
+    result = session.execute(insert(table).values(**values).on_conflict_do_nothing())
+    return bool(result.rowcount)  # type: ignore[attr-defined]
 
 
 _SELECT_ORG = sa.select(
@@ -44,6 +57,8 @@ _SELECT_ORG = sa.select(
     ORG.c.user_token_cap,
     ORG.c.service_token_cap,
     ORG.c.inactivity_days,
+    ORG.c.reminder_days,
+    ORG.c.allow_keep_alive,
     ORG.c.audit_head,
 )
 
@@ -72,13 +87,7 @@ def lock_org(session: Session, slack_id: str, now: datetime) -> LockedOrg:
 
 
 def _org_defaults() -> dict[str, Any]:
-    defaults = Organization(slack_id="")
-    return {
-        "user_token_cap": defaults.user_token_cap,
-        "service_token_cap": defaults.service_token_cap,
-        "inactivity_days": defaults.inactivity_days,
-        "audit_head": defaults.audit_head,
-    }
+    return Organization(slack_id="").model_dump(exclude={"id", "slack_id", "created_at"})
 
 
 def find_org(session: Session, slack_id: str) -> LockedOrg | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
@@ -178,7 +178,8 @@ def issue_user_token(
             "created_at": now,
             "created_by_id": member,
             "last_used_at": None,
-            "cutoff_at": now + timedelta(days=org.inactivity_days),
+            "cutoff_at": now + org.period,
+            "next_notice_at": org.first_notice(now + org.period),
             "state": TokenState.ACTIVE,
             "state_reason": None,
         }

@@ -1,0 +1,129 @@
+"""Members' cached Slack profiles (R1) and deactivation (R17)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from storage import audit
+from storage.db import Database
+from storage.models import ROLES, Token, TokenState
+from storage.orgs import MEMBER, ensure_member, find_org, lock_org
+from storage.tokenformat import TokenKind
+from storage.tokens import _INFO_COLUMNS, TokenInfo, _end, _info
+
+TOKEN = Token.__table__  # type: ignore[attr-defined]
+
+_ACTIVE_USER_TOKENS = sa.select(*_INFO_COLUMNS).where(
+    TOKEN.c.member_id == sa.bindparam("member"),
+    TOKEN.c.kind == TokenKind.USER,
+    TOKEN.c.state == TokenState.ACTIVE,
+)
+_SAVE = sa.update(MEMBER).where(MEMBER.c.id == sa.bindparam("member_id"))
+_WAS_DELETED = sa.select(MEMBER.c.deleted).where(MEMBER.c.id == sa.bindparam("member_id"))
+
+
+@dataclass(frozen=True)
+class Profile:
+    """What tokenbot keeps of a Slack user. ``groups`` None means "not known": the stored
+    groups are kept."""
+
+    user_id: str
+    display_name: str | None
+    role: str
+    deleted: bool
+    groups: list[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"unknown role {self.role!r}")
+
+
+def role_of(user: dict[str, object]) -> str:
+    """The role tokenbot gives a Slack user object: owner, admin, member or guest."""
+    if user.get("is_owner") or user.get("is_primary_owner"):
+        return "owner"
+    if user.get("is_admin"):
+        return "admin"
+    if user.get("is_restricted") or user.get("is_ultra_restricted"):
+        return "guest"
+    return "member"
+
+
+def profile_from_slack(user: dict[str, object], groups: list[str] | None = None) -> Profile:
+    """A Profile from a Slack user object (users.info, users.list, user_change)."""
+    profile = user.get("profile")
+    names = profile if isinstance(profile, dict) else {}
+    display = names.get("display_name") or names.get("real_name") or user.get("name")
+    return Profile(
+        user_id=str(user["id"]),
+        display_name=str(display) if display else None,
+        role=role_of(user),
+        deleted=bool(user.get("deleted")),
+        groups=groups,
+    )
+
+
+@dataclass(frozen=True)
+class Synced:
+    revoked: list[TokenInfo]  # user tokens revoked because the member was deactivated
+    newly_deactivated: bool
+
+
+def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime) -> Synced:
+    """Store the member's profile. A member found deactivated loses their user tokens at
+    once, with reason "owner deactivated" (R17); service tokens are not touched."""
+    with db.write() as session:
+        org = lock_org(session, org_slack_id, now)
+        member = ensure_member(session, org.id, profile.user_id, now)
+        was_deleted = bool(session.execute(_WAS_DELETED, {"member_id": member}).scalar())
+        values: dict[str, object] = {
+            "member_id": member,
+            "display_name": profile.display_name,
+            "role": profile.role,
+            "deleted": profile.deleted,
+            "profile_at": now,
+        }
+        if profile.groups is not None:
+            values["groups"] = profile.groups
+        session.execute(
+            _SAVE.values({k: sa.bindparam(k) for k in values if k != "member_id"}), values
+        )
+        revoked: list[TokenInfo] = []
+        if profile.deleted:
+            for row in session.execute(_ACTIVE_USER_TOKENS, {"member": member}).all():
+                revoked.append(
+                    _end(
+                        session,
+                        org,
+                        _info(row),
+                        TokenState.REVOKED,
+                        "owner deactivated",
+                        audit.SYSTEM,
+                        now,
+                    )
+                )
+        if profile.deleted and not was_deleted:
+            audit.record(
+                session,
+                org,
+                actor=audit.SYSTEM,
+                action="member.deactivated",
+                subject=f"member:{profile.user_id}",
+                now=now,
+                detail={"revoked_tokens": len(revoked)},
+            )
+        return Synced(revoked=revoked, newly_deactivated=profile.deleted and not was_deleted)
+
+
+def known_members(db: Database, org_slack_id: str) -> dict[str, bool]:
+    """Slack user id → deleted flag, for every member tokenbot knows in the organization."""
+    with db.read() as session:
+        org = find_org(session, org_slack_id)
+        if org is None:
+            return {}
+        query = sa.select(MEMBER.c.slack_user_id, MEMBER.c.deleted).where(MEMBER.c.org_id == org.id)
+        rows = session.execute(query)
+        return {row.slack_user_id: row.deleted for row in rows}

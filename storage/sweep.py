@@ -1,0 +1,224 @@
+"""The sweep: reminders before the cutoff (R12) and expiry after it (R13).
+
+Its cost follows the tokens that are due, not all tokens: it reads only through the
+indexes on (state, cutoff_at) and (state, next_notice_at), in batches, one organization
+at a time with the organization locked. Each reminder stage and each expiry is queued
+once as a notice, whose unique key makes a second sweeper's attempt a no-op, across
+restarts and replicas.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+from sqlmodel import Session
+
+from storage import audit
+from storage.db import Database
+from storage.models import Member, Notice, NoticeKind, Organization, Token, TokenState
+from storage.orgs import LockedOrg, _insert_ignore, lock_org
+from storage.tokens import _INFO_COLUMNS, TokenInfo, _end, _info
+
+TOKEN = Token.__table__  # type: ignore[attr-defined]
+MEMBER = Member.__table__  # type: ignore[attr-defined]
+ORG = Organization.__table__  # type: ignore[attr-defined]
+NOTICE = Notice.__table__  # type: ignore[attr-defined]
+BATCH = 500
+
+
+@dataclass
+class SweepReport:
+    expired: list[tuple[str, TokenInfo]] = field(default_factory=list)
+    reminded: list[tuple[str, TokenInfo, int]] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"expired  {org}  {t.name} ({t.hint})  cutoff {t.cutoff_at:%Y-%m-%d %H:%M}"
+            for org, t in self.expired
+        ]
+        out += [
+            f"reminder {org}  {t.name} ({t.hint})  {stage} day(s) before "
+            f"{t.cutoff_at:%Y-%m-%d %H:%M}"
+            for org, t, stage in self.reminded
+        ]
+        return out
+
+
+_ORGS_WITH_EXPIRED = (
+    sa.select(TOKEN.c.org_id)
+    .where(TOKEN.c.state == TokenState.ACTIVE, TOKEN.c.cutoff_at <= sa.bindparam("now"))
+    .distinct()
+)
+_ORGS_WITH_NOTICES = (
+    sa.select(TOKEN.c.org_id)
+    .where(TOKEN.c.state == TokenState.ACTIVE, TOKEN.c.next_notice_at <= sa.bindparam("now"))
+    .distinct()
+)
+_DUE_COLUMNS = (*_INFO_COLUMNS, MEMBER.c.slack_user_id.label("owner"))
+_FROM = TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id)
+_EXPIRED = (
+    sa.select(*_DUE_COLUMNS)
+    .select_from(_FROM)
+    .where(
+        TOKEN.c.org_id == sa.bindparam("org"),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.cutoff_at <= sa.bindparam("now"),
+    )
+    .order_by(TOKEN.c.id)
+    .limit(BATCH)
+    .with_for_update(of=TOKEN, skip_locked=True)
+)
+_REMINDERS = (
+    sa.select(*_DUE_COLUMNS)
+    .select_from(_FROM)
+    .where(
+        TOKEN.c.org_id == sa.bindparam("org"),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.next_notice_at <= sa.bindparam("now"),
+        TOKEN.c.cutoff_at > sa.bindparam("now"),
+    )
+    .order_by(TOKEN.c.id)
+    .limit(BATCH)
+    .with_for_update(of=TOKEN, skip_locked=True)
+)
+_NEXT_NOTICE = (
+    sa.update(TOKEN)
+    .where(TOKEN.c.id == sa.bindparam("token"))
+    .values(next_notice_at=sa.bindparam("next_notice"))
+)
+_ORG_SLACK_ID = sa.select(ORG.c.slack_id).where(ORG.c.id == sa.bindparam("org"))
+
+
+class _DryRun(Exception):
+    pass
+
+
+@contextmanager
+def _transaction(db: Database, dry_run: bool) -> Iterator[Session]:
+    """A write transaction, rolled back at the end when ``dry_run``."""
+    try:
+        with db.write() as session:
+            yield session
+            if dry_run:
+                raise _DryRun
+    except _DryRun:
+        pass
+
+
+def _queue(
+    session: Session,
+    org: LockedOrg,
+    token: TokenInfo,
+    owner: str | None,
+    kind: NoticeKind,
+    stage: int,
+    now: datetime,
+) -> bool:
+    """Queue a notice to the token's owner; False if that notice exists already."""
+    if owner is None:
+        return False
+    return _insert_ignore(
+        session,
+        NOTICE,
+        {
+            "org_id": org.id,
+            "token_id": token.id,
+            "kind": kind,
+            "stage": stage,
+            "cutoff_at": token.cutoff_at,
+            "recipient": owner,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        },
+    )
+
+
+def _due_stage(org: LockedOrg, cutoff: datetime, now: datetime) -> int | None:
+    """The most imminent reminder stage whose time has come (earlier ones are skipped:
+    one message, not a burst, after the sweep was down)."""
+    due = [d for d in org.reminder_days if cutoff - timedelta(days=d) <= now]
+    return min(due) if due else None
+
+
+def _next_notice(org: LockedOrg, cutoff: datetime, stage: int) -> datetime:
+    later = [d for d in org.reminder_days if d < stage]
+    return cutoff - timedelta(days=max(later)) if later else cutoff
+
+
+def _sweep_org(
+    db: Database, org_id: int, now: datetime, dry_run: bool, report: SweepReport
+) -> None:
+    for query, handle in ((_EXPIRED, _expire), (_REMINDERS, _remind)):
+        while True:
+            with _transaction(db, dry_run) as session:
+                slack_id = session.execute(_ORG_SLACK_ID, {"org": org_id}).scalar_one()
+                org = lock_org(session, slack_id, now)
+                rows = session.execute(query, {"org": org.id, "now": now}).all()
+                for row in rows:
+                    handle(session, org, _info(row), row.owner, now, report)
+            if len(rows) < BATCH or dry_run:
+                break
+
+
+def _expire(
+    session: Session,
+    org: LockedOrg,
+    token: TokenInfo,
+    owner: str | None,
+    now: datetime,
+    report: SweepReport,
+) -> None:
+    expired = _end(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
+    _queue(session, org, token, owner, NoticeKind.EXPIRED, 0, now)
+    report.expired.append((org.slack_id, expired))
+
+
+def _remind(
+    session: Session,
+    org: LockedOrg,
+    token: TokenInfo,
+    owner: str | None,
+    now: datetime,
+    report: SweepReport,
+) -> None:
+    stage = _due_stage(org, token.cutoff_at, now)
+    if stage is None:  # reminder days changed since next_notice_at was set
+        nxt = org.first_notice(token.cutoff_at)
+        session.execute(_NEXT_NOTICE, {"token": token.id, "next_notice": max(nxt, now)})
+        return
+    session.execute(
+        _NEXT_NOTICE,
+        {"token": token.id, "next_notice": _next_notice(org, token.cutoff_at, stage)},
+    )
+    if _queue(session, org, token, owner, NoticeKind.REMINDER, stage, now):
+        audit.record(
+            session,
+            org,
+            actor=audit.SYSTEM,
+            action="token.reminder",
+            subject=f"token:{token.id}",
+            now=now,
+            detail={"name": token.name, "hint": token.hint, "days_before": stage},
+        )
+        report.reminded.append((org.slack_id, token, stage))
+
+
+def sweep(db: Database, now: datetime, *, dry_run: bool = False) -> SweepReport:
+    """Expire tokens past their cutoff and queue the reminders that are due, as of
+    ``now``. With ``dry_run`` nothing is written; the report says what would be done."""
+    report = SweepReport()
+    with db.read() as session:
+        orgs = {
+            row[0]
+            for q in (_ORGS_WITH_EXPIRED, _ORGS_WITH_NOTICES)
+            for row in session.execute(q, {"now": now})
+        }
+    for org_id in sorted(orgs):
+        _sweep_org(db, org_id, now, dry_run, report)
+    return report

@@ -1,0 +1,185 @@
+"""Token use: is a presented token valid, whose is it, and moving its cutoff (R1, R4, R11)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+
+import sqlalchemy as sa
+
+from storage import audit, tokenformat
+from storage.db import Database
+from storage.errors import NotAllowed, TokenNotFound
+from storage.models import Member, Organization, Token, TokenState
+from storage.orgs import lock_org
+from storage.tokens import TokenInfo, _info, _locked_token
+
+TOKEN = Token.__table__  # type: ignore[attr-defined]
+MEMBER = Member.__table__  # type: ignore[attr-defined]
+ORG = Organization.__table__  # type: ignore[attr-defined]
+USE_WRITE_INTERVAL = timedelta(minutes=1)  # last-use writes, at most one per token
+
+
+@dataclass(frozen=True)
+class ValidToken:
+    """A token that is valid now, and what its use carries (never the secret)."""
+
+    id: int
+    kind: str
+    org: str  # the organization's Slack id
+    name: str
+    created_at: datetime
+    last_used_at: datetime | None
+    cutoff_at: datetime
+    owner: str | None  # the member's Slack user id, for user tokens
+    display_name: str | None
+    role: str
+    groups: tuple[str, ...]
+    profile_at: datetime | None
+    role_scopes: dict[str, list[str]]
+
+    @property
+    def scopes(self) -> list[str]:
+        """The member's permissions as they are now, from their current role (R1)."""
+        return list(self.role_scopes.get(self.role, []))
+
+
+_LOOKUP = (
+    sa.select(
+        TOKEN.c.id,
+        TOKEN.c.kind,
+        TOKEN.c.name,
+        TOKEN.c.created_at,
+        TOKEN.c.last_used_at,
+        TOKEN.c.cutoff_at,
+        TOKEN.c.state,
+        ORG.c.slack_id.label("org"),
+        ORG.c.role_scopes,
+        MEMBER.c.slack_user_id.label("owner"),
+        MEMBER.c.display_name,
+        MEMBER.c.role,
+        MEMBER.c.groups,
+        MEMBER.c.profile_at,
+        MEMBER.c.deleted,
+    )
+    .select_from(
+        TOKEN.join(ORG, TOKEN.c.org_id == ORG.c.id).outerjoin(
+            MEMBER, TOKEN.c.member_id == MEMBER.c.id
+        )
+    )
+    .where(TOKEN.c.digest == sa.bindparam("digest"))
+)
+_MOVE_CUTOFF = (
+    sa.update(TOKEN)
+    .where(
+        TOKEN.c.id == sa.bindparam("token"),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.cutoff_at > sa.bindparam("now"),
+        sa.or_(TOKEN.c.last_used_at.is_(None), TOKEN.c.last_used_at <= sa.bindparam("stale")),
+    )
+    .values(
+        last_used_at=sa.bindparam("now"),
+        cutoff_at=sa.bindparam("cutoff"),
+        next_notice_at=sa.bindparam("next_notice"),
+    )
+)
+_KEEP_ALIVE = (
+    sa.update(TOKEN)
+    .where(TOKEN.c.id == sa.bindparam("token"))
+    .values(cutoff_at=sa.bindparam("cutoff"), next_notice_at=sa.bindparam("next_notice"))
+)
+
+
+def validate(db: Database, secret: str, now: datetime) -> ValidToken | None:
+    """The token ``secret`` if it is valid at ``now``, else None.
+
+    A token past its cutoff is invalid at once, whether or not a sweep has marked it.
+    """
+    if not tokenformat.has_valid_checksum(secret):
+        return None  # no database round trip for strings that are not tokens
+    with db.read() as session:
+        row = session.execute(_LOOKUP, {"digest": tokenformat.digest(secret)}).first()
+    if row is None or row.state != TokenState.ACTIVE or row.cutoff_at <= now or row.deleted:
+        return None
+    return ValidToken(
+        id=row.id,
+        kind=row.kind,
+        org=row.org,
+        name=row.name,
+        created_at=row.created_at,
+        last_used_at=row.last_used_at,
+        cutoff_at=row.cutoff_at,
+        owner=row.owner,
+        display_name=row.display_name,
+        role=row.role or "member",
+        groups=tuple(row.groups or ()),
+        profile_at=row.profile_at,
+        role_scopes=row.role_scopes,
+    )
+
+
+def record_use(db: Database, token: ValidToken, now: datetime, via: str) -> ValidToken:
+    """Count a successful use: the cutoff moves to ``now`` + the inactivity period (R11).
+
+    Writes are coalesced: within a minute of the last recorded use nothing is written,
+    so a busy token costs one write a minute, and each write is an audit event (R27).
+    """
+    if token.last_used_at is not None and now - token.last_used_at < USE_WRITE_INTERVAL:
+        return token
+    with db.write() as session:
+        org = lock_org(session, token.org, now)
+        cutoff = now + org.period
+        params = {
+            "token": token.id,
+            "now": now,
+            "stale": now - USE_WRITE_INTERVAL,
+            "cutoff": cutoff,
+            "next_notice": org.first_notice(cutoff),
+        }
+        if session.execute(_MOVE_CUTOFF, params).rowcount:  # type: ignore[attr-defined]
+            audit.record(
+                session,
+                org,
+                actor=token.owner or audit.SYSTEM,
+                action="token.used",
+                subject=f"token:{token.id}",
+                now=now,
+                detail={"name": token.name, "via": via, "cutoff": cutoff.isoformat()},
+            )
+        return replace(token, last_used_at=now, cutoff_at=cutoff)
+
+
+def keep_alive(
+    db: Database, org_slack_id: str, actor_user_id: str, token_id: int, now: datetime
+) -> TokenInfo:
+    """Give an unused token another full period (R12). Not a use: last use is unchanged."""
+    with db.write() as session:
+        org = lock_org(session, org_slack_id, now)
+        found = _locked_token(session, org, token_id)
+        if found is None:
+            raise TokenNotFound("That token does not exist in this workspace.")
+        token, owner = found
+        if owner != actor_user_id:
+            raise NotAllowed("You can keep only your own tokens.")
+        if not org.allow_keep_alive:
+            raise NotAllowed("This workspace does not allow keeping unused tokens.")
+        if token.state != TokenState.ACTIVE or token.cutoff_at <= now:
+            raise TokenNotFound(f"The token “{token.name}” is no longer active.")
+        cutoff = now + org.period
+        session.execute(
+            _KEEP_ALIVE,
+            {"token": token_id, "cutoff": cutoff, "next_notice": org.first_notice(cutoff)},
+        )
+        audit.record(
+            session,
+            org,
+            actor=actor_user_id,
+            action="token.keep_alive",
+            subject=f"token:{token_id}",
+            now=now,
+            detail={"name": token.name, "hint": token.hint, "cutoff": cutoff.isoformat()},
+        )
+        return replace(token, cutoff_at=cutoff)
+
+
+__all__ = ["USE_WRITE_INTERVAL", "ValidToken", "_info", "keep_alive", "record_use", "validate"]

@@ -1,0 +1,167 @@
+from datetime import timedelta
+
+import pytest
+
+from storage import audit, events, members, notices, sweep, tokens, usage
+from storage.db import Database
+from storage.errors import NotAllowed
+from tests.conftest import NOW
+
+ORG, ALICE, BOB = "T0ORG", "U0ALICE", "U0BOB"
+DAY = timedelta(days=1)
+
+
+def issue(db: Database, name: str = "ci", user: str = ALICE, now=NOW):
+    return tokens.issue_user_token(db, ORG, user, name, now)
+
+
+def actions(db: Database) -> list[str]:
+    return [e.action for e in audit.events(db, ORG)]
+
+
+def test_a_valid_token_is_recognised_with_its_owner_and_scopes(db: Database) -> None:
+    issued = issue(db)
+    valid = usage.validate(db, issued.secret, NOW)
+    assert valid is not None
+    assert (valid.owner, valid.org, valid.name, valid.kind) == (ALICE, ORG, "ci", "user")
+    assert valid.scopes == ["api:read", "api:write"]  # a member's default
+
+
+@pytest.mark.parametrize(
+    "mangle",
+    [
+        lambda s: s[:-1] + ("A" if s[-1] != "A" else "B"),
+        lambda s: s.upper(),
+        lambda s: "",
+        lambda s: s + "x",
+    ],
+)
+def test_anything_but_the_exact_token_is_invalid(db: Database, mangle) -> None:
+    issued = issue(db)
+    assert usage.validate(db, mangle(issued.secret), NOW) is None
+
+
+def test_a_token_is_valid_one_second_before_its_cutoff_and_not_one_second_after(
+    db: Database,
+) -> None:
+    issued = issue(db)
+    cutoff = issued.info.cutoff_at
+    assert usage.validate(db, issued.secret, cutoff - timedelta(seconds=1)) is not None
+    assert usage.validate(db, issued.secret, cutoff + timedelta(seconds=1)) is None
+
+
+def test_a_revoked_token_is_invalid(db: Database) -> None:
+    issued = issue(db)
+    tokens.revoke_token(db, ORG, ALICE, issued.info.id, NOW)
+    assert usage.validate(db, issued.secret, NOW) is None
+
+
+def test_use_moves_the_cutoff_with_one_write_a_minute(db: Database) -> None:
+    issued = issue(db)
+    later = NOW + 10 * DAY
+    used = usage.record_use(db, usage.validate(db, issued.secret, later), later, via="gw")
+    assert used.cutoff_at == later + 30 * DAY
+    again = later + timedelta(seconds=30)
+    usage.record_use(db, usage.validate(db, issued.secret, again), again, via="gw")
+    assert actions(db).count("token.used") == 1
+    stored = usage.validate(db, issued.secret, again)
+    assert stored.last_used_at == later and stored.cutoff_at == later + 30 * DAY
+    minute_later = later + timedelta(seconds=61)
+    usage.record_use(db, usage.validate(db, issued.secret, minute_later), minute_later, "gw")
+    assert actions(db).count("token.used") == 2
+    assert audit.verify_chain(db, ORG)
+
+
+def test_reminders_are_queued_once_per_stage_and_window(db: Database) -> None:
+    issue(db)
+    assert sweep.sweep(db, NOW + 22 * DAY).reminded == []
+    day23 = NOW + 23 * DAY
+    first = sweep.sweep(db, day23)
+    assert [(stage, t.name) for _, t, stage in first.reminded] == [(7, "ci")]
+    assert sweep.sweep(db, day23).reminded == []  # a second sweep: nothing new
+    assert sweep.sweep(db, day23 + DAY).reminded == []
+    assert [s for _, _, s in sweep.sweep(db, NOW + 29 * DAY).reminded] == [1]
+    assert notices.pending_count(db) == 2
+    assert actions(db).count("token.reminder") == 2
+
+
+def test_a_late_sweep_sends_only_the_most_imminent_stage(db: Database) -> None:
+    issue(db)
+    report = sweep.sweep(db, NOW + 29 * DAY + timedelta(hours=12))
+    assert [s for _, _, s in report.reminded] == [1]
+
+
+def test_expiry_marks_the_token_and_queues_one_notice(db: Database) -> None:
+    issued = issue(db)
+    after = NOW + 30 * DAY + timedelta(seconds=1)
+    report = sweep.sweep(db, after)
+    assert [t.id for _, t in report.expired] == [issued.info.id]
+    assert sweep.sweep(db, after).expired == []
+    assert tokens.list_user_tokens(db, ORG, ALICE, NOW).tokens == []  # expired for good
+    due = notices.claim_due(db, after)
+    assert [(n.kind, n.recipient, n.token.name) for n in due] == [("expired", ALICE, "ci")]
+
+
+def test_a_dry_run_writes_nothing(db: Database) -> None:
+    issue(db)
+    report = sweep.sweep(db, NOW + 31 * DAY, dry_run=True)
+    assert len(report.expired) == 1
+    assert notices.pending_count(db) == 0
+    assert len(tokens.list_user_tokens(db, ORG, ALICE, NOW).tokens) == 1
+
+
+def test_a_use_after_a_reminder_drops_it_and_starts_a_new_window(db: Database) -> None:
+    issued = issue(db)
+    day23 = NOW + 23 * DAY
+    sweep.sweep(db, day23)
+    usage.record_use(db, usage.validate(db, issued.secret, day23), day23, via="gw")
+    assert notices.claim_due(db, day23) == []  # the reminder's window is over
+    assert [s for _, _, s in sweep.sweep(db, day23 + 23 * DAY).reminded] == [7]
+
+
+def test_keep_alive_extends_without_counting_as_a_use(db: Database) -> None:
+    issued = issue(db)
+    day25 = NOW + 25 * DAY
+    kept = usage.keep_alive(db, ORG, ALICE, issued.info.id, day25)
+    assert kept.cutoff_at == day25 + 30 * DAY
+    valid = usage.validate(db, issued.secret, day25)
+    assert valid.last_used_at is None and valid.cutoff_at == day25 + 30 * DAY
+    assert "token.keep_alive" in actions(db) and "token.used" not in actions(db)
+    with pytest.raises(NotAllowed):
+        usage.keep_alive(db, ORG, BOB, issued.info.id, day25)
+
+
+def test_deactivation_revokes_user_tokens_once(db: Database) -> None:
+    issued = issue(db)
+    gone = members.Profile(user_id=ALICE, display_name="alice", role="member", deleted=True)
+    first = members.sync_member(db, ORG, gone, NOW)
+    assert [t.id for t in first.revoked] == [issued.info.id] and first.newly_deactivated
+    assert first.revoked[0].state_reason == "owner deactivated"
+    second = members.sync_member(db, ORG, gone, NOW)
+    assert second.revoked == [] and not second.newly_deactivated
+    assert usage.validate(db, issued.secret, NOW) is None
+    assert actions(db).count("member.deactivated") == 1
+
+
+def test_role_and_groups_come_from_the_current_profile(db: Database) -> None:
+    issued = issue(db)
+    admin = members.Profile(ALICE, "alice", "admin", False, groups=["platform"])
+    members.sync_member(db, ORG, admin, NOW)
+    valid = usage.validate(db, issued.secret, NOW)
+    assert valid.scopes == ["api:read", "api:write", "api:admin"]
+    assert valid.groups == ("platform",)
+
+
+def test_slack_roles_map_to_tokenbot_roles() -> None:
+    assert members.role_of({"is_owner": True, "is_admin": True}) == "owner"
+    assert members.role_of({"is_admin": True}) == "admin"
+    assert members.role_of({"is_restricted": True}) == "guest"
+    assert members.role_of({"is_ultra_restricted": True}) == "guest"
+    assert members.role_of({}) == "member"
+
+
+def test_an_event_id_is_handled_once(db: Database) -> None:
+    assert events.first_delivery(db, "Ev1", NOW)
+    assert not events.first_delivery(db, "Ev1", NOW)
+    assert events.first_delivery(db, "Ev2", NOW)
+    assert events.forget_old_events(db, NOW + 3 * DAY) == 2
