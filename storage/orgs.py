@@ -47,8 +47,10 @@ def _insert_ignore(session: Session, table: sa.Table, values: dict[str, Any]) ->
     """Insert a row unless one with the same unique key exists; True if inserted."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    result = session.execute(insert(table).values(**values).on_conflict_do_nothing())
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    key = next(iter(table.primary_key.columns))
+    statement = insert(table).values(**values).on_conflict_do_nothing().returning(key)
+    # RETURNING, not rowcount: psycopg reports no row count for this statement.
+    return session.execute(statement).first() is not None
 
 
 _SELECT_ORG = sa.select(
