@@ -21,6 +21,7 @@ from bot import listeners
 from bot.deps import Deps
 from bot.logs import quiet_slack_libraries
 from bot.notify import Responder, retry_handlers
+from storage import events
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,11 @@ def build_app(deps: Deps) -> AsyncApp:
     ) -> BoltResponse | None:
         if not _identifies_sender(req.body):
             return BoltResponse(status=400, body="malformed request: no team or user")
+        event_id = req.body.get("event_id")
+        if event_id and not await deps.call(
+            events.first_delivery, deps.db, str(event_id), deps.clock()
+        ):
+            return BoltResponse(status=200, body="")  # a repeated delivery: no second effect
         context["deps"] = deps
         if context.response_url:
             context["respond"] = Responder(context.response_url, app.client.session)

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import gc
 import sys
+from datetime import UTC, datetime
 
 from bot.config import Mode, Settings, SettingsError, load_settings
 from bot.deps import Deps
@@ -23,11 +24,59 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a server is meant to listen)
     serve.add_argument("--port", type=int, default=3000)
     sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)")
+    sweep = sub.add_parser("sweep", help="run the reminder and expiry sweep once")
+    sweep.add_argument("--now", type=_when, help="as of this ISO 8601 time (default: now)")
+    sweep.add_argument("--dry-run", action="store_true", help="say what would be done")
     sub.add_parser("demo", help="run the main flows against a local Slack stand-in")
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply database migrations")
     return parser
+
+
+def _when(text: str) -> datetime:
+    try:
+        at = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    return at.replace(tzinfo=UTC) if at.tzinfo is None else at.astimezone(UTC)
+
+
+def sweep_once(now: datetime | None, dry_run: bool) -> None:
+    """``tokenbot sweep``: one pass as of ``now``; sends what it queues when it can."""
+    from bot.app import build_app, shared_session
+    from bot.jobs import sweep_and_deliver
+    from storage import notices, sweep
+
+    settings = load_settings()
+    deps = _prepare(settings)
+    if now is not None:
+        deps.clock = lambda: now
+    at = deps.clock()
+    if dry_run or settings.slack_bot_token is None:
+        report = sweep.sweep(deps.db, at, dry_run=dry_run)
+    else:
+        app = build_app(deps)
+
+        async def run() -> sweep.SweepReport:
+            async with shared_session(app):
+                return await sweep_and_deliver(deps, app.client)
+
+        report = asyncio.run(run())
+    verb = "would be" if dry_run else "were"
+    print(
+        f"sweep as of {at.isoformat()}: {len(report.expired)} token(s) {verb} expired, "
+        f"{len(report.reminded)} reminder(s) {verb} queued"
+    )
+    for line in report.lines():
+        print("  " + line)
+    if not dry_run:
+        waiting = notices.pending_count(deps.db)
+        if waiting and settings.slack_bot_token is None:
+            print(
+                f"{waiting} message(s) wait to be sent: set SLACK_BOT_TOKEN, or let "
+                "`tokenbot serve` send them"
+            )
 
 
 def _settings(mode: Mode) -> Settings:
@@ -60,6 +109,7 @@ def socket_mode() -> None:
     from slack_bolt.adapter.socket_mode.websockets import AsyncSocketModeHandler
 
     from bot.app import build_app, shared_session
+    from bot.jobs import build_scheduler
 
     settings = _settings("socket")
     deps = _prepare(settings)
@@ -68,6 +118,7 @@ def socket_mode() -> None:
     async def run() -> None:
         app = build_app(deps)
         async with shared_session(app):
+            build_scheduler(deps, app.client).start()
             handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
             await handler.start_async()
 
@@ -76,12 +127,14 @@ def socket_mode() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging("WARNING" if args.command == "demo" else "INFO")
+    setup_logging("WARNING" if args.command in ("demo", "sweep") else "INFO")
     try:
         if args.command == "serve":
             serve(args.host, args.port)
         elif args.command == "socket":
             socket_mode()
+        elif args.command == "sweep":
+            sweep_once(args.now, args.dry_run)
         elif args.command == "demo":
             from bot.demo import run_demo
 

@@ -21,6 +21,8 @@ _ENV_NAMES = {
     "database_url": "TOKENBOT_DATABASE_URL",
     "command": "TOKENBOT_COMMAND",
     "resource_servers": "TOKENBOT_RESOURCE_SERVERS",
+    "sweep_interval": "TOKENBOT_SWEEP_INTERVAL",
+    "profile_max_age": "TOKENBOT_PROFILE_MAX_AGE",
 }
 
 
@@ -50,6 +52,11 @@ class Settings(BaseSettings):
     resource_servers: Annotated[dict[str, SecretStr], NoDecode] = Field(
         default_factory=dict, validation_alias=_env("resource_servers")
     )
+    # Seconds between sweeps (reminders, expiry) and deliveries of what they queue.
+    sweep_interval: int = Field(300, ge=5, validation_alias=_env("sweep_interval"))
+    # Seconds a member's cached Slack profile (role, groups) may be used before it is
+    # fetched again for introspection (R1).
+    profile_max_age: int = Field(900, ge=0, validation_alias=_env("profile_max_age"))
 
     @field_validator("slack_api_url")
     @classmethod

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from slack_sdk.errors import SlackApiError
@@ -16,6 +17,13 @@ from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryInterv
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+from bot.blocks import tokens as token_blocks
+from storage import notices
+from storage.models import NoticeKind
+
+if TYPE_CHECKING:
+    from bot.deps import Deps
 
 log = logging.getLogger(__name__)
 
@@ -100,3 +108,58 @@ def _why(error: Exception) -> str:
             return str(data["error"])
         return f"HTTP {error.response.status_code}"
     return type(error).__name__
+
+
+# Slack errors after which a DM can never be delivered: give up rather than retry.
+_PERMANENT = {
+    "user_not_found",
+    "account_inactive",
+    "user_disabled",
+    "cannot_dm_bot",
+    "not_allowed_token_type",
+    "invalid_auth",
+    "channel_not_found",
+}
+
+
+def _retry_delay(error: Exception, attempts: int) -> timedelta:
+    """Slack's Retry-After when it gave one, else exponential backoff up to an hour."""
+    if isinstance(error, SlackApiError):
+        retry_after = error.response.headers.get("Retry-After") or error.response.headers.get(
+            "retry-after"
+        )
+        if retry_after and str(retry_after).isdigit():
+            return timedelta(seconds=int(retry_after))
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
+
+
+async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
+    """Send the reminders and expiry notices that are due, by DM; return how many were
+    sent. A delivery that fails is tried again later (the outbox keeps it), never lost."""
+    sent = 0
+    while batch := await deps.call(notices.claim_due, deps.db, deps.clock()):
+        for notice in batch:
+            if notice.kind == NoticeKind.REMINDER:
+                message = token_blocks.reminder_message(
+                    notice.token, notice.stage, notice.allow_keep_alive, deps.settings.command
+                )
+            else:
+                message = token_blocks.expired_message(notice.token, deps.settings.command)
+            try:
+                opened = await client.conversations_open(users=notice.recipient)
+                await client.chat_postMessage(channel=opened["channel"]["id"], **message)
+            except Exception as error:
+                reason = _why(error)
+                if reason in _PERMANENT:
+                    await deps.call(notices.mark_failed, deps.db, notice.id, reason)
+                    log.warning("notice %s to %s dropped: %s", notice.id, notice.recipient, reason)
+                else:
+                    delay = _retry_delay(error, notice.attempts)
+                    await deps.call(
+                        notices.mark_retry, deps.db, notice, deps.clock(), delay, reason
+                    )
+                    log.info("notice %s will be retried in %s (%s)", notice.id, delay, reason)
+                continue
+            await deps.call(notices.mark_sent, deps.db, notice.id, deps.clock())
+            sent += 1
+    return sent

@@ -17,14 +17,18 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bot import api
 from bot.app import shared_session
 from bot.deps import Deps
+from bot.jobs import build_scheduler
 from bot.logs import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
 
-def build_web(deps: Deps, bolt: AsyncApp) -> Starlette:
+def build_web(deps: Deps, bolt: AsyncApp, *, scheduler: bool = True) -> Starlette:
+    """The ASGI app. With ``scheduler``, the sweep and reconciliation run inside it."""
+
     async def slack_events(request: Request) -> Response:
         body = await request.body()
         try:
@@ -47,13 +51,21 @@ def build_web(deps: Deps, bolt: AsyncApp) -> Starlette:
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with shared_session(bolt):
-            yield
+            jobs = build_scheduler(deps, bolt.client) if scheduler else None
+            if jobs:
+                jobs.start()
+            try:
+                yield
+            finally:
+                if jobs:
+                    jobs.shutdown(wait=False)
         await deps.call(deps.db.dispose)
 
     return Starlette(
         routes=[
             Route("/slack/events", slack_events, methods=["POST"]),
             Route("/healthz", healthz, methods=["GET"]),
+            *api.routes(deps, bolt.client),
         ],
         middleware=[Middleware(RequestIdMiddleware)],
         lifespan=lifespan,

@@ -14,6 +14,7 @@ NAME_BLOCK = "token_name"
 NAME_INPUT = "name"
 REVOKE_ACTION = "revoke_token"
 OPEN_GENERATE_ACTION = "open_generate"
+KEEP_ALIVE_ACTION = "keep_alive"
 CANCEL_ACTION = "cancel"
 
 
@@ -216,3 +217,53 @@ def home_view(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> d
             _context("The token is shown to you once, in a message only you can see."),
         ],
     }
+
+
+def reminder_message(
+    info: TokenInfo, days_before: int, allow_keep_alive: bool, command: str
+) -> Message:
+    """The DM before the cutoff (R12): name, hint, last use, cutoff, and what to do."""
+    when_text = "tomorrow" if days_before == 1 else f"in {days_before} days"
+    text = (
+        f":warning: Your token *{_escape(info.name)}* (`{info.hint}`) has not been used "
+        f"and expires {when_text}, at {when(info.cutoff_at)}. "
+        f"Last used: {when(info.last_used_at)}. Using it keeps it alive."
+    )
+    buttons: list[dict[str, Any]] = [
+        {**_revoke_button(info), "text": _plain("Revoke now")},
+    ]
+    if allow_keep_alive:
+        buttons.append(
+            {
+                "type": "button",
+                "action_id": KEEP_ALIVE_ACTION,
+                "text": _plain("Keep for another period"),
+                "value": str(info.id),
+            }
+        )
+    return {
+        "text": f"Your token “{info.name}” expires {when_text} if unused.",
+        "blocks": [
+            _section(text),
+            {"type": "actions", "elements": buttons},
+            _context(f"See all your tokens with `{command} list`."),
+        ],
+    }
+
+
+def expired_message(info: TokenInfo, command: str) -> Message:
+    """The DM when a token has expired (R13), with what to do next."""
+    text = (
+        f"Your token *{_escape(info.name)}* (`{info.hint}`) expired at "
+        f"{when(info.cutoff_at)} after a period without use, and no longer works. "
+        f"If you still need one, generate a new token with `{command} new` and put it "
+        "where the old one was."
+    )
+    return {"text": f"Your token “{info.name}” has expired.", "blocks": [_section(text)]}
+
+
+def kept_notice(info: TokenInfo) -> str:
+    return (
+        f":white_check_mark: Kept *{_escape(info.name)}* (`{info.hint}`): it now expires if "
+        f"unused by {when(info.cutoff_at)}."
+    )

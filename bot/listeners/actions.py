@@ -12,7 +12,7 @@ from bot.deps import Deps, org_of
 from bot.listeners.events import publish_home
 from bot.listeners.views import cap_reached, open_generate_modal
 from bot.notify import Responder
-from storage import tokens
+from storage import tokens, usage
 from storage.errors import NotAllowed, TokenNotFound
 
 
@@ -20,6 +20,7 @@ def register(app: AsyncApp) -> None:
     app.action(token_blocks.REVOKE_ACTION)(handle_revoke)
     app.action(token_blocks.CANCEL_ACTION)(handle_cancel)
     app.action(token_blocks.OPEN_GENERATE_ACTION)(handle_open_generate)
+    app.action(token_blocks.KEEP_ALIVE_ACTION)(handle_keep_alive)
 
 
 async def handle_revoke(
@@ -69,3 +70,25 @@ async def handle_open_generate(
         await publish_home(deps, client, org, user_id, notice=str(full))
         return
     await open_generate_modal(client, body["trigger_id"], "", {})
+
+
+async def handle_keep_alive(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Responder,
+    context: AsyncBoltContext,
+) -> None:
+    """ "Keep for another period" on a reminder: a keep-alive, never a use (R12)."""
+    await ack()
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
+    try:
+        token_id = int(action.get("value", ""))
+        kept = await deps.call(usage.keep_alive, deps.db, org, user_id, token_id, deps.clock())
+        notice = token_blocks.kept_notice(kept)
+    except ValueError:
+        notice = "That button is out of date. Run the command again."
+    except (TokenNotFound, NotAllowed) as refused:
+        notice = str(refused)
+    await respond(replace_original=True, **token_blocks.text_message(notice))

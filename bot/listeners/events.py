@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
@@ -9,11 +10,15 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
-from storage import tokens
+from storage import members, tokens
+
+log = logging.getLogger(__name__)
 
 
 def register(app: AsyncApp) -> None:
     app.event("app_home_opened")(handle_app_home_opened)
+    app.event("user_change")(handle_member_profile)
+    app.event("team_join")(handle_member_profile)
 
 
 async def publish_home(
@@ -31,3 +36,15 @@ async def handle_app_home_opened(
     if event.get("tab") != "home":
         return  # the Messages tab needs nothing from us
     await publish_home(context["deps"], client, org_of(context), event["user"])
+
+
+async def handle_member_profile(event: dict[str, Any], context: AsyncBoltContext) -> None:
+    """``user_change`` and ``team_join`` carry the whole user: keep the profile current.
+    A deactivated member's user tokens are revoked at once (R17)."""
+    deps: Deps = context["deps"]
+    profile = members.profile_from_slack(event["user"])
+    synced = await deps.call(members.sync_member, deps.db, org_of(context), profile, deps.clock())
+    if synced.newly_deactivated:
+        log.info(
+            "member %s deactivated: %d user token(s) revoked", profile.user_id, len(synced.revoked)
+        )

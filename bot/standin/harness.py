@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from bot.app import build_app
 from bot.config import Settings
@@ -18,6 +18,21 @@ from storage.migrate import upgrade
 
 SIGNING_SECRET = "standin-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-standin-0000-bot-token"
+RESOURCE_SERVER = ("gateway", "gateway-secret-0123456789")
+
+
+class Clock:
+    """A clock that stands still until told to move: time travel for tests and the demo."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or utcnow()
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, delta: timedelta) -> datetime:
+        self.now += delta
+        return self.now
 
 
 @dataclass
@@ -48,12 +63,15 @@ async def running_tokenbot(
             slack_bot_token=BOT_TOKEN,
             slack_api_url=standin.base_url + "/api/",
             database_url=database_url,
+            resource_servers={RESOURCE_SERVER[0]: RESOURCE_SERVER[1]},
         )
         db = Database(settings.database_url)
         if migrate:
             upgrade(db)
         deps = Deps(settings=settings, db=db, clock=clock)
-        web = build_web(deps, build_app(deps))
+        # The scheduler stays off: whoever drives the harness decides when time passes
+        # and when the sweep runs (bot.jobs.sweep_and_deliver).
+        web = build_web(deps, build_app(deps), scheduler=False)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         async with serve_in_background(web, port):

@@ -72,6 +72,7 @@ class SlackStandin:
         self.calls: list[Call] = []
         self.users: dict[str, dict[str, Any]] = {}
         self.views: dict[str, dict[str, Any]] = {}
+        self.groups: dict[str, list[str]] = {}  # user group handle -> member ids
         self.response_urls: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[Failure]] = {}
         self._ids = itertools.count(1)
@@ -87,7 +88,13 @@ class SlackStandin:
     # -- set-up ---------------------------------------------------------------------------
 
     def add_user(
-        self, user_id: str, name: str, *, is_admin: bool = False, deleted: bool = False
+        self,
+        user_id: str,
+        name: str,
+        *,
+        is_admin: bool = False,
+        deleted: bool = False,
+        is_restricted: bool = False,
     ) -> None:
         self.users[user_id] = {
             "id": user_id,
@@ -97,7 +104,7 @@ class SlackStandin:
             "deleted": deleted,
             "is_admin": is_admin,
             "is_owner": False,
-            "is_restricted": False,
+            "is_restricted": is_restricted,
             "is_bot": False,
             "profile": {"display_name": name, "real_name": name.title()},
         }
@@ -277,6 +284,13 @@ class SlackStandin:
     def _users_info(self, args: dict[str, Any]) -> dict[str, Any]:
         user = self.users.get(str(args.get("user")))
         return {"user": user} if user else {"ok": False, "error": "user_not_found"}
+
+    def _usergroups_list(self, args: dict[str, Any]) -> dict[str, Any]:
+        groups = [
+            {"id": f"S{n:05d}", "handle": handle, "users": users}
+            for n, (handle, users) in enumerate(self.groups.items())
+        ]
+        return {"usergroups": groups}
 
     def _users_list(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"members": list(self.users.values()), "response_metadata": {"next_cursor": ""}}

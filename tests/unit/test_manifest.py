@@ -13,6 +13,10 @@ MANIFEST = yaml.safe_load((Path(__file__).parents[2] / "manifest.yml").read_text
 # Each Web API method tokenbot calls, and the bot scope it needs.
 SCOPES_FOR_METHODS = {
     "chat.postEphemeral": "chat:write",
+    "chat.postMessage": "chat:write",
+    "users.info": "users:read",
+    "users.list": "users:read",
+    "usergroups.list": "usergroups:read",
     "conversations.open": "im:write",
     "views.open": None,
     "views.publish": None,
@@ -41,3 +45,8 @@ def test_app_home_has_the_home_and_messages_tabs() -> None:
     home = MANIFEST["features"]["app_home"]
     assert home["home_tab_enabled"] and home["messages_tab_enabled"]
     assert "app_home_opened" in MANIFEST["settings"]["event_subscriptions"]["bot_events"]
+
+
+def test_the_events_tokenbot_handles_are_subscribed() -> None:
+    events = set(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
+    assert {"app_home_opened", "user_change", "team_join"} <= events

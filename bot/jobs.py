@@ -1,0 +1,68 @@
+"""Scheduled work (APScheduler 3): the sweep with its deliveries, and a daily
+reconciliation of members with Slack. The sweep itself lives in ``storage.sweep``."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.deps import Deps
+from bot.notify import deliver_notices
+from storage import events, members, sweep
+
+log = logging.getLogger(__name__)
+
+
+async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepReport:
+    """One pass: expire, queue reminders, then send what is due (and retry what failed)."""
+    now = deps.clock()
+    report = await deps.call(sweep.sweep, deps.db, now)
+    sent = await deliver_notices(deps, client)
+    await deps.call(events.forget_old_events, deps.db, now)
+    if report.expired or report.reminded or sent:
+        log.info(
+            "sweep: %d expired, %d reminders queued, %d messages sent",
+            len(report.expired),
+            len(report.reminded),
+            sent,
+        )
+    return report
+
+
+async def reconcile_members(deps: Deps, client: AsyncWebClient) -> int:
+    """Bring every member's profile in line with ``users.list``: catches deactivations
+    whose events never arrived (R17). Returns how many members were deactivated."""
+    who = await client.auth_test()
+    org = str(who.get("enterprise_id") if who.get("is_enterprise_install") else who["team_id"])
+    deactivated = 0
+    async for page in await client.users_list(limit=200):
+        for user in page.get("members") or []:
+            if user.get("is_bot") or user.get("id") == "USLACKBOT":
+                continue
+            profile = members.profile_from_slack(user)
+            synced = await deps.call(members.sync_member, deps.db, org, profile, deps.clock())
+            deactivated += synced.newly_deactivated
+    if deactivated:
+        log.info("reconciliation: %d member(s) found deactivated", deactivated)
+    return deactivated
+
+
+def build_scheduler(deps: Deps, client: AsyncWebClient) -> AsyncIOScheduler:
+    scheduler = AsyncIOScheduler(timezone=UTC)
+    soon = datetime.now(UTC) + timedelta(seconds=5)
+    common = {"args": [deps, client], "max_instances": 1, "coalesce": True}
+    scheduler.add_job(
+        sweep_and_deliver,
+        "interval",
+        seconds=deps.settings.sweep_interval,
+        next_run_time=soon,
+        id="sweep",
+        **common,
+    )
+    scheduler.add_job(
+        reconcile_members, "interval", hours=24, next_run_time=soon, id="reconcile", **common
+    )
+    return scheduler

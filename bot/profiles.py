@@ -1,0 +1,73 @@
+"""Members' Slack profiles, fetched when the cached one is older than allowed (R1)."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from datetime import datetime, timedelta
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.deps import Deps
+from storage import members
+from storage.usage import ValidToken
+
+log = logging.getLogger(__name__)
+
+
+class GroupDirectory:
+    """Which user groups each member belongs to, per organization, from
+    ``usergroups.list``; one call serves every member until it is ``max_age`` old."""
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._cache: dict[str, tuple[float, dict[str, list[str]]]] = {}
+
+    async def groups_of(self, client: AsyncWebClient, org: str, user_id: str) -> list[str]:
+        fetched = self._cache.get(org)
+        if fetched is None or time.monotonic() - fetched[0] > self.max_age:
+            answer = await client.usergroups_list(include_users=True)
+            by_user: dict[str, list[str]] = {}
+            for group in answer.get("usergroups") or []:
+                for member in group.get("users") or []:
+                    by_user.setdefault(member, []).append(group["handle"])
+            fetched = (time.monotonic(), by_user)
+            self._cache[org] = fetched
+        return sorted(fetched[1].get(user_id, []))
+
+
+async def with_current_profile(
+    deps: Deps,
+    client: AsyncWebClient,
+    groups: GroupDirectory,
+    token: ValidToken,
+    now: datetime,
+) -> ValidToken | None:
+    """``token`` with its member's role and groups no older than the allowed age; None if
+    Slack says the member is gone. If Slack cannot be reached, the cached profile serves.
+    """
+    max_age = timedelta(seconds=deps.settings.profile_max_age)
+    if token.owner is None or (token.profile_at and now - token.profile_at < max_age):
+        return token
+    try:
+        answer = await client.users_info(user=token.owner)
+        user_groups = await groups.groups_of(client, token.org, token.owner)
+    except Exception as error:
+        log.warning(
+            "profile of %s not refreshed (%s); using the cached one",
+            token.owner,
+            type(error).__name__,
+        )
+        return token
+    profile = members.profile_from_slack(answer["user"], user_groups)
+    await deps.call(members.sync_member, deps.db, token.org, profile, now)
+    if profile.deleted:
+        return None
+    return replace(
+        token,
+        role=profile.role,
+        groups=tuple(user_groups),
+        display_name=profile.display_name,
+        profile_at=now,
+    )

@@ -1,0 +1,121 @@
+"""RFC 7662 introspection and forward-auth, through HTTP (R1, R11, SPEC §5)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import pytest
+
+from bot.standin.harness import RESOURCE_SERVER, Clock, Running
+from storage import audit
+from tests.e2e.conftest import ALICE
+from tests.e2e.flows import generate
+
+GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
+
+
+async def introspect(env: Running, token: str | None, auth=GATEWAY) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=env.url) as http:
+        data = {"token": token, "token_type_hint": "access_token"} if token is not None else {}
+        return await http.post("/api/v1/introspect", data=data, auth=auth)
+
+
+async def forward_auth(env: Running, header: str | None) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=env.url) as http:
+        headers = {"Authorization": header} if header else {}
+        return await http.get("/api/v1/auth", headers=headers)
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [None, httpx.BasicAuth("gateway", "wrong"), httpx.BasicAuth("stranger", RESOURCE_SERVER[1])],
+)
+async def test_callers_without_valid_credentials_get_401(env: Running, auth) -> None:
+    secret = await generate(env, ALICE, "ci")
+    response = await introspect(env, secret, auth=auth)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith("Basic")
+    assert "active" not in response.text
+
+
+async def test_a_valid_token_answers_who_and_what(env: Running) -> None:
+    env.standin.groups = {"platform": [ALICE], "oncall": ["U0OTHER"]}
+    secret = await generate(env, ALICE, "ci")
+    now = env.deps.clock()
+    answer = (await introspect(env, secret)).json()
+    assert answer["active"] is True
+    assert answer["token_type"] == "user"
+    assert (answer["sub"], answer["username"], answer["org"]) == (ALICE, "alice", "T0TOKENBOT")
+    assert answer["scope"] == "api:read api:write"
+    assert answer["groups"] == ["platform"]
+    assert answer["name"] == "ci"
+    assert abs(answer["last_used_at"] - now.timestamp()) < 5  # this call was a use
+    assert abs(answer["exp"] - (now + timedelta(days=30)).timestamp()) < 5
+    assert answer["iat"] <= answer["last_used_at"]
+
+
+@pytest.mark.parametrize("token", ["", "nonsense", "tbu_" + "A" * 36, "Bearer x"])
+async def test_anything_else_is_exactly_inactive(env: Running, token: str) -> None:
+    response = await introspect(env, token)
+    if token == "":
+        assert response.status_code == 400  # no token parameter at all
+        return
+    assert response.status_code == 200 and response.json() == {"active": False}
+
+
+async def test_a_role_change_in_slack_applies_to_existing_tokens(env: Running) -> None:
+    clock = Clock()
+    env.deps.clock = clock
+    env.deps.settings.profile_max_age = 60
+    secret = await generate(env, ALICE, "ci")
+    assert (await introspect(env, secret)).json()["scope"] == "api:read api:write"
+    env.standin.users[ALICE]["is_admin"] = True
+    clock.advance(timedelta(seconds=30))  # the cached profile is young enough
+    assert (await introspect(env, secret)).json()["scope"] == "api:read api:write"
+    clock.advance(timedelta(seconds=31))  # now it is not: fetched again from Slack
+    assert (await introspect(env, secret)).json()["scope"] == "api:read api:write api:admin"
+
+
+async def test_a_member_gone_from_slack_is_refused_at_once(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    env.standin.users[ALICE]["deleted"] = True
+    assert (await introspect(env, secret)).json() == {"active": False}
+
+
+async def test_one_second_before_the_cutoff_valid_one_second_after_not(env: Running) -> None:
+    clock = Clock()
+    env.deps.clock = clock
+    secret = await generate(env, ALICE, "ci")
+    clock.advance(timedelta(days=30, seconds=-1))
+    assert (await introspect(env, secret)).json()["active"] is True  # and that was a use
+    clock.advance(timedelta(days=30, seconds=1))  # the use moved the cutoff; now past it
+    assert (await introspect(env, secret)).json() == {"active": False}
+
+
+async def test_uses_are_audited_once_a_minute(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    for _ in range(5):
+        assert (await introspect(env, secret)).json()["active"] is True
+    used = [e for e in audit.events(env.db, "T0TOKENBOT") if e.action == "token.used"]
+    assert len(used) == 1 and used[0].detail["via"] == "gateway"
+
+
+async def test_forward_auth_passes_a_valid_token_with_its_identity(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    response = await forward_auth(env, f"Bearer {secret}")
+    assert response.status_code == 200
+    assert response.headers["x-token-subject"] == ALICE
+    assert response.headers["x-token-kind"] == "user"
+    assert response.headers["x-token-org"] == "T0TOKENBOT"
+    assert response.headers["x-token-scopes"] == "api:read api:write"
+
+
+@pytest.mark.parametrize("header", [None, "Bearer", "Bearer tbu_nothing", "Basic Zm9vOmJhcg=="])
+async def test_forward_auth_refuses_anything_else_with_a_bearer_challenge(
+    env: Running, header: str | None
+) -> None:
+    response = await forward_auth(env, header)
+    assert response.status_code == 401
+    assert response.headers["www-authenticate"].startswith('Bearer realm="tokenbot"')
+    assert not any(h.startswith("x-token") for h in response.headers)
