@@ -7,6 +7,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from slack_sdk.web.async_client import AsyncWebClient
+
 from bot.app import build_app
 from bot.config import Settings
 from bot.deps import Deps, utcnow
@@ -42,6 +44,8 @@ class Running:
     slack: SlackClient
     deps: Deps
 
+    slack_app_client: AsyncWebClient
+
     @property
     def db(self) -> Database:
         return self.deps.db
@@ -71,12 +75,15 @@ async def running_tokenbot(
         deps = Deps(settings=settings, db=db, clock=clock)
         # The scheduler stays off: whoever drives the harness decides when time passes
         # and when the sweep runs (bot.jobs.sweep_and_deliver).
-        web = build_web(deps, build_app(deps), scheduler=False)
+        bolt = build_app(deps)
+        web = build_web(deps, bolt, scheduler=False)
         port = _free_port()
         url = f"http://127.0.0.1:{port}"
         async with serve_in_background(web, port):
             slack = SlackClient(url, SIGNING_SECRET, standin, enterprise_id=enterprise_id)
             try:
-                yield Running(url=url, standin=standin, slack=slack, deps=deps)
+                yield Running(
+                    url=url, standin=standin, slack=slack, deps=deps, slack_app_client=bolt.client
+                )
             finally:
                 await slack.aclose()

@@ -1,0 +1,68 @@
+"""`tokenbot sweep` and the scheduler wiring."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from datetime import timedelta
+
+from bot.config import Settings
+from bot.deps import Deps
+from bot.jobs import build_scheduler
+from storage import notices, tokens
+from storage.db import Database
+from tests.conftest import NOW
+
+
+def run_sweep(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "TOKENBOT_"))}
+    env["TOKENBOT_DATABASE_URL"] = database_url
+    return subprocess.run(
+        [sys.executable, "-m", "bot", "sweep", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_sweep_dry_run_says_what_it_would_do_and_does_nothing(
+    db: Database, database_url: str
+) -> None:
+    tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW)
+    tokens.issue_user_token(db, "T0ORG", "U0ALICE", "old", NOW - timedelta(days=10))
+    at = (NOW + timedelta(days=23)).isoformat()
+    result = run_sweep(database_url, "--now", at, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert "1 token(s) would be expired, 1 reminder(s) would be queued" in result.stdout
+    assert "expired  T0ORG  old" in result.stdout and "reminder T0ORG  ci" in result.stdout
+    assert notices.pending_count(db) == 0
+
+
+def test_sweep_queues_and_says_who_will_send_without_a_bot_token(
+    db: Database, database_url: str
+) -> None:
+    tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW)
+    result = run_sweep(database_url, "--now", (NOW + timedelta(days=23)).isoformat())
+    assert result.returncode == 0, result.stderr
+    assert "1 reminder(s) were queued" in result.stdout
+    assert "1 message(s) wait to be sent" in result.stdout
+    assert notices.pending_count(db) == 1
+    again = run_sweep(database_url, "--now", (NOW + timedelta(days=23)).isoformat())
+    assert "0 reminder(s) were queued" in again.stdout
+
+
+def test_sweep_refuses_a_time_that_is_not_iso_8601(database_url: str) -> None:
+    result = run_sweep(database_url, "--now", "next tuesday")
+    assert result.returncode == 2 and "not an ISO 8601 time" in result.stderr
+
+
+def test_the_scheduler_runs_the_sweep_at_the_configured_interval(db: Database) -> None:
+    settings = Settings(database_url="sqlite://", sweep_interval=42)
+    scheduler = build_scheduler(Deps(settings=settings, db=db), client=None)  # type: ignore[arg-type]
+    jobs = {job.id: job for job in scheduler.get_jobs()}
+    assert set(jobs) == {"sweep", "reconcile"}
+    assert jobs["sweep"].trigger.interval == timedelta(seconds=42)
+    assert jobs["reconcile"].trigger.interval == timedelta(days=1)
+    assert jobs["sweep"].max_instances == 1
