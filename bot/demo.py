@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import tempfile
+import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-from bot.standin.harness import running_tokenbot
+import httpx
+
+from bot.jobs import sweep_and_deliver
+from bot.standin.harness import RESOURCE_SERVER, Clock, running_tokenbot
 from bot.standin.render import render_blocks, render_view
 from bot.standin.server import Call
-from storage import tokenformat
+from storage import audit, tokenformat
 
 ALICE = "U0ALICE"
+BOB = "U0BOB"
 
 
 class UnexpectedStep(Exception):
@@ -24,9 +32,11 @@ def expect(condition: bool, what: str) -> None:
 
 
 class Demo:
-    def __init__(self, env: Any) -> None:
+    def __init__(self, env: Any, clock: Clock) -> None:
         self.env = env
+        self.clock = clock
         self.standin = env.standin
+        self.standin.add_user(ALICE, "alice")
         self.slack = env.slack
 
     @staticmethod
@@ -106,14 +116,7 @@ class Demo:
         expect("Revoked" in done.text_content(), "the token is revoked")
 
         self.step("5. The cap: ten tokens, then an eleventh")
-        for n in range(1, 11):
-            mark = len(self.standin.calls)
-            await self.slack.command("/token", f"new script-{n}", ALICE)
-            opened = await self.standin.wait_for("views.open", after=mark)
-            await self.slack.submit_view(
-                opened.result["view"]["id"], ALICE, {"token_name": {"name": f"script-{n}"}}
-            )
-            await self.standin.wait_for("response_url", after=mark)
+        scripts = [await self.generate_quietly(ALICE, f"script-{n}") for n in range(1, 11)]
         print("  alice generates script-1 … script-10: 10 active tokens")
         refused = await self.command("new one-too-many")
         expect(
@@ -121,7 +124,118 @@ class Demo:
             "the 11th token is refused, naming the cap",
         )
 
+        await self.token_life(scripts[0])
+        await self.deactivation()
         print("\nAll steps behaved as expected.")
+
+    async def generate_quietly(self, user: str, name: str) -> str:
+        """Generate a token through the modal without printing; return the secret."""
+        mark = len(self.standin.calls)
+        await self.slack.command("/token", f"new {name}", user)
+        opened = await self.standin.wait_for("views.open", after=mark)
+        await self.slack.submit_view(
+            opened.result["view"]["id"], user, {"token_name": {"name": name}}
+        )
+        shown = await self.standin.wait_for("response_url", after=mark)
+        return str(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
+
+    async def introspect(self, secret: str, *, quiet: bool = False) -> dict[str, Any]:
+        """Ask as the resource server "gateway" would, with its HTTP Basic credentials."""
+        auth = httpx.BasicAuth(*RESOURCE_SERVER)
+        async with httpx.AsyncClient(base_url=self.env.url, auth=auth) as http:
+            response = await http.post("/api/v1/introspect", data={"token": secret})
+        expect(response.status_code == 200, "the resource server is answered")
+        answer: dict[str, Any] = response.json()
+        if not quiet:
+            print(
+                f"  the API {RESOURCE_SERVER[0]!r} asks: POST /api/v1/introspect "
+                f"token={secret[:4]}…{secret[-4:]}"
+            )
+            print("  tokenbot answers: " + json.dumps(answer))
+        return answer
+
+    async def sweep(self) -> None:
+        await sweep_and_deliver(self.env.deps, self.env.slack_app_client)
+
+    async def token_life(self, secret: str) -> None:
+        self.step("6. An API asks tokenbot about a token (RFC 7662 introspection)")
+        self.standin.groups = {"platform": [ALICE]}
+        answer = await self.introspect(secret)
+        expect(
+            answer.get("active") is True
+            and answer.get("scope") == "api:read api:write"
+            and answer.get("groups") == ["platform"],
+            "a valid token, with its scopes",
+        )
+        print("  (that answer was a use: the token now expires 30 days from now)")
+
+        self.step("7. 23 days pass without a use: the 7-day reminder")
+        self.clock.advance(timedelta(days=23))
+        print(f"  the clock moves to {self.clock():%Y-%m-%d %H:%M} UTC; the sweep runs")
+        mark = len(self.standin.calls)
+        await self.sweep()
+        reminders = [c for c in self.standin.calls[mark:] if c.method == "chat.postMessage"]
+        about = [c for c in reminders if "*script-1*" in c.text_content()]
+        expect(
+            len(reminders) == 10 and len(about) == 1 and "in 7 days" in about[0].text_content(),
+            "one 7-day reminder by DM for each of the ten unused tokens",
+        )
+        self.show(about[0], "alice gets a DM from tokenbot (and one for each other token):")
+        mark = len(self.standin.calls)
+        await self.sweep()
+        expect(
+            not [c for c in self.standin.calls[mark:] if c.method == "chat.postMessage"],
+            "a second sweep sends nothing again",
+        )
+        print("  the sweep runs again: nothing is sent twice")
+
+        self.step("8. Past the cutoff: invalid at once, and the owner is told")
+        self.clock.advance(timedelta(days=7, seconds=1))
+        print(f"  the clock moves to {self.clock():%Y-%m-%d %H:%M} UTC, before any sweep")
+        expect(await self.introspect(secret) == {"active": False}, "the token is inactive")
+        mark = len(self.standin.calls)
+        await self.sweep()
+        told = [
+            c
+            for c in self.standin.calls[mark:]
+            if c.method == "chat.postMessage"
+            and "*script-1*" in c.text_content()
+            and "expired" in c.text_content()
+        ]
+        expect(len(told) == 1, "the owner is told once that script-1 expired")
+        self.show(told[0], "the sweep runs; alice gets a DM:")
+
+    async def deactivation(self) -> None:
+        self.step("9. Bob leaves the company: his tokens die with his account")
+        self.standin.add_user(BOB, "bob")
+        secret = await self.generate_quietly(BOB, "laptop")
+        print("  bob has a token, laptop; an admin deactivates bob in Slack")
+        self.standin.users[BOB]["deleted"] = True
+        response = await self.slack.event(
+            {
+                "type": "user_change",
+                "user": self.standin.users[BOB],
+                "event_ts": f"{time.time():.6f}",
+            },
+            event_id="EvDEMO-DEACTIVATE",
+        )
+        expect(response.status_code == 200, "Slack's user_change event is acknowledged")
+        for _ in range(100):  # the event is handled just after its acknowledgement
+            revoked = [
+                e
+                for e in audit.events(self.env.db, self.slack.team_id)
+                if e.action == "token.revoked" and e.detail.get("name") == "laptop"
+            ]
+            if revoked:
+                break
+            await asyncio.sleep(0.05)
+        expect(
+            bool(revoked) and revoked[0].detail["reason"] == "owner deactivated",
+            "bob's token is revoked, reason: owner deactivated",
+        )
+        print("  tokenbot gets Slack's user_change event and revokes laptop: owner deactivated")
+        answer = await self.introspect(secret)
+        expect(answer == {"active": False}, "bob's token no longer works")
 
 
 async def run_demo() -> int:
@@ -129,9 +243,10 @@ async def run_demo() -> int:
         url = f"sqlite:///{Path(tmp) / 'demo.db'}"
         print("tokenbot demo: the real server on loopback, a temporary database, and a")
         print("stand-in for Slack. Alice is a member of the workspace.")
-        async with running_tokenbot(url) as env:
+        clock = Clock()
+        async with running_tokenbot(url, clock=clock) as env:
             try:
-                await Demo(env).run()
+                await Demo(env, clock).run()
             except (UnexpectedStep, TimeoutError) as error:
                 print(f"\nUNEXPECTED: {error or 'no answer from tokenbot in time'}")
                 return 1

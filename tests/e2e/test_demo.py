@@ -18,6 +18,12 @@ def test_demo_walks_through_every_step_and_exits_zero() -> None:
         "Your new token *ci-deploy* is ready",
         "Revoked *ci-deploy*",
         "limit of 10 active tokens",
+        '"active": true',
+        "expires in 7 days",
+        "nothing is sent twice",
+        'tokenbot answers: {"active": false}',
+        "expired at",
+        "revokes laptop: owner deactivated",
         "All steps behaved as expected.",
     ):
         assert line in transcript
