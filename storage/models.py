@@ -103,10 +103,9 @@ class Token(SQLModel, table=True):
             sqlite_where=sa.text("state = 'active'"),
             postgresql_where=sa.text("state = 'active'"),
         ),
+        # The sweep reads only what is due, through these two.
         sa.Index("ix_token_org_state_cutoff", "org_id", "state", "cutoff_at"),
-        # The sweep reads only what is due, across organizations.
-        sa.Index("ix_token_state_cutoff", "state", "cutoff_at"),
-        sa.Index("ix_token_state_next_notice", "state", "next_notice_at"),
+        sa.Index("ix_token_org_state_notice", "org_id", "state", "next_notice_at"),
     )
 
     id: int | None = Field(default=None, primary_key=True)

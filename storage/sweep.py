@@ -48,16 +48,26 @@ class SweepReport:
         return out
 
 
-_ORGS_WITH_EXPIRED = (
-    sa.select(TOKEN.c.org_id)
-    .where(TOKEN.c.state == TokenState.ACTIVE, TOKEN.c.cutoff_at <= sa.bindparam("now"))
-    .distinct()
+# Whether an organization has anything due: one probe of its index each.
+_HAS_EXPIRED = (
+    sa.select(TOKEN.c.id)
+    .where(
+        TOKEN.c.org_id == sa.bindparam("org"),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.cutoff_at <= sa.bindparam("now"),
+    )
+    .limit(1)
 )
-_ORGS_WITH_NOTICES = (
-    sa.select(TOKEN.c.org_id)
-    .where(TOKEN.c.state == TokenState.ACTIVE, TOKEN.c.next_notice_at <= sa.bindparam("now"))
-    .distinct()
+_HAS_NOTICE = (
+    sa.select(TOKEN.c.id)
+    .where(
+        TOKEN.c.org_id == sa.bindparam("org"),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.next_notice_at <= sa.bindparam("now"),
+    )
+    .limit(1)
 )
+_ORG_IDS = sa.select(ORG.c.id).order_by(ORG.c.id)
 _DUE_COLUMNS = (*_INFO_COLUMNS, MEMBER.c.slack_user_id.label("owner"))
 _FROM = TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id)
 _EXPIRED = (
@@ -68,7 +78,7 @@ _EXPIRED = (
         TOKEN.c.state == TokenState.ACTIVE,
         TOKEN.c.cutoff_at <= sa.bindparam("now"),
     )
-    .order_by(TOKEN.c.id)
+    .order_by(TOKEN.c.cutoff_at)
     .limit(BATCH)
     .with_for_update(of=TOKEN, skip_locked=True)
 )
@@ -79,9 +89,8 @@ _REMINDERS = (
         TOKEN.c.org_id == sa.bindparam("org"),
         TOKEN.c.state == TokenState.ACTIVE,
         TOKEN.c.next_notice_at <= sa.bindparam("now"),
-        TOKEN.c.cutoff_at > sa.bindparam("now"),
     )
-    .order_by(TOKEN.c.id)
+    .order_by(TOKEN.c.next_notice_at)
     .limit(BATCH)
     .with_for_update(of=TOKEN, skip_locked=True)
 )
@@ -160,9 +169,10 @@ def _sweep_org(
                 slack_id = session.execute(_ORG_SLACK_ID, {"org": org_id}).scalar_one()
                 org = lock_org(session, slack_id, now)
                 rows = session.execute(query, {"org": org.id, "now": now}).all()
-                for row in rows:
-                    handle(session, org, _info(row), row.owner, now, report)
-            if len(rows) < BATCH or dry_run:
+                moved = [handle(session, org, _info(row), row.owner, now, report) for row in rows]
+            # A full batch means there may be more; none moved means the rest is someone
+            # else's (locked by another sweeper) or not this pass's business.
+            if len(rows) < BATCH or dry_run or not any(moved):
                 break
 
 
@@ -173,10 +183,11 @@ def _expire(
     owner: str | None,
     now: datetime,
     report: SweepReport,
-) -> None:
+) -> bool:
     expired = _end(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
     _queue(session, org, token, owner, NoticeKind.EXPIRED, 0, now)
     report.expired.append((org.slack_id, expired))
+    return True
 
 
 def _remind(
@@ -186,12 +197,15 @@ def _remind(
     owner: str | None,
     now: datetime,
     report: SweepReport,
-) -> None:
+) -> bool:
+    """Queue the reminder that is due; False if the token is not this pass's business."""
+    if token.cutoff_at <= now:
+        return False  # expired, not reminded: the expiry pass takes it
     stage = _due_stage(org, token.cutoff_at, now)
     if stage is None:  # reminder days changed since next_notice_at was set
         nxt = org.first_notice(token.cutoff_at)
-        session.execute(_NEXT_NOTICE, {"token": token.id, "next_notice": max(nxt, now)})
-        return
+        session.execute(_NEXT_NOTICE, {"token": token.id, "next_notice": nxt})
+        return True
     session.execute(
         _NEXT_NOTICE,
         {"token": token.id, "next_notice": _next_notice(org, token.cutoff_at, stage)},
@@ -207,6 +221,7 @@ def _remind(
             detail={"name": token.name, "hint": token.hint, "days_before": stage},
         )
         report.reminded.append((org.slack_id, token, stage))
+    return True
 
 
 def sweep(db: Database, now: datetime, *, dry_run: bool = False) -> SweepReport:
@@ -214,11 +229,12 @@ def sweep(db: Database, now: datetime, *, dry_run: bool = False) -> SweepReport:
     ``now``. With ``dry_run`` nothing is written; the report says what would be done."""
     report = SweepReport()
     with db.read() as session:
-        orgs = {
-            row[0]
-            for q in (_ORGS_WITH_EXPIRED, _ORGS_WITH_NOTICES)
-            for row in session.execute(q, {"now": now})
-        }
-    for org_id in sorted(orgs):
+        orgs = [
+            org
+            for org in session.execute(_ORG_IDS).scalars()
+            if session.execute(_HAS_EXPIRED, {"org": org, "now": now}).first()
+            or session.execute(_HAS_NOTICE, {"org": org, "now": now}).first()
+        ]
+    for org_id in orgs:
         _sweep_org(db, org_id, now, dry_run, report)
     return report
