@@ -6,9 +6,11 @@ import base64
 import binascii
 import hmac
 import logging
+from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
+from cachetools import LRUCache
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -16,8 +18,8 @@ from starlette.routing import Route
 
 from bot.deps import Deps
 from bot.profiles import GroupDirectory, with_current_profile
-from storage import usage
-from storage.usage import ValidToken
+from storage import tokenformat, usage
+from storage.usage import USE_WRITE_INTERVAL, ValidToken
 
 log = logging.getLogger(__name__)
 INACTIVE = {"active": False}
@@ -73,18 +75,56 @@ def _form_field(body: bytes, name: str) -> str | None:
     return values[0] if values else None
 
 
+class ValidTokens:
+    """Recently validated tokens, by digest, so that most checks make no database round
+    trip. An entry serves only while the database's generation is the one it was read
+    at (it moves at once when this process revokes, expires or deactivates, and within
+    a second when another process does) and while the token's cutoff is ahead; a
+    token whose cutoff has passed is looked up again, in case another replica saw a use.
+    """
+
+    def __init__(self, deps: Deps, size: int = 100_000) -> None:
+        self.deps = deps
+        self.entries: LRUCache[str, tuple[int, ValidToken]] = LRUCache(maxsize=size)
+
+    async def get(self, secret: str, now: datetime) -> ValidToken | None:
+        if not tokenformat.has_valid_checksum(secret):
+            return None
+        digest = tokenformat.digest(secret)
+        hit = self.entries.get(digest)
+        if hit and hit[0] == self.deps.db.generation and hit[1].cutoff_at > now:
+            return hit[1]
+        generation = self.deps.db.generation  # before the read: a later change wins
+        token = await self.deps.call(usage.validate, self.deps.db, secret, now)
+        self.remember(digest, generation, token)
+        return token
+
+    def remember(self, digest: str, generation: int, token: ValidToken | None) -> None:
+        if token is None:
+            self.entries.pop(digest, None)
+        else:
+            self.entries[digest] = (generation, token)
+
+
 def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
     groups = GroupDirectory(max_age=deps.settings.profile_max_age)
+    cache = ValidTokens(deps)
 
     async def check(secret: str, via: str) -> ValidToken | None:
         """Validate, bring the profile up to date, and count the use (R1, R11)."""
         now = deps.clock()
-        token = await deps.call(usage.validate, deps.db, secret, now)
-        if token is not None:
-            token = await with_current_profile(deps, client, groups, token, now)
+        generation = deps.db.generation
+        token = await cache.get(secret, now)
         if token is None:
             return None
-        return await deps.call(usage.record_use, deps.db, token, now, via)
+        current = await with_current_profile(deps, client, groups, token, now)
+        if current is not None and (
+            current.last_used_at is None or now - current.last_used_at >= USE_WRITE_INTERVAL
+        ):
+            current = await deps.call(usage.record_use, deps.db, current, now, via)
+        if current is not token:
+            cache.remember(tokenformat.digest(secret), generation, current)
+        return current
 
     async def introspect(request: Request) -> Response:
         server = _resource_server(deps, request)

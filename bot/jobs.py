@@ -65,4 +65,14 @@ def build_scheduler(deps: Deps, client: AsyncWebClient) -> AsyncIOScheduler:
     scheduler.add_job(
         reconcile_members, "interval", hours=24, next_run_time=soon, id="reconcile", **common
     )
+    # Revocations made by other replicas reach this one's validation cache within 1 s.
+    scheduler.add_job(
+        deps.call,
+        "interval",
+        seconds=1,
+        args=[deps.db.refresh_generation],
+        id="generation",
+        max_instances=1,
+        coalesce=True,
+    )
     return scheduler

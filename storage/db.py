@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import sqlalchemy as sa
@@ -12,6 +12,21 @@ from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 _IMMEDIATE = "tokenbot_immediate"
+_INVALIDATES = "tokenbot_invalidates"
+_EPOCH_VALUE = sa.text("SELECT value FROM validityepoch WHERE id = 1")
+_BUMP_EPOCH = sa.text(  # the same statement on SQLite and PostgreSQL
+    "INSERT INTO validityepoch (id, value) VALUES (1, 1) "
+    "ON CONFLICT (id) DO UPDATE SET value = validityepoch.value + 1"
+)
+
+
+def invalidates(session: Session) -> None:
+    """Mark the transaction as one after which some token may no longer be valid: caches
+    of validation results drop everything once it commits (here at once, in other
+    processes at their next refresh_generation)."""
+    if not session.info.get(_INVALIDATES):
+        session.execute(_BUMP_EPOCH)
+        session.info[_INVALIDATES] = True
 
 
 class Database:
@@ -30,6 +45,10 @@ class Database:
         # order, instead of in SQLite's busy handler, which polls with sleeps of up to
         # 100 ms; other processes still queue on the busy timeout.
         self._write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        # Grows when a token may have stopped being valid: at once after such a write by
+        # this process, and when refresh_generation() sees another process's.
+        self.generation = 0
+        self._epoch_seen: int | None = None
 
     @property
     def dialect(self) -> str:
@@ -42,16 +61,22 @@ class Database:
 
     @contextmanager
     def write(self) -> Iterator[Session]:
-        if self._write_lock is None:
-            with Session(self._writer, expire_on_commit=False) as session, session.begin():
+        lock = self._write_lock or nullcontext()
+        with lock, Session(self._writer, expire_on_commit=False) as session:
+            with session.begin():
                 yield session
-            return
-        with (
-            self._write_lock,
-            Session(self._writer, expire_on_commit=False) as session,
-            session.begin(),
-        ):
-            yield session
+            if session.info.get(_INVALIDATES):
+                self.generation += 1  # after the commit: a reader cannot re-cache the past
+
+    def refresh_generation(self) -> int:
+        """Look at the shared epoch; a change made by another process moves
+        ``generation`` on. Returns the generation."""
+        with self.engine.connect() as conn:
+            value = conn.execute(_EPOCH_VALUE).scalar()
+        if value != self._epoch_seen:  # (the first look also counts: nothing is assumed)
+            self.generation += 1
+            self._epoch_seen = value
+        return self.generation
 
     def ping(self) -> None:
         with self.engine.connect() as conn:

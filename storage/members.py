@@ -8,7 +8,7 @@ from datetime import datetime
 import sqlalchemy as sa
 
 from storage import audit
-from storage.db import Database
+from storage.db import Database, invalidates
 from storage.models import ROLES, Token, TokenState
 from storage.orgs import MEMBER, ensure_member, find_org, lock_org
 from storage.tokenformat import TokenKind
@@ -22,7 +22,7 @@ _ACTIVE_USER_TOKENS = sa.select(*_INFO_COLUMNS).where(
     TOKEN.c.state == TokenState.ACTIVE,
 )
 _SAVE = sa.update(MEMBER).where(MEMBER.c.id == sa.bindparam("member_id"))
-_WAS_DELETED = sa.select(MEMBER.c.deleted).where(MEMBER.c.id == sa.bindparam("member_id"))
+_BEFORE = sa.select(MEMBER.c.deleted, MEMBER.c.role).where(MEMBER.c.id == sa.bindparam("member_id"))
 
 
 @dataclass(frozen=True)
@@ -78,7 +78,10 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org.id, profile.user_id, now)
-        was_deleted = bool(session.execute(_WAS_DELETED, {"member_id": member}).scalar())
+        before = session.execute(_BEFORE, {"member_id": member}).one()
+        was_deleted = bool(before.deleted)
+        if profile.deleted != was_deleted or profile.role != before.role:
+            invalidates(session)  # what the member's tokens may do has changed (R1)
         values: dict[str, object] = {
             "member_id": member,
             "display_name": profile.display_name,

@@ -178,3 +178,12 @@ class SlackEvent(SQLModel, table=True):
 
     event_id: str = Field(primary_key=True, max_length=64)
     received_at: datetime = _at(index=True)
+
+
+class ValidityEpoch(SQLModel, table=True):
+    """One row whose value grows whenever a token may have stopped being valid (revoked,
+    expired, its owner deactivated or their role changed). Replicas that cache validation
+    results watch it (storage.db.Database.generation)."""
+
+    id: int = Field(default=1, primary_key=True)
+    value: int = 0

@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from storage import audit, tokenformat
-from storage.db import Database
+from storage.db import Database, invalidates
 from storage.errors import CapReached, InvalidName, NameTaken, NotAllowed, TokenNotFound
 from storage.models import DEFAULT_USER_TOKEN_CAP, Member, Token, TokenState
 from storage.orgs import LockedOrg, ensure_member, find_org, lock_org, member_id
@@ -120,6 +120,7 @@ def _end(
     """Move an active token to ``state`` for good, with an audit event."""
     params = {"token": token.id, "state": state, "state_reason": reason, "state_changed_at": now}
     session.execute(_END, params)
+    invalidates(session)
     action = "token.revoked" if state == TokenState.REVOKED else "token.expired"
     detail = {"name": token.name, "hint": token.hint, "kind": token.kind, "reason": reason}
     audit.record(

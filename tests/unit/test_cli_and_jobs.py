@@ -62,7 +62,8 @@ def test_the_scheduler_runs_the_sweep_at_the_configured_interval(db: Database) -
     settings = Settings(database_url="sqlite://", sweep_interval=42)
     scheduler = build_scheduler(Deps(settings=settings, db=db), client=None)  # type: ignore[arg-type]
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"sweep", "reconcile"}
+    assert set(jobs) == {"sweep", "reconcile", "generation"}
+    assert jobs["generation"].trigger.interval == timedelta(seconds=1)
     assert jobs["sweep"].trigger.interval == timedelta(seconds=42)
     assert jobs["reconcile"].trigger.interval == timedelta(days=1)
     assert jobs["sweep"].max_instances == 1

@@ -165,3 +165,24 @@ def test_an_event_id_is_handled_once(db: Database) -> None:
     assert not events.first_delivery(db, "Ev1", NOW)
     assert events.first_delivery(db, "Ev2", NOW)
     assert events.forget_old_events(db, NOW + 3 * DAY) == 2
+
+
+def test_generation_moves_after_invalidating_writes_here_and_after_a_refresh_elsewhere(
+    db: Database, database_url: str
+) -> None:
+    other = Database(database_url)
+    try:
+        issued = issue(db)
+        other.refresh_generation()
+        seen_here, seen_there = db.generation, other.generation
+        issue(db, "cd")  # issuing invalidates nothing
+        assert db.generation == seen_here
+        tokens.revoke_token(db, ORG, ALICE, issued.info.id, NOW)
+        assert db.generation == seen_here + 1  # at once, where it happened
+        assert other.generation == seen_there  # elsewhere, not until it looks
+        other.refresh_generation()
+        assert other.generation == seen_there + 1
+        other.refresh_generation()
+        assert other.generation == seen_there + 1  # nothing new
+    finally:
+        other.dispose()
