@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
+import httpx
 import pytest
 
-from bot.standin.harness import BOT_TOKEN, SIGNING_SECRET, Running
+from bot.jobs import sweep_and_deliver
+from bot.standin.harness import BOT_TOKEN, RESOURCE_SERVER, SIGNING_SECRET, Clock, Running
 from storage import audit
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, generate, open_generate_modal, run_command
@@ -47,11 +50,24 @@ async def test_minted_tokens_never_reach_logs_audit_or_kept_messages(
     mark = len(env.standin.calls)
     await env.slack.click(listing, "revoke_token", ALICE)
     await env.standin.wait_for("response_url", after=mark)
+    # Uses of every token, valid or not, through both doors; then reminders and expiry.
+    async with httpx.AsyncClient(base_url=env.url) as http:
+        for secret in minted:
+            await http.post(
+                "/api/v1/introspect", data={"token": secret}, auth=httpx.BasicAuth(*RESOURCE_SERVER)
+            )
+            await http.post("/api/v1/introspect", data={"token": secret})  # no credentials
+            await http.get("/api/v1/auth", headers={"Authorization": f"Bearer {secret}"})
+    start = env.deps.clock()
+    for days in (23, 29, 31):
+        env.deps.clock = Clock(start + timedelta(days=days))
+        await sweep_and_deliver(env.deps, env.slack_app_client)
+    assert any(c.method == "chat.postMessage" for c in env.standin.calls)  # reminders went
 
     assert len(minted) == 3
     logged = "\n".join(r.getMessage() + str(r.exc_info or "") for r in caplog.records)
     assert any(r.name.startswith("bot.") for r in caplog.records)  # the capture works
-    for secret in [*minted, SIGNING_SECRET, BOT_TOKEN]:
+    for secret in [*minted, SIGNING_SECRET, BOT_TOKEN, RESOURCE_SERVER[1]]:
         assert secret not in logged
     exported = "\n".join(audit.export_jsonl(env.db, "T0TOKENBOT"))
     assert exported.count("token.issued") == 4
