@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -32,15 +31,10 @@ import httpx
 
 from bot.blocks.tokens import generate_modal
 from bot.standin import SlackClient, SlackStandin
+from bot.standin.server import free_port
 
 SIGNING_SECRET = "bench-signing-secret"
 WARM_UP_ROUNDS = 3  # first rounds start worker threads and fill caches; not counted
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def wait_healthy(url: str, proc: subprocess.Popen[bytes]) -> None:

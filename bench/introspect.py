@@ -58,12 +58,6 @@ def bare_app():  # type: ignore[no-untyped-def]
     return Starlette(routes=[Route("/api/v1/introspect", introspect, methods=["POST"])])
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def prepare(url: str) -> list[str]:
     """200 tokens of 20 members with fresh profiles; return the secrets."""
     from storage import members, tokens
@@ -149,6 +143,7 @@ def cli() -> None:
 
 async def main(args: argparse.Namespace) -> None:
     from bot.standin import SlackStandin
+    from bot.standin.server import free_port
 
     standin = SlackStandin()
     async with standin.running():

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
-import logging
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -21,7 +20,6 @@ from bot.profiles import GroupDirectory, with_current_profile
 from storage import tokenformat, usage
 from storage.usage import USE_WRITE_INTERVAL, ValidToken
 
-log = logging.getLogger(__name__)
 INACTIVE = {"active": False}
 
 

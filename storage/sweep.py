@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
@@ -48,52 +49,33 @@ class SweepReport:
         return out
 
 
-# Whether an organization has anything due: one probe of its index each.
-_HAS_EXPIRED = (
-    sa.select(TOKEN.c.id)
-    .where(
+def _due(column: sa.Column[datetime]) -> tuple[sa.ColumnElement[bool], ...]:
+    """One organization's active tokens whose ``column`` time has come."""
+    return (
         TOKEN.c.org_id == sa.bindparam("org"),
         TOKEN.c.state == TokenState.ACTIVE,
-        TOKEN.c.cutoff_at <= sa.bindparam("now"),
+        column <= sa.bindparam("now"),
     )
-    .limit(1)
-)
-_HAS_NOTICE = (
-    sa.select(TOKEN.c.id)
-    .where(
-        TOKEN.c.org_id == sa.bindparam("org"),
-        TOKEN.c.state == TokenState.ACTIVE,
-        TOKEN.c.next_notice_at <= sa.bindparam("now"),
+
+
+def _batch(column: sa.Column[datetime]) -> sa.Select[Any]:
+    """The next batch of them, locked, skipping rows another sweeper holds."""
+    return (
+        sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id.label("owner"))
+        .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
+        .where(*_due(column))
+        .order_by(column)
+        .limit(BATCH)
+        .with_for_update(of=TOKEN, skip_locked=True)
     )
-    .limit(1)
-)
+
+
+# Each reads through its (org_id, state, column) index: the cost follows what is due.
+_HAS_EXPIRED = sa.select(TOKEN.c.id).where(*_due(TOKEN.c.cutoff_at)).limit(1)
+_HAS_NOTICE = sa.select(TOKEN.c.id).where(*_due(TOKEN.c.next_notice_at)).limit(1)
+_EXPIRED = _batch(TOKEN.c.cutoff_at)
+_REMINDERS = _batch(TOKEN.c.next_notice_at)
 _ORG_IDS = sa.select(ORG.c.id).order_by(ORG.c.id)
-_DUE_COLUMNS = (*_INFO_COLUMNS, MEMBER.c.slack_user_id.label("owner"))
-_FROM = TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id)
-_EXPIRED = (
-    sa.select(*_DUE_COLUMNS)
-    .select_from(_FROM)
-    .where(
-        TOKEN.c.org_id == sa.bindparam("org"),
-        TOKEN.c.state == TokenState.ACTIVE,
-        TOKEN.c.cutoff_at <= sa.bindparam("now"),
-    )
-    .order_by(TOKEN.c.cutoff_at)
-    .limit(BATCH)
-    .with_for_update(of=TOKEN, skip_locked=True)
-)
-_REMINDERS = (
-    sa.select(*_DUE_COLUMNS)
-    .select_from(_FROM)
-    .where(
-        TOKEN.c.org_id == sa.bindparam("org"),
-        TOKEN.c.state == TokenState.ACTIVE,
-        TOKEN.c.next_notice_at <= sa.bindparam("now"),
-    )
-    .order_by(TOKEN.c.next_notice_at)
-    .limit(BATCH)
-    .with_for_update(of=TOKEN, skip_locked=True)
-)
 _NEXT_NOTICE = (
     sa.update(TOKEN)
     .where(TOKEN.c.id == sa.bindparam("token"))

@@ -242,15 +242,30 @@ def revoke_token(
     """
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        found = _locked_token(session, org, token_id)
-        if found is None:
-            raise TokenNotFound("That token does not exist in this workspace.")
-        token, owner = found
-        if owner != actor_user_id:
-            raise NotAllowed("You can revoke only your own tokens.")
-        if token.state != TokenState.ACTIVE or token.cutoff_at <= now:
-            raise TokenNotFound(f"The token “{token.name}” is no longer active.")
+        token = owned_active_token(session, org, token_id, actor_user_id, now, "revoke")
         return _end(session, org, token, TokenState.REVOKED, "revoked by owner", actor_user_id, now)
+
+
+def owned_active_token(
+    session: Session,
+    org: LockedOrg,
+    token_id: int,
+    actor_user_id: str,
+    now: datetime,
+    verb: str,
+) -> TokenInfo:
+    """The organization's active token ``token_id``, locked, if ``actor_user_id`` may
+    ``verb`` it (the one permission check for a member acting on a token); else
+    TokenNotFound or NotAllowed, each with a sentence for the member."""
+    found = _locked_token(session, org, token_id)
+    if found is None:
+        raise TokenNotFound("That token does not exist in this workspace.")
+    token, owner = found
+    if owner != actor_user_id:
+        raise NotAllowed(f"You can {verb} only your own tokens.")
+    if token.state != TokenState.ACTIVE or token.cutoff_at <= now:
+        raise TokenNotFound(f"The token “{token.name}” is no longer active.")
+    return token
 
 
 def revoke_undelivered(db: Database, org_slack_id: str, token_id: int, now: datetime) -> None:

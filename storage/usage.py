@@ -9,10 +9,10 @@ import sqlalchemy as sa
 
 from storage import audit, tokenformat
 from storage.db import Database
-from storage.errors import NotAllowed, TokenNotFound
+from storage.errors import NotAllowed
 from storage.models import Member, Organization, Token, TokenState
 from storage.orgs import lock_org
-from storage.tokens import TokenInfo, _info, _locked_token
+from storage.tokens import TokenInfo, owned_active_token
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
@@ -155,16 +155,9 @@ def keep_alive(
     """Give an unused token another full period (R12). Not a use: last use is unchanged."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        found = _locked_token(session, org, token_id)
-        if found is None:
-            raise TokenNotFound("That token does not exist in this workspace.")
-        token, owner = found
-        if owner != actor_user_id:
-            raise NotAllowed("You can keep only your own tokens.")
+        token = owned_active_token(session, org, token_id, actor_user_id, now, "keep")
         if not org.allow_keep_alive:
             raise NotAllowed("This workspace does not allow keeping unused tokens.")
-        if token.state != TokenState.ACTIVE or token.cutoff_at <= now:
-            raise TokenNotFound(f"The token “{token.name}” is no longer active.")
         cutoff = now + org.period
         session.execute(
             _KEEP_ALIVE,
@@ -180,6 +173,3 @@ def keep_alive(
             detail={"name": token.name, "hint": token.hint, "cutoff": cutoff.isoformat()},
         )
         return replace(token, cutoff_at=cutoff)
-
-
-__all__ = ["USE_WRITE_INTERVAL", "ValidToken", "_info", "keep_alive", "record_use", "validate"]

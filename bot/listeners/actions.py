@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
@@ -13,7 +15,9 @@ from bot.listeners.events import publish_home
 from bot.listeners.views import cap_reached, open_generate_modal
 from bot.notify import Responder
 from storage import tokens, usage
+from storage.db import Database
 from storage.errors import NotAllowed, TokenNotFound
+from storage.tokens import TokenInfo
 
 
 def register(app: AsyncApp) -> None:
@@ -34,16 +38,9 @@ async def handle_revoke(
     await ack()
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
-    try:
-        token_id = int(action.get("value", ""))
-        revoked = await deps.call(
-            tokens.revoke_token, deps.db, org, user_id, token_id, deps.clock()
-        )
-        notice = token_blocks.revoked_notice(revoked)
-    except ValueError:
-        notice = "That button is out of date. Run the command again."
-    except (TokenNotFound, NotAllowed) as refused:
-        notice = str(refused)
+    notice = await _act_on_token(
+        deps, tokens.revoke_token, org, user_id, action, token_blocks.revoked_notice
+    )
     if body.get("container", {}).get("type") == "view":  # clicked on the Home tab
         await publish_home(deps, client, org, user_id, notice)
         return
@@ -79,16 +76,32 @@ async def handle_keep_alive(
     respond: Responder,
     context: AsyncBoltContext,
 ) -> None:
-    """ "Keep for another period" on a reminder: a keep-alive, never a use (R12)."""
+    """The reminder's "Keep for another period": a keep-alive, never a use (R12)."""
     await ack()
-    deps: Deps = context["deps"]
-    org, user_id = org_of(context), body["user"]["id"]
+    notice = await _act_on_token(
+        context["deps"],
+        usage.keep_alive,
+        org_of(context),
+        body["user"]["id"],
+        action,
+        token_blocks.kept_notice,
+    )
+    await respond(replace_original=True, **token_blocks.text_message(notice))
+
+
+async def _act_on_token(
+    deps: Deps,
+    act: Callable[[Database, str, str, int, datetime], TokenInfo],
+    org: str,
+    user_id: str,
+    action: dict[str, Any],
+    done: Callable[[TokenInfo], str],
+) -> str:
+    """Do ``act`` to the token a button names; return the sentence to show."""
     try:
         token_id = int(action.get("value", ""))
-        kept = await deps.call(usage.keep_alive, deps.db, org, user_id, token_id, deps.clock())
-        notice = token_blocks.kept_notice(kept)
+        return done(await deps.call(act, deps.db, org, user_id, token_id, deps.clock()))
     except ValueError:
-        notice = "That button is out of date. Run the command again."
+        return "That button is out of date. Run the command again."
     except (TokenNotFound, NotAllowed) as refused:
-        notice = str(refused)
-    await respond(replace_original=True, **token_blocks.text_message(notice))
+        return str(refused)

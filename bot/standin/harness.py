@@ -13,7 +13,7 @@ from bot.app import build_app
 from bot.config import Settings
 from bot.deps import Deps, utcnow
 from bot.standin.client import SlackClient
-from bot.standin.server import SlackStandin, _free_port, serve_in_background
+from bot.standin.server import SlackStandin, free_port, serve_in_background
 from bot.web import build_web
 from storage.db import Database
 from storage.migrate import upgrade
@@ -77,7 +77,7 @@ async def running_tokenbot(
         # and when the sweep runs (bot.jobs.sweep_and_deliver).
         bolt = build_app(deps)
         web = build_web(deps, bolt, scheduler=False)
-        port = _free_port()
+        port = free_port()
         url = f"http://127.0.0.1:{port}"
         async with serve_in_background(web, port):
             slack = SlackClient(url, SIGNING_SECRET, standin, enterprise_id=enterprise_id)

@@ -54,7 +54,7 @@ class Failure:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -300,7 +300,7 @@ class SlackStandin:
     @asynccontextmanager
     async def running(self) -> AsyncIterator[SlackStandin]:
         """Serve on a free loopback port for the duration of the block."""
-        port = _free_port()
+        port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         async with serve_in_background(self.app, port):
             yield self

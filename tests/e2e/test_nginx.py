@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from bot.standin.harness import Running
+from bot.standin.server import free_port
 from storage import tokens
 from tests.e2e.conftest import ALICE
 from tests.e2e.flows import generate
@@ -52,15 +53,9 @@ BACKEND = """
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def nginx(env: Running, tmp_path: Path) -> Iterator[str]:
-    port, backend = _free_port(), _free_port()
+    port, backend = free_port(), free_port()
     tokenbot = env.url.removeprefix("http://")
     temp = {name: tmp_path / name for name in ("body", "proxy", "fastcgi", "uwsgi", "scgi")}
     config = f"""

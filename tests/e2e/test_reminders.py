@@ -30,13 +30,19 @@ async def sweep(env: Running) -> None:
     await sweep_and_deliver(env.deps, env.slack_app_client)
 
 
-async def test_the_7_day_reminder_is_a_dm_with_the_facts_and_two_buttons(env: Running) -> None:
+async def first_reminder(env: Running) -> tuple[Clock, Call]:
+    """Alice's token "ci", 23 days unused, and the one DM the sweep then sends her."""
     clock = env.deps.clock = Clock()
     await generate(env, ALICE, "ci")
     clock.advance(23 * DAY)
     mark = len(env.standin.calls)
     await sweep(env)
     [dm] = dms(env, mark)
+    return clock, dm
+
+
+async def test_the_7_day_reminder_is_a_dm_with_the_facts_and_two_buttons(env: Running) -> None:
+    _, dm = await first_reminder(env)
     opened = env.standin.calls_to("conversations.open")[-1]
     assert opened.args["users"] == ALICE and dm.args["channel"] == "D0ALICE"
     text = dm.text_content()
@@ -67,12 +73,7 @@ async def test_a_reminder_is_sent_once_across_sweeps_and_restarts(
 
 
 async def test_keep_for_another_period_extends_without_a_use(env: Running) -> None:
-    clock = env.deps.clock = Clock()
-    await generate(env, ALICE, "ci")
-    clock.advance(23 * DAY)
-    mark = len(env.standin.calls)
-    await sweep(env)
-    [dm] = dms(env, mark)
+    clock, dm = await first_reminder(env)
     mark = len(env.standin.calls)
     await env.slack.click(dm, "keep_alive", ALICE)
     answer = await env.standin.wait_for("response_url", after=mark)
@@ -84,12 +85,7 @@ async def test_keep_for_another_period_extends_without_a_use(env: Running) -> No
 
 
 async def test_revoke_now_on_a_reminder_revokes(env: Running) -> None:
-    clock = env.deps.clock = Clock()
-    await generate(env, ALICE, "ci")
-    clock.advance(23 * DAY)
-    mark = len(env.standin.calls)
-    await sweep(env)
-    [dm] = dms(env, mark)
+    clock, dm = await first_reminder(env)
     mark = len(env.standin.calls)
     await env.slack.click(dm, "revoke_token", ALICE)
     answer = await env.standin.wait_for("response_url", after=mark)
