@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 
 from bot.jobs import sweep_and_deliver
-from bot.standin.harness import RESOURCE_SERVER, Clock, running_tokenbot
+from bot.standin.harness import RESOURCE_SERVER, Clock, Running, running_tokenbot
 from bot.standin.render import render_blocks, render_view
 from bot.standin.server import Call
 from storage import audit, tokenformat
@@ -32,7 +32,7 @@ def expect(condition: bool, what: str) -> None:
 
 
 class Demo:
-    def __init__(self, env: Any, clock: Clock) -> None:
+    def __init__(self, env: Running, clock: Clock) -> None:
         self.env = env
         self.clock = clock
         self.standin = env.standin
