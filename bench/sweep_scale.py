@@ -92,6 +92,8 @@ def fill(url: str, size: int) -> None:
                 batch.clear()
         if batch:
             conn.execute(sa.insert(token_table), batch)
+    with db.engine.begin() as conn:  # what autovacuum would do after such a load
+        conn.execute(sa.text("ANALYZE"))
     db.dispose()
 
 
