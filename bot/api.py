@@ -32,8 +32,8 @@ def introspection(token: ValidToken) -> dict[str, Any]:
     answer: dict[str, Any] = {
         "active": True,
         "token_type": token.kind,
-        "sub": token.owner,
-        "username": token.display_name or token.owner,
+        "sub": token.subject,
+        "username": token.display_name or token.subject,
         "org": token.org,
         "scope": " ".join(token.scopes),
         "iat": _epoch(token.created_at),
@@ -149,7 +149,7 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
         return Response(
             status_code=200,
             headers={
-                "X-Token-Subject": token.owner or "",
+                "X-Token-Subject": token.subject,
                 "X-Token-Kind": token.kind,
                 "X-Token-Org": token.org,
                 "X-Token-Scopes": " ".join(token.scopes),

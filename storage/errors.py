@@ -39,3 +39,15 @@ class CapReached(TokenbotError):
             f"You already have {len(self.active)} active tokens, and the limit is {self.cap} "
             "per member. Revoke one to make room."
         )
+
+
+class InvalidField(TokenbotError):
+    """Input that cannot be accepted, for one named field of a form."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class AlreadyDecided(TokenbotError):
+    """The request was decided (or cancelled, or expired) before this attempt."""

@@ -22,6 +22,9 @@ DEFAULT_ROLE_SCOPES: dict[str, list[str]] = {
     "guest": ["api:read"],
 }
 ROLES = tuple(DEFAULT_ROLE_SCOPES)
+# R2: the permissions a service user may be given, unless the organization sets its own.
+DEFAULT_SCOPE_CATALOGUE = ["api:read", "api:write", "reports:read", "billing:read"]
+DEFAULT_REQUEST_TTL_DAYS = 7  # R25
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -66,6 +69,11 @@ class Organization(SQLModel, table=True):
         default_factory=lambda: list(DEFAULT_REMINDER_DAYS), sa_column=Column(JSON, nullable=False)
     )
     allow_keep_alive: bool = True
+    scope_catalogue: list[str] = Field(
+        default_factory=lambda: list(DEFAULT_SCOPE_CATALOGUE),
+        sa_column=Column(JSON, nullable=False),
+    )
+    request_ttl_days: int = DEFAULT_REQUEST_TTL_DAYS
     role_scopes: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLE_SCOPES.items()},
         sa_column=Column(JSON, nullable=False),
@@ -106,12 +114,21 @@ class Token(SQLModel, table=True):
         # The sweep reads only what is due, through these two.
         sa.Index("ix_token_org_state_cutoff", "org_id", "state", "cutoff_at"),
         sa.Index("ix_token_org_state_notice", "org_id", "state", "next_notice_at"),
+        sa.Index(
+            "uq_token_active_service_name",
+            "service_user_id",
+            "name_key",
+            unique=True,
+            sqlite_where=sa.text("state = 'active'"),
+            postgresql_where=sa.text("state = 'active'"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organization.id")
     kind: str = Field(max_length=16)
     member_id: int | None = Field(default=None, foreign_key="member.id", index=True)
+    service_user_id: int | None = Field(default=None, foreign_key="serviceuser.id", index=True)
     name: str = Field(max_length=64)
     name_key: str = Field(max_length=256)
     hint: str = Field(max_length=16)
@@ -187,3 +204,52 @@ class ValidityEpoch(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     value: int = 0
+
+
+class ServiceUser(SQLModel, table=True):
+    """A non-human principal (R2, R3): it exists only as the subject of its tokens."""
+
+    __table_args__ = (sa.UniqueConstraint("org_id", "name"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organization.id", index=True)
+    name: str = Field(max_length=40)  # a lowercase slug
+    purpose: str = Field(max_length=500)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _at()
+
+
+class ServiceOwner(SQLModel, table=True):
+    service_user_id: int = Field(foreign_key="serviceuser.id", primary_key=True)
+    member_id: int = Field(foreign_key="member.id", primary_key=True)
+
+
+class RequestState(StrEnum):
+    PENDING = "pending"
+    APPROVED = "approved"
+    DENIED = "denied"
+    CANCELLED = "cancelled"
+    EXPIRED = "expired"
+
+
+class ApprovalRequest(SQLModel, table=True):
+    """A request for a service token (R20-R25). ``service_user_id`` names an existing
+    service user; otherwise ``name``, ``purpose`` and ``scopes`` describe a new one."""
+
+    __table_args__ = (sa.Index("ix_request_org_state", "org_id", "state"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organization.id")
+    requester_id: int = Field(foreign_key="member.id")
+    service_user_id: int | None = Field(default=None, foreign_key="serviceuser.id")
+    name: str = Field(max_length=40)
+    purpose: str = Field(max_length=500)
+    scopes: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    justification: str = Field(max_length=1000)
+    state: str = Field(default=RequestState.PENDING, max_length=16)
+    decided_by: str | None = Field(default=None, max_length=32)  # a Slack user id
+    decided_at: datetime | None = _at(nullable=True)
+    reason: str | None = Field(default=None, max_length=1000)
+    token_id: int | None = Field(default=None, foreign_key="token.id")
+    created_at: datetime = _at()
+    expires_at: datetime = _at()

@@ -10,13 +10,15 @@ import sqlalchemy as sa
 from storage import audit, tokenformat
 from storage.db import Database
 from storage.errors import NotAllowed
-from storage.models import Member, Organization, Token, TokenState
+from storage.models import Member, Organization, ServiceUser, Token, TokenState
 from storage.orgs import lock_org
+from storage.tokenformat import TokenKind
 from storage.tokens import TokenInfo, owned_active_token
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
 ORG = Organization.__table__  # type: ignore[attr-defined]
+SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
 USE_WRITE_INTERVAL = timedelta(minutes=1)  # last-use writes, at most one per token
 
 
@@ -32,16 +34,26 @@ class ValidToken:
     last_used_at: datetime | None
     cutoff_at: datetime
     owner: str | None  # the member's Slack user id, for user tokens
+    service_user: str | None  # the service user's name, for service tokens
     display_name: str | None
     role: str
     groups: tuple[str, ...]
     profile_at: datetime | None
     role_scopes: dict[str, list[str]]
+    service_scopes: tuple[str, ...] = ()
 
     @property
     def scopes(self) -> list[str]:
-        """The member's permissions as they are now, from their current role (R1)."""
+        """A service token: its service user's permissions (R2). A user token: the
+        member's permissions as they are now, from their current role (R1)."""
+        if self.kind == TokenKind.SERVICE:
+            return list(self.service_scopes)
         return list(self.role_scopes.get(self.role, []))
+
+    @property
+    def subject(self) -> str:
+        """Who acts with this token: the member, or the service user (R4)."""
+        return self.owner or self.service_user or ""
 
 
 _LOOKUP = (
@@ -61,11 +73,13 @@ _LOOKUP = (
         MEMBER.c.groups,
         MEMBER.c.profile_at,
         MEMBER.c.deleted,
+        SERVICE.c.name.label("service_user"),
+        SERVICE.c.scopes.label("service_scopes"),
     )
     .select_from(
-        TOKEN.join(ORG, TOKEN.c.org_id == ORG.c.id).outerjoin(
-            MEMBER, TOKEN.c.member_id == MEMBER.c.id
-        )
+        TOKEN.join(ORG, TOKEN.c.org_id == ORG.c.id)
+        .outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id)
+        .outerjoin(SERVICE, TOKEN.c.service_user_id == SERVICE.c.id)
     )
     .where(TOKEN.c.digest == sa.bindparam("digest"))
 )
@@ -110,11 +124,13 @@ def validate(db: Database, secret: str, now: datetime) -> ValidToken | None:
         last_used_at=row.last_used_at,
         cutoff_at=row.cutoff_at,
         owner=row.owner,
+        service_user=row.service_user,
         display_name=row.display_name,
         role=row.role or "member",
         groups=tuple(row.groups or ()),
         profile_at=row.profile_at,
         role_scopes=row.role_scopes,
+        service_scopes=tuple(row.service_scopes or ()),
     )
 
 
@@ -140,7 +156,7 @@ def record_use(db: Database, token: ValidToken, now: datetime, via: str) -> Vali
             audit.record(
                 session,
                 org,
-                actor=token.owner or audit.SYSTEM,
+                actor=token.subject or audit.SYSTEM,
                 action="token.used",
                 subject=f"token:{token.id}",
                 now=now,
