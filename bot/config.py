@@ -23,6 +23,8 @@ _ENV_NAMES = {
     "resource_servers": "TOKENBOT_RESOURCE_SERVERS",
     "sweep_interval": "TOKENBOT_SWEEP_INTERVAL",
     "profile_max_age": "TOKENBOT_PROFILE_MAX_AGE",
+    "approvals_channel": "TOKENBOT_APPROVALS_CHANNEL",
+    "approver_group": "TOKENBOT_APPROVER_GROUP",
 }
 
 
@@ -57,6 +59,10 @@ class Settings(BaseSettings):
     # Seconds a member's cached Slack profile (role, groups) may be used before it is
     # fetched again for introspection (R1).
     profile_max_age: int = Field(900, ge=0, validation_alias=_env("profile_max_age"))
+    # Where service-token requests go (a channel id), else to each approver by DM; and
+    # who approves: the members of this user group (its handle), else admins and owners.
+    approvals_channel: str | None = Field(None, validation_alias=_env("approvals_channel"))
+    approver_group: str | None = Field(None, validation_alias=_env("approver_group"))
 
     @field_validator("slack_api_url")
     @classmethod

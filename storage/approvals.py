@@ -19,6 +19,8 @@ from storage import audit, tokenformat
 from storage.db import Database
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
 from storage.models import (
+    DEFAULT_SCOPE_CATALOGUE,
+    ApprovalMessage,
     ApprovalRequest,
     RequestState,
     ServiceOwner,
@@ -26,7 +28,15 @@ from storage.models import (
     Token,
     TokenState,
 )
-from storage.orgs import MEMBER, ORG, LockedOrg, ensure_member, lock_org
+from storage.orgs import (
+    MEMBER,
+    ORG,
+    LockedOrg,
+    _insert_ignore,
+    ensure_member,
+    find_org,
+    lock_org,
+)
 from storage.tokenformat import TokenKind
 from storage.tokens import _INFO_COLUMNS, IssuedToken, _info, _info_from, name_key
 
@@ -54,6 +64,8 @@ class RequestInfo:
     reason: str | None
     created_at: datetime
     expires_at: datetime
+    response_url: str | None = None
+    channel_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,8 @@ _REQUEST_COLUMNS = (
     REQUEST.c.reason,
     REQUEST.c.created_at,
     REQUEST.c.expires_at,
+    REQUEST.c.response_url,
+    REQUEST.c.channel_id,
 )
 _REQUEST = (
     sa.select(*_REQUEST_COLUMNS)
@@ -144,6 +158,8 @@ def request_service_token(
     scopes: list[str],
     justification: str | None,
     now: datetime,
+    response_url: str | None = None,
+    channel_id: str | None = None,
 ) -> RequestInfo:
     """Ask for a token for the service user ``name``: an existing one the requester owns
     (its permissions stay as they are), or a new one with ``purpose`` and ``scopes`` from
@@ -195,6 +211,8 @@ def request_service_token(
                 "state": RequestState.PENDING,
                 "created_at": now,
                 "expires_at": now + timedelta(days=ttl),
+                "response_url": response_url,
+                "channel_id": channel_id,
             },
         ).scalar_one()
         audit.record(
@@ -365,3 +383,38 @@ def _mint_service_token(
         },
     )
     return IssuedToken(info=info, secret=secret)
+
+
+MESSAGE = ApprovalMessage.__table__  # type: ignore[attr-defined]
+
+
+def get_request(db: Database, org_slack_id: str, request_id: int) -> RequestInfo:
+    """The organization's request ``request_id``, or TokenNotFound."""
+    with db.read() as session:
+        org = find_org(session, org_slack_id)
+        if org is None:
+            raise TokenNotFound("That request does not exist in this workspace.")
+        return _request(session, org, request_id)
+
+
+def scope_catalogue(db: Database, org_slack_id: str) -> list[str]:
+    """The permissions a service user of the organization may be given."""
+    with db.read() as session:
+        org = find_org(session, org_slack_id)
+        if org is None:
+            return list(DEFAULT_SCOPE_CATALOGUE)
+        query = sa.select(ORG.c.scope_catalogue).where(ORG.c.id == org.id)
+        return list(session.execute(query).scalar_one())
+
+
+def add_message(db: Database, request_id: int, channel: str, ts: str) -> None:
+    """Remember a copy of the request's message, to update it when the request is decided."""
+    with db.write() as session:
+        _insert_ignore(session, MESSAGE, {"request_id": request_id, "channel": channel, "ts": ts})
+
+
+def messages(db: Database, request_id: int) -> list[tuple[str, str]]:
+    """Every copy of the request's message, as (channel, ts)."""
+    with db.read() as session:
+        query = sa.select(MESSAGE.c.channel, MESSAGE.c.ts).where(MESSAGE.c.request_id == request_id)
+        return [(row.channel, row.ts) for row in session.execute(query)]

@@ -253,3 +253,15 @@ class ApprovalRequest(SQLModel, table=True):
     token_id: int | None = Field(default=None, foreign_key="token.id")
     created_at: datetime = _at()
     expires_at: datetime = _at()
+    # Where the requester asked, to show them the token once it is approved (R24).
+    response_url: str | None = Field(default=None, max_length=500)
+    channel_id: str | None = Field(default=None, max_length=32)
+
+
+class ApprovalMessage(SQLModel, table=True):
+    """One copy of a request's message (in the approvals channel, or an approver's DM):
+    every copy is updated when the request is decided (R22)."""
+
+    request_id: int = Field(foreign_key="approvalrequest.id", primary_key=True)
+    channel: str = Field(max_length=32, primary_key=True)
+    ts: str = Field(max_length=32)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.listeners import actions, commands, events, views
+from bot.listeners import actions, commands, events, service, views
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
@@ -13,3 +13,4 @@ def register(app: AsyncApp, settings: Settings) -> None:
     actions.register(app)
     views.register(app)
     events.register(app)
+    service.register(app)

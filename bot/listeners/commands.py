@@ -10,6 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import tokens as token_blocks
 from bot.config import Settings
 from bot.deps import Deps, org_of
+from bot.listeners import service
 from bot.listeners.views import cap_reached, open_generate_modal
 from storage import tokens
 from storage.errors import TokenNotFound
@@ -46,6 +47,9 @@ async def handle_token_command(
     elif sub == "list":
         listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
         await _answer(ack, token_blocks.token_list_message(listing.tokens, listing.cap))
+    elif sub == "service" and rest.lower() == "request":
+        await ack()
+        await service.open_request_modal(deps, client, org, command)
     elif sub == "revoke":
         await _answer(ack, await _revoke_confirmation(deps, org, user_id, rest, name))
     else:

@@ -14,6 +14,7 @@ MANIFEST = yaml.safe_load((Path(__file__).parents[2] / "manifest.yml").read_text
 SCOPES_FOR_METHODS = {
     "chat.postEphemeral": "chat:write",
     "chat.postMessage": "chat:write",
+    "chat.update": "chat:write",
     "users.info": "users:read",
     "users.list": "users:read",
     "usergroups.list": "usergroups:read",

@@ -2,7 +2,7 @@
 
 Revision ID: 0003
 Revises: 0002
-Create Date: 2026-11-28 12:07:34.711173
+Create Date: 2026-11-28 12:13:52.052659
 """
 
 import json
@@ -71,6 +71,8 @@ def upgrade() -> None:
         sa.Column("token_id", sa.Integer(), nullable=True),
         sa.Column("created_at", storage.models.UTCDateTime(timezone=True), nullable=False),
         sa.Column("expires_at", storage.models.UTCDateTime(timezone=True), nullable=False),
+        sa.Column("response_url", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=True),
+        sa.Column("channel_id", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
         sa.ForeignKeyConstraint(
             ["org_id"],
             ["organization.id"],
@@ -92,6 +94,17 @@ def upgrade() -> None:
     with op.batch_alter_table("approvalrequest", schema=None) as batch_op:
         batch_op.create_index("ix_request_org_state", ["org_id", "state"], unique=False)
 
+    op.create_table(
+        "approvalmessage",
+        sa.Column("request_id", sa.Integer(), nullable=False),
+        sa.Column("channel", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.Column("ts", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
+        sa.ForeignKeyConstraint(
+            ["request_id"],
+            ["approvalrequest.id"],
+        ),
+        sa.PrimaryKeyConstraint("request_id", "channel"),
+    )
     with op.batch_alter_table("organization", schema=None) as batch_op:
         batch_op.add_column(
             sa.Column(
@@ -148,6 +161,7 @@ def downgrade() -> None:
         batch_op.drop_column("request_ttl_days")
         batch_op.drop_column("scope_catalogue")
 
+    op.drop_table("approvalmessage")
     with op.batch_alter_table("approvalrequest", schema=None) as batch_op:
         batch_op.drop_index("ix_request_org_state")
 

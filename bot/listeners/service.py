@@ -1,0 +1,230 @@
+"""Service-token requests: the request modal, routing to approvers, Approve and Deny."""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import timedelta
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import approvers
+from bot.blocks import service as blocks
+from bot.deps import Deps, org_of
+from bot.notify import deliver_ephemeral
+from storage import approvals, tokens
+from storage.approvals import RequestInfo
+from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
+
+log = logging.getLogger(__name__)
+RESPONSE_URL_LIFETIME = timedelta(minutes=30)  # Slack's, for a command's response_url
+
+
+def register(app: AsyncApp) -> None:
+    app.view(blocks.REQUEST_CALLBACK)(handle_request_submission)
+    app.action(blocks.APPROVE_ACTION)(handle_approve)
+    app.action(blocks.DENY_ACTION)(handle_deny)
+    app.view(blocks.DENY_CALLBACK)(handle_deny_submission)
+
+
+async def open_request_modal(
+    deps: Deps, client: AsyncWebClient, org: str, command: dict[str, Any]
+) -> None:
+    catalogue = await deps.call(approvals.scope_catalogue, deps.db, org)
+    where = {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
+    view = blocks.service_request_modal(catalogue, json.dumps(where))
+    await client.views_open(trigger_id=command["trigger_id"], view=view)
+
+
+def _value(view: dict[str, Any], block: str) -> Any:
+    state = view.get("state", {}).get("values", {}).get(block, {}).get(blocks.INPUT, {})
+    if "selected_options" in state:
+        return [o["value"] for o in state["selected_options"] or []]
+    return state.get("value")
+
+
+def _where(view: dict[str, Any]) -> dict[str, Any]:
+    try:
+        data = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+async def handle_request_submission(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    deps: Deps = context["deps"]
+    org, user_id, where = org_of(context), body["user"]["id"], _where(view)
+    try:
+        request = await deps.call(
+            approvals.request_service_token,
+            deps.db,
+            org,
+            user_id,
+            name=_value(view, blocks.NAME_BLOCK),
+            purpose=_value(view, blocks.PURPOSE_BLOCK),
+            scopes=_value(view, blocks.SCOPES_BLOCK) or [],
+            justification=_value(view, blocks.WHY_BLOCK),
+            now=deps.clock(),
+            response_url=where.get("response_url"),
+            channel_id=where.get("channel_id"),
+        )
+    except InvalidField as bad:
+        await ack(response_action="errors", errors={bad.field: str(bad)})
+        return
+    await ack()
+    sent_to = await _route(deps, client, request)
+    await deliver_ephemeral(
+        client,
+        user_id=user_id,
+        message=blocks.request_sent_message(request, sent_to),
+        response_url=where.get("response_url"),
+        channel_id=where.get("channel_id"),
+    )
+
+
+async def _route(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> str:
+    """Post the request to the approvals channel, or to each approver by DM (R20)."""
+    message = blocks.approval_request_message(request)
+    if deps.settings.approvals_channel:
+        targets = [deps.settings.approvals_channel]
+        where = f"<#{deps.settings.approvals_channel}>"
+    else:
+        people = [
+            u for u in await approvers.approvers(client, deps.settings) if u != request.requester
+        ]
+        targets = [(await client.conversations_open(users=u))["channel"]["id"] for u in people]
+        where = f"{len(people)} approver(s) by DM"
+    for channel in targets:
+        posted = await client.chat_postMessage(channel=channel, **message)
+        await deps.call(approvals.add_message, deps.db, request.id, posted["channel"], posted["ts"])
+    return where
+
+
+async def _refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
+    channel = body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id")
+    await client.chat_postEphemeral(channel=channel, user=body["user"]["id"], text=text)
+
+
+async def _standing_refusal(deps: Deps, client: AsyncWebClient, user_id: str) -> str | None:
+    return await approvers.refusal(client, deps.settings, user_id)
+
+
+async def handle_approve(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    await ack()
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
+    if (refused := await _standing_refusal(deps, client, user_id)) is not None:
+        await _refuse(client, body, refused)
+        return
+    try:
+        decision = await deps.call(
+            approvals.decide,
+            deps.db,
+            org,
+            int(action["value"]),
+            user_id,
+            approve=True,
+            reason=None,
+            now=deps.clock(),
+        )
+    except (AlreadyDecided, NotAllowed, TokenNotFound, CapReached, ValueError) as refused_now:
+        await _refuse(client, body, str(refused_now) or "That button is out of date.")
+        return
+    await _update_copies(deps, client, decision.request)
+    request, issued = decision.request, decision.issued
+    assert issued is not None
+    fresh = deps.clock() - request.created_at < RESPONSE_URL_LIFETIME
+    delivered = await deliver_ephemeral(
+        client,
+        user_id=request.requester,
+        message=blocks.service_token_message(issued, request),
+        response_url=request.response_url if fresh else None,
+        channel_id=None,  # later than that, only the requester's DM is sure to reach them
+    )
+    if delivered is None:
+        await deps.call(tokens.revoke_undelivered, deps.db, org, issued.info.id, deps.clock())
+        log.warning("service token %s could not be delivered and was revoked", issued.info.id)
+
+
+async def handle_deny(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    await ack()
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
+    if (refused := await _standing_refusal(deps, client, user_id)) is not None:
+        await _refuse(client, body, refused)
+        return
+    try:
+        request = await deps.call(approvals.get_request, deps.db, org, int(action["value"]))
+    except (TokenNotFound, ValueError):
+        await _refuse(client, body, "That request does not exist in this workspace.")
+        return
+    if request.state != "pending":
+        await _refuse(client, body, f"This request is already {request.state}.")
+        return
+    await client.views_open(
+        trigger_id=body["trigger_id"],
+        view=blocks.deny_modal(request, json.dumps({"request": request.id})),
+    )
+
+
+async def handle_deny_submission(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    view: dict[str, Any],
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
+    request_id = int(_where(view).get("request", 0))
+    if (refused := await _standing_refusal(deps, client, user_id)) is not None:
+        await ack(response_action="errors", errors={blocks.REASON_BLOCK: refused})
+        return
+    try:
+        decision = await deps.call(
+            approvals.decide,
+            deps.db,
+            org,
+            request_id,
+            user_id,
+            approve=False,
+            reason=_value(view, blocks.REASON_BLOCK),
+            now=deps.clock(),
+        )
+    except InvalidField as bad:
+        await ack(response_action="errors", errors={blocks.REASON_BLOCK: str(bad)})
+        return
+    except (AlreadyDecided, NotAllowed, TokenNotFound) as refused_now:
+        await ack(response_action="errors", errors={blocks.REASON_BLOCK: str(refused_now)})
+        return
+    await ack()
+    await _update_copies(deps, client, decision.request)
+    dm = (await client.conversations_open(users=decision.request.requester))["channel"]["id"]
+    await client.chat_postMessage(channel=dm, **blocks.denied_message(decision.request))
+
+
+async def _update_copies(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> None:
+    """Every copy of the request shows the decision, who made it and when (R22)."""
+    message = blocks.decided_message(request)
+    for channel, ts in await deps.call(approvals.messages, deps.db, request.id):
+        await client.chat_update(channel=channel, ts=ts, **message)
