@@ -9,6 +9,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs
 
 import httpx
 
@@ -20,6 +21,7 @@ from storage import audit, tokenformat
 
 ALICE = "U0ALICE"
 BOB = "U0BOB"
+CAROL = "U0CAROL"
 
 
 class UnexpectedStep(Exception):
@@ -43,10 +45,12 @@ class Demo:
     def step(title: str) -> None:
         print(f"\n── {title} " + "─" * max(0, 70 - len(title)))
 
-    @staticmethod
-    def show(call: Call, heading: str) -> None:
+    def show(self, call: Call, heading: str) -> None:
         print(f"  {heading}")
-        print(render_blocks(call.blocks, indent="  │ "))
+        text = render_blocks(call.blocks, indent="  │ ")
+        for user_id, user in self.standin.users.items():  # mentions, as Slack shows them
+            text = text.replace(f"@{user_id}", f"@{user['name']}")
+        print(text)
 
     async def command(self, text: str) -> Call:
         """Type ``/token text`` and return what the app answered (a message or a modal)."""
@@ -126,6 +130,7 @@ class Demo:
 
         await self.token_life(scripts[0])
         await self.deactivation()
+        await self.service_token()
         print("\nAll steps behaved as expected.")
 
     async def generate_quietly(self, user: str, name: str) -> str:
@@ -236,6 +241,89 @@ class Demo:
         print("  tokenbot gets Slack's user_change event and revokes laptop: owner deactivated")
         answer = await self.introspect(secret)
         expect(answer == {"active": False}, "bob's token no longer works")
+
+    async def request_service_token(self, name: str) -> list[Call]:
+        """Alice asks for a service token; return the copies the approvers got."""
+        print(f"  alice types > /token service request, and asks for {name} (api:write)")
+        mark = len(self.standin.calls)
+        await self.slack.command("/token", "service request", ALICE)
+        opened = await self.standin.wait_for("views.open", after=mark)
+        values = {
+            "name": {"value": name},
+            "purpose": {"value": "deploys from CI"},
+            "justification": {"value": "the release pipeline needs it"},
+        }
+        payload = json.loads(
+            parse_qs(self.slack.view_submission_body(opened.result["view"]["id"], ALICE, values))[
+                "payload"
+            ][0]
+        )
+        payload["view"]["state"]["values"]["scopes"] = {
+            "value": {"type": "checkboxes", "selected_options": [{"value": "api:write"}]}
+        }
+        await self.slack.interact(payload)
+        told = await self.standin.wait_for(
+            "response_url", lambda c: "went to" in c.text_content(), after=mark
+        )
+        self.show(told, "tokenbot (only visible to alice):")
+        return [c for c in self.standin.calls[mark:] if c.method == "chat.postMessage"]
+
+    async def service_token(self) -> None:
+        self.step("10. A service token, approved in Slack")
+        self.standin.users[BOB]["deleted"] = False
+        self.standin.users[BOB]["is_admin"] = True
+        self.standin.add_user(CAROL, "carol", is_admin=True)
+        self.standin.users[ALICE]["is_admin"] = True
+        copies = await self.request_service_token("ci-deployer")
+        expect(len(copies) == 2, "the request goes to each of the two other admins by DM")
+        self.show(copies[0], "bob (and carol) get a DM:")
+        mark = len(self.standin.calls)
+        print("  alice, an admin too, clicks [Approve] on her own request")
+        await self.slack.click(copies[0], "approve_request", ALICE)
+        refusal = await self.standin.wait_for("chat.postEphemeral", after=mark)
+        expect("your own request" in refusal.text_content(), "self-approval is refused")
+        print(f"  tokenbot (only visible to alice): {refusal.args.get('text')}")
+        print("  bob clicks [Deny] and gives a reason")
+        mark = len(self.standin.calls)
+        await self.slack.click(copies[0], "deny_request", BOB)
+        opened = await self.standin.wait_for("views.open", after=mark)
+        await self.slack.submit_view(
+            opened.result["view"]["id"],
+            BOB,
+            {"reason": {"value": "ask for a narrower scope first"}},
+        )
+        told = await self.standin.wait_for(
+            "chat.postMessage", lambda c: c.args.get("channel") == "D0ALICE", after=mark
+        )
+        self.show(told, "alice gets a DM:")
+        copies = await self.request_service_token("release-bot")
+        print("  bob and carol click [Approve] at the same moment, on their own copies")
+        mark = len(self.standin.calls)
+        await asyncio.gather(
+            self.slack.click(copies[0], "approve_request", BOB),
+            self.slack.click(copies[1], "approve_request", CAROL),
+        )
+        shown = await self.standin.wait_for(
+            "response_url", lambda c: "tbs_" in c.text_content(), after=mark
+        )
+        await self.standin.wait_for("chat.postEphemeral", after=mark)
+        updates = [c for c in self.standin.calls[mark:] if c.method == "chat.update"]
+        issued = [
+            e
+            for e in audit.events(self.env.db, self.slack.team_id)
+            if e.action == "token.issued" and e.detail.get("service_user")
+        ]
+        expect(len(issued) == 1 and len(updates) == 2, "one token; both copies updated")
+        self.show(updates[0], "both copies of the request now read:")
+        self.show(shown, "alice sees, once:")
+        secret = tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0]
+        answer = await self.introspect(secret)
+        expect(
+            answer.get("token_type") == "service"
+            and answer.get("sub") == "release-bot"
+            and answer.get("scope") == "api:write",
+            "the service token introspects as the service user, with its permissions",
+        )
 
 
 async def run_demo() -> int:

@@ -24,6 +24,10 @@ def test_demo_walks_through_every_step_and_exits_zero() -> None:
         'tokenbot answers: {"active": false}',
         "expired at",
         "revokes laptop: owner deactivated",
+        "You cannot decide on your own request.",
+        "was denied by @bob: ask for a narrower scope first",
+        "Approved by @",  # bob or carol: whoever was first
+        '"token_type": "service", "sub": "release-bot"',
         "All steps behaved as expected.",
     ):
         assert line in transcript
