@@ -10,8 +10,9 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
+from bot.listeners.service import update_request_copies
 from bot.notify import deliver_notices
-from storage import events, members, sweep
+from storage import approvals, events, members, sweep
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +21,8 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
     """One pass: expire, queue reminders, then send what is due (and retry what failed)."""
     now = deps.clock()
     report = await deps.call(sweep.sweep, deps.db, now)
+    for request in await deps.call(approvals.expire_requests, deps.db, now):
+        await update_request_copies(deps, client, request)
     sent = await deliver_notices(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
     if report.expired or report.reminded or sent:

@@ -418,3 +418,65 @@ def messages(db: Database, request_id: int) -> list[tuple[str, str]]:
     with db.read() as session:
         query = sa.select(MESSAGE.c.channel, MESSAGE.c.ts).where(MESSAGE.c.request_id == request_id)
         return [(row.channel, row.ts) for row in session.execute(query)]
+
+
+_DUE_REQUESTS = (
+    sa.select(REQUEST.c.id, REQUEST.c.org_id)
+    .where(REQUEST.c.state == RequestState.PENDING, REQUEST.c.expires_at <= sa.bindparam("now"))
+    .order_by(REQUEST.c.org_id, REQUEST.c.id)
+)
+_PENDING_OF = sa.select(REQUEST.c.id).where(
+    REQUEST.c.requester_id == sa.bindparam("member"), REQUEST.c.state == RequestState.PENDING
+)
+
+
+def _close(
+    session: Session,
+    org: LockedOrg,
+    request_id: int,
+    state: RequestState,
+    reason: str,
+    now: datetime,
+) -> RequestInfo:
+    request = _request(session, org, request_id, lock=True)
+    _settle(session, request, state, audit.SYSTEM, now, reason=reason)
+    audit.record(
+        session,
+        org,
+        actor=audit.SYSTEM,
+        action=f"approval.{state}",
+        subject=f"request:{request_id}",
+        now=now,
+        detail={"service_user": request.name, "reason": reason},
+    )
+    return _request(session, org, request_id)
+
+
+def expire_requests(db: Database, now: datetime) -> list[RequestInfo]:
+    """Pending requests past their time (7 days by default) expire (R25)."""
+    with db.read() as session:
+        due = session.execute(_DUE_REQUESTS, {"now": now}).all()
+    expired = []
+    for row in due:
+        with db.write() as session:
+            slack_id = session.execute(
+                sa.select(ORG.c.slack_id).where(ORG.c.id == row.org_id)
+            ).scalar_one()
+            org = lock_org(session, slack_id, now)
+            try:
+                expired.append(
+                    _close(session, org, row.id, RequestState.EXPIRED, "no decision in time", now)
+                )
+            except AlreadyDecided:
+                continue  # decided meanwhile
+    return expired
+
+
+def cancel_pending_of(
+    session: Session, org: LockedOrg, member: int, now: datetime
+) -> list[RequestInfo]:
+    """Cancel a deactivated member's pending requests (R17), in the caller's transaction."""
+    return [
+        _close(session, org, request_id, RequestState.CANCELLED, "requester deactivated", now)
+        for request_id in session.execute(_PENDING_OF, {"member": member}).scalars().all()
+    ]

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import sqlalchemy as sa
 
-from storage import audit
+from storage import approvals, audit
+from storage.approvals import RequestInfo
 from storage.db import Database, invalidates
 from storage.models import ROLES, Token, TokenState
 from storage.orgs import MEMBER, ensure_member, find_org, lock_org
@@ -70,6 +71,7 @@ def profile_from_slack(user: dict[str, object], groups: list[str] | None = None)
 class Synced:
     revoked: list[TokenInfo]  # user tokens revoked because the member was deactivated
     newly_deactivated: bool
+    cancelled: list[RequestInfo] = field(default_factory=list)  # their pending requests
 
 
 def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime) -> Synced:
@@ -108,6 +110,9 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
                         now,
                     )
                 )
+        cancelled = (
+            approvals.cancel_pending_of(session, org, member, now) if profile.deleted else []
+        )
         if profile.deleted and not was_deleted:
             audit.record(
                 session,
@@ -118,7 +123,11 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
                 now=now,
                 detail={"revoked_tokens": len(revoked)},
             )
-        return Synced(revoked=revoked, newly_deactivated=profile.deleted and not was_deleted)
+        return Synced(
+            revoked=revoked,
+            newly_deactivated=profile.deleted and not was_deleted,
+            cancelled=cancelled,
+        )
 
 
 def known_members(db: Database, org_slack_id: str) -> dict[str, bool]:

@@ -10,6 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
+from bot.listeners import service
 from storage import members, tokens
 
 log = logging.getLogger(__name__)
@@ -38,12 +39,16 @@ async def handle_app_home_opened(
     await publish_home(context["deps"], client, org_of(context), event["user"])
 
 
-async def handle_member_profile(event: dict[str, Any], context: AsyncBoltContext) -> None:
+async def handle_member_profile(
+    event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+) -> None:
     """``user_change`` and ``team_join`` carry the whole user: keep the profile current.
     A deactivated member's user tokens are revoked at once (R17)."""
     deps: Deps = context["deps"]
     profile = members.profile_from_slack(event["user"])
     synced = await deps.call(members.sync_member, deps.db, org_of(context), profile, deps.clock())
+    for request in synced.cancelled:
+        await service.update_request_copies(deps, client, request)
     if synced.newly_deactivated:
         log.info(
             "member %s deactivated: %d user token(s) revoked", profile.user_id, len(synced.revoked)

@@ -144,7 +144,7 @@ async def handle_approve(
     except (AlreadyDecided, NotAllowed, TokenNotFound, CapReached, ValueError) as refused_now:
         await _refuse(client, body, str(refused_now) or "That button is out of date.")
         return
-    await _update_copies(deps, client, decision.request)
+    await update_request_copies(deps, client, decision.request)
     request, issued = decision.request, decision.issued
     assert issued is not None
     fresh = deps.clock() - request.created_at < RESPONSE_URL_LIFETIME
@@ -218,12 +218,12 @@ async def handle_deny_submission(
         await ack(response_action="errors", errors={blocks.REASON_BLOCK: str(refused_now)})
         return
     await ack()
-    await _update_copies(deps, client, decision.request)
+    await update_request_copies(deps, client, decision.request)
     dm = (await client.conversations_open(users=decision.request.requester))["channel"]["id"]
     await client.chat_postMessage(channel=dm, **blocks.denied_message(decision.request))
 
 
-async def _update_copies(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> None:
+async def update_request_copies(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> None:
     """Every copy of the request shows the decision, who made it and when (R22)."""
     message = blocks.decided_message(request)
     for channel, ts in await deps.call(approvals.messages, deps.db, request.id):

@@ -155,3 +155,18 @@ async def test_an_approvals_channel_gets_the_one_copy(env: Running) -> None:
     env.deps.settings.approvals_channel = "C0APPROVALS"
     copies = await requested(env)
     assert [c.args["channel"] for c in copies] == ["C0APPROVALS"]
+
+
+async def test_an_unanswered_request_expires_and_its_copies_say_so(env: Running) -> None:
+    from datetime import timedelta
+
+    from bot.jobs import sweep_and_deliver
+    from bot.standin.harness import Clock
+
+    clock = env.deps.clock = Clock()
+    await requested(env)
+    clock.advance(timedelta(days=7, seconds=1))
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
+    assert len(updates) == 2 and all("was expired" in c.text_content() for c in updates)

@@ -143,3 +143,27 @@ def test_a_service_token_outlives_its_requesters_deactivation(db: Database) -> N
     gone = members.Profile(REQUESTER, "req", "member", deleted=True)
     assert members.sync_member(db, ORG, gone, NOW).revoked == []
     assert usage.validate(db, decision.issued.secret, NOW) is not None
+
+
+def test_pending_requests_expire_after_seven_days(db: Database) -> None:
+    from datetime import timedelta
+
+    request = ask(db)
+    assert approvals.expire_requests(db, NOW + timedelta(days=6)) == []
+    [expired] = approvals.expire_requests(db, NOW + timedelta(days=7))
+    assert (expired.id, expired.state) == (request.id, "expired")
+    assert approvals.expire_requests(db, NOW + timedelta(days=8)) == []
+    with pytest.raises(AlreadyDecided, match="already expired"):
+        approvals.decide(db, ORG, request.id, APPROVER, approve=True, reason=None, now=NOW)
+
+
+def test_a_deactivated_requesters_pending_requests_are_cancelled(db: Database) -> None:
+    from storage import members
+
+    request = ask(db)
+    gone = members.Profile(REQUESTER, "req", "member", deleted=True)
+    synced = members.sync_member(db, ORG, gone, NOW)
+    assert [(r.id, r.state, r.reason) for r in synced.cancelled] == [
+        (request.id, "cancelled", "requester deactivated")
+    ]
+    assert members.sync_member(db, ORG, gone, NOW).cancelled == []
