@@ -480,3 +480,22 @@ def cancel_pending_of(
         _close(session, org, request_id, RequestState.CANCELLED, "requester deactivated", now)
         for request_id in session.execute(_PENDING_OF, {"member": member}).scalars().all()
     ]
+
+
+def pending_requests(db: Database, org_slack_id: str) -> list[RequestInfo]:
+    """The organization's pending requests, oldest first."""
+    with db.read() as session:
+        org = find_org(session, org_slack_id)
+        if org is None:
+            return []
+        query = (
+            sa.select(*_REQUEST_COLUMNS)
+            .select_from(
+                REQUEST.join(ORG, REQUEST.c.org_id == ORG.c.id).join(
+                    MEMBER, REQUEST.c.requester_id == MEMBER.c.id
+                )
+            )
+            .where(REQUEST.c.org_id == org.id, REQUEST.c.state == RequestState.PENDING)
+            .order_by(REQUEST.c.created_at, REQUEST.c.id)
+        )
+        return [RequestInfo(**row._mapping) for row in session.execute(query)]

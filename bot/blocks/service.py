@@ -202,3 +202,36 @@ def denied_message(request: RequestInfo) -> Message:
         f"<@{request.decided_by}>: {_escape(request.reason or '')}"
     )
     return {"text": text, "blocks": [_section(text)]}
+
+
+CANCEL_REQUEST_ACTION = "cancel_request"
+
+
+def requests_message(mine: list[RequestInfo], decidable: list[RequestInfo]) -> Message:
+    """``/token requests``: what the caller asked for (with Cancel), and what they may
+    decide (with Approve and Deny)."""
+    blocks: list[dict[str, Any]] = []
+    if mine:
+        blocks.append(_section("*Your pending requests*"))
+        for request in mine:
+            blocks.append(
+                _section(
+                    f"*{_escape(request.name)}* · asked {when(request.created_at)}",
+                    {
+                        "type": "button",
+                        "action_id": CANCEL_REQUEST_ACTION,
+                        "text": _plain("Cancel"),
+                        "value": str(request.id),
+                    },
+                )
+            )
+    if decidable:
+        blocks.append(_section("*Waiting for your decision*"))
+        for request in decidable:
+            blocks += approval_request_message(request)["blocks"][:2]
+    if not blocks:
+        blocks.append(_section("No pending requests."))
+    return {
+        "text": f"{len(mine)} pending request(s) of yours, {len(decidable)} to decide",
+        "blocks": blocks,
+    }

@@ -13,7 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import approvers
 from bot.blocks import service as blocks
 from bot.deps import Deps, org_of
-from bot.notify import deliver_ephemeral
+from bot.notify import Responder, deliver_ephemeral
 from storage import approvals, tokens
 from storage.approvals import RequestInfo
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
@@ -27,6 +27,7 @@ def register(app: AsyncApp) -> None:
     app.action(blocks.APPROVE_ACTION)(handle_approve)
     app.action(blocks.DENY_ACTION)(handle_deny)
     app.view(blocks.DENY_CALLBACK)(handle_deny_submission)
+    app.action(blocks.CANCEL_REQUEST_ACTION)(handle_cancel_request)
 
 
 async def open_request_modal(
@@ -228,3 +229,41 @@ async def update_request_copies(deps: Deps, client: AsyncWebClient, request: Req
     message = blocks.decided_message(request)
     for channel, ts in await deps.call(approvals.messages, deps.db, request.id):
         await client.chat_update(channel=channel, ts=ts, **message)
+
+
+async def requests_listing(
+    deps: Deps, client: AsyncWebClient, org: str, user_id: str
+) -> blocks.Message:
+    """``/token requests``: pending requests the caller made, or may decide."""
+    pending = await deps.call(approvals.pending_requests, deps.db, org)
+    mine = [r for r in pending if r.requester == user_id]
+    others = [r for r in pending if r.requester != user_id]
+    may_decide = bool(others) and await approvers.refusal(client, deps.settings, user_id) is None
+    return blocks.requests_message(mine, others if may_decide else [])
+
+
+async def handle_cancel_request(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Responder,
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    await ack()
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
+    try:
+        request = await deps.call(
+            approvals.cancel_request, deps.db, org, user_id, int(action["value"]), deps.clock()
+        )
+    except (AlreadyDecided, NotAllowed, TokenNotFound, ValueError) as refused:
+        await respond(
+            replace_original=False,
+            response_type="ephemeral",
+            text=str(refused) or "That button is out of date.",
+        )
+        return
+    await update_request_copies(deps, client, request)
+    listing = await requests_listing(deps, client, org, user_id)
+    await respond(replace_original=True, **listing)

@@ -170,3 +170,27 @@ async def test_an_unanswered_request_expires_and_its_copies_say_so(env: Running)
     await sweep_and_deliver(env.deps, env.slack_app_client)
     updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
     assert len(updates) == 2 and all("was expired" in c.text_content() for c in updates)
+
+
+async def test_requests_lists_mine_with_cancel_and_cancelling_updates_the_copies(
+    env: Running,
+) -> None:
+    await requested(env)
+    listing = await run_command(env, "requests", ALICE)
+    assert "Your pending requests" in listing.text_content()
+    assert "Waiting for your decision" not in listing.text_content()  # alice is no approver
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "cancel_request", ALICE)
+    answer = await env.standin.wait_for("response_url", after=mark)
+    assert "No pending requests" in answer.text_content()
+    updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
+    assert len(updates) == 2 and all("was cancelled" in c.text_content() for c in updates)
+
+
+async def test_requests_shows_an_approver_what_waits_for_them(env: Running) -> None:
+    await requested(env)
+    listing = await run_command(env, "requests", BOB)
+    assert "Waiting for your decision" in listing.text_content()
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "approve_request", BOB)
+    await env.standin.wait_for("response_url", lambda c: "tbs_" in c.text_content(), after=mark)
