@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import approvers
 from bot.blocks import service as blocks
 from bot.deps import Deps, org_of
+from bot.listeners.payload import private_metadata
 from bot.notify import Responder, deliver_ephemeral
 from storage import approvals, tokens
 from storage.approvals import RequestInfo
@@ -46,14 +47,6 @@ def _value(view: dict[str, Any], block: str) -> Any:
     return state.get("value")
 
 
-def _where(view: dict[str, Any]) -> dict[str, Any]:
-    try:
-        data = json.loads(view.get("private_metadata") or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 async def handle_request_submission(
     ack: AsyncAck,
     body: dict[str, Any],
@@ -62,7 +55,7 @@ async def handle_request_submission(
     context: AsyncBoltContext,
 ) -> None:
     deps: Deps = context["deps"]
-    org, user_id, where = org_of(context), body["user"]["id"], _where(view)
+    org, user_id, where = org_of(context), body["user"]["id"], private_metadata(view)
     try:
         request = await deps.call(
             approvals.request_service_token,
@@ -114,10 +107,6 @@ async def _refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> No
     await client.chat_postEphemeral(channel=channel, user=body["user"]["id"], text=text)
 
 
-async def _standing_refusal(deps: Deps, client: AsyncWebClient, user_id: str) -> str | None:
-    return await approvers.refusal(client, deps.settings, user_id)
-
-
 async def handle_approve(
     ack: AsyncAck,
     body: dict[str, Any],
@@ -128,7 +117,7 @@ async def handle_approve(
     await ack()
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
-    if (refused := await _standing_refusal(deps, client, user_id)) is not None:
+    if (refused := await approvers.refusal(client, deps.settings, user_id)) is not None:
         await _refuse(client, body, refused)
         return
     try:
@@ -171,7 +160,7 @@ async def handle_deny(
     await ack()
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
-    if (refused := await _standing_refusal(deps, client, user_id)) is not None:
+    if (refused := await approvers.refusal(client, deps.settings, user_id)) is not None:
         await _refuse(client, body, refused)
         return
     try:
@@ -197,8 +186,8 @@ async def handle_deny_submission(
 ) -> None:
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
-    request_id = int(_where(view).get("request", 0))
-    if (refused := await _standing_refusal(deps, client, user_id)) is not None:
+    request_id = int(private_metadata(view).get("request", 0))
+    if (refused := await approvers.refusal(client, deps.settings, user_id)) is not None:
         await ack(response_action="errors", errors={blocks.REASON_BLOCK: refused})
         return
     try:

@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
+from bot.listeners.payload import private_metadata
 from bot.notify import deliver_ephemeral
 from storage import tokens
 from storage.errors import CapReached, InvalidName, NameTaken
@@ -40,14 +41,6 @@ async def open_generate_modal(
     await client.views_open(trigger_id=trigger_id, view=view)
 
 
-def _metadata(view: dict[str, Any]) -> dict[str, Any]:
-    try:
-        data = json.loads(view.get("private_metadata") or "{}")
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
 async def handle_generate(
     ack: AsyncAck,
     body: dict[str, Any],
@@ -67,7 +60,7 @@ async def handle_generate(
         await ack(response_action="errors", errors={token_blocks.NAME_BLOCK: str(refused)})
         return
     await ack()
-    where = _metadata(view)
+    where = private_metadata(view)
     delivered = await deliver_ephemeral(
         client,
         user_id=user_id,
