@@ -85,6 +85,9 @@ async def test_approval_updates_every_copy_and_shows_the_token_once(env: Running
         "response_url", lambda c: "tbs_" in c.text_content(), after=mark
     )
     [secret] = tokenformat.TOKEN_PATTERN.findall(shown.text_content())
+    carrying = [c for c in env.standin.calls if secret in c.text_content()]
+    assert carrying == [shown] and shown.args["response_type"] == "ephemeral"  # once, R14
+    assert secret not in "\n".join(audit.export_jsonl(env.db, "T0TOKENBOT"))
     updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
     assert sorted(c.args["channel"] for c in updates) == ["D0BOB", "D0CAROL"]
     assert all("Approved by <@U0BOB>" in c.text_content() for c in updates)
