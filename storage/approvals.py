@@ -499,3 +499,42 @@ def pending_requests(db: Database, org_slack_id: str) -> list[RequestInfo]:
             .order_by(REQUEST.c.created_at, REQUEST.c.id)
         )
         return [RequestInfo(**row._mapping) for row in session.execute(query)]
+
+
+@dataclass(frozen=True)
+class Report:
+    """R6: seats (members holding an active user token) and service users, and tokens by
+    kind and state."""
+
+    seats: int
+    service_users: int
+    tokens: dict[str, dict[str, int]]  # kind -> state -> count
+
+
+def report(db: Database, org_slack_id: str, now: datetime) -> Report:
+    """The organization's seats and tokens. A token past its cutoff counts as expired,
+    whether or not a sweep has marked it."""
+    with db.read() as session:
+        org = find_org(session, org_slack_id)
+        if org is None:
+            return Report(0, 0, {})
+        live = sa.and_(TOKEN.c.state == TokenState.ACTIVE, TOKEN.c.cutoff_at > now)
+        state = sa.case(
+            (live, "active"), (TOKEN.c.state == TokenState.ACTIVE, "expired"), else_=TOKEN.c.state
+        )
+        counts: dict[str, dict[str, int]] = {}
+        for row in session.execute(
+            sa.select(TOKEN.c.kind, state.label("state"), sa.func.count())
+            .where(TOKEN.c.org_id == org.id)
+            .group_by(TOKEN.c.kind, state)
+        ):
+            counts.setdefault(row.kind, {})[row.state] = row[2]
+        seats = session.execute(
+            sa.select(sa.func.count(sa.distinct(TOKEN.c.member_id))).where(
+                TOKEN.c.org_id == org.id, TOKEN.c.kind == TokenKind.USER, live
+            )
+        ).scalar_one()
+        services = session.execute(
+            sa.select(sa.func.count()).select_from(SERVICE).where(SERVICE.c.org_id == org.id)
+        ).scalar_one()
+        return Report(seats=seats, service_users=services, tokens=counts)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.blocks.tokens import Message, _context, _escape, _plain, _section, when
-from storage.approvals import RequestInfo
+from storage.approvals import Report, RequestInfo
 from storage.tokens import IssuedToken
 
 REQUEST_CALLBACK = "service_request"
@@ -235,3 +235,16 @@ def requests_message(mine: list[RequestInfo], decidable: list[RequestInfo]) -> M
         "text": f"{len(mine)} pending request(s) of yours, {len(decidable)} to decide",
         "blocks": blocks,
     }
+
+
+def report_message(report: Report) -> Message:
+    """``/token report`` for admins (R6)."""
+    lines = [
+        f"*Seats* (members holding an active personal token): {report.seats}",
+        f"*Service users* (never seats): {report.service_users}",
+    ]
+    for kind in ("user", "service"):
+        states = report.tokens.get(kind, {})
+        summary = ", ".join(f"{states.get(s, 0)} {s}" for s in ("active", "revoked", "expired"))
+        lines.append(f"*{kind.title()} tokens:* {summary}")
+    return {"text": "tokenbot report", "blocks": [_section("\n".join(lines))]}

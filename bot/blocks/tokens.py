@@ -57,6 +57,7 @@ def help_message(command: str, notice: str | None = None) -> Message:
         f"`{command} revoke <name>` revoke one of your tokens, after you confirm",
         f"`{command} service request` ask for a token for a service user (approved by an admin)",
         f"`{command} requests` pending service-token requests you made or may decide",
+        f"`{command} report` seats, service users and tokens by state (admins)",
         f"`{command} help` this message",
     ]
     blocks = [_section(notice)] if notice else []

@@ -47,6 +47,8 @@ async def handle_token_command(
     elif sub == "list":
         listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
         await _answer(ack, token_blocks.token_list_message(listing.tokens, listing.cap))
+    elif sub == "report":
+        await _answer(ack, await service.report(deps, client, org, user_id))
     elif sub == "requests":
         await _answer(ack, await service.requests_listing(deps, client, org, user_id))
     elif sub == "service" and rest.lower() == "request":

@@ -256,3 +256,11 @@ async def handle_cancel_request(
     await update_request_copies(deps, client, request)
     listing = await requests_listing(deps, client, org, user_id)
     await respond(replace_original=True, **listing)
+
+
+async def report(deps: Deps, client: AsyncWebClient, org: str, user_id: str) -> blocks.Message:
+    """``/token report``: for admins and owners only (R6)."""
+    user = (await client.users_info(user=user_id))["user"]
+    if not (user.get("is_admin") or user.get("is_owner")) or user.get("deleted"):
+        return {"text": "Only workspace admins and owners can see the report."}
+    return blocks.report_message(await deps.call(approvals.report, deps.db, org, deps.clock()))

@@ -197,3 +197,28 @@ async def test_requests_shows_an_approver_what_waits_for_them(env: Running) -> N
     mark = len(env.standin.calls)
     await env.slack.click(listing, "approve_request", BOB)
     await env.standin.wait_for("response_url", lambda c: "tbs_" in c.text_content(), after=mark)
+
+
+async def test_report_counts_seats_service_users_and_tokens_for_admins_only(
+    env: Running,
+) -> None:
+    from tests.e2e.flows import generate
+
+    copies = await requested(env)  # bob and carol are admins
+    mark = len(env.standin.calls)
+    await approve(env, copies[0], BOB)
+    await env.standin.wait_for("response_url", lambda c: "tbs_" in c.text_content(), after=mark)
+    await generate(env, ALICE, "one")
+    await generate(env, ALICE, "two")
+    await generate(env, CAROL, "carols")
+    listing = await run_command(env, "list", CAROL)
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_token", CAROL)
+    await env.standin.wait_for("response_url", after=mark)
+    text = (await run_command(env, "report", BOB)).text_content()
+    assert "members holding an active personal token): 1" in text  # alice; carol revoked
+    assert "*Service users* (never seats): 1" in text
+    assert "*User tokens:* 2 active, 1 revoked, 0 expired" in text
+    assert "*Service tokens:* 1 active, 0 revoked, 0 expired" in text
+    refused = (await run_command(env, "report", ALICE)).text_content()
+    assert "Only workspace admins and owners" in refused
