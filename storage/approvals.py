@@ -328,7 +328,7 @@ def _mint_service_token(
         _info(r) for r in session.execute(_ACTIVE_SERVICE_TOKENS, {"org": org.id, "now": now})
     ]
     if len(active) >= org.service_token_cap:
-        raise CapReached(cap=org.service_token_cap, active=active)
+        raise CapReached(cap=org.service_token_cap, active=active, per="organization")
     service_id = request.service_user_id
     if service_id is None:  # the request creates the service user, owned by its requester
         service_id = session.execute(

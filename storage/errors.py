@@ -33,8 +33,14 @@ class NotAllowed(TokenbotError):
 class CapReached(TokenbotError):
     cap: int
     active: list[TokenInfo] = field(default_factory=list)
+    per: str = "member"  # or "organization", for service tokens (R8)
 
     def __str__(self) -> str:
+        if self.per == "organization":
+            return (
+                f"The workspace already has {len(self.active)} active service tokens, and the "
+                f"limit is {self.cap} per organization. Revoke one to make room."
+            )
         return (
             f"You already have {len(self.active)} active tokens, and the limit is {self.cap} "
             "per member. Revoke one to make room."

@@ -125,7 +125,7 @@ def test_30_concurrent_approvals_leave_exactly_20_active_service_tokens(db: Data
             approvals.decide(db, ORG, request_id, APPROVER, approve=True, reason=None, now=NOW)
             return "issued"
         except CapReached as full:
-            assert full.cap == 20
+            assert full.cap == 20 and "limit is 20 per organization" in str(full)
             return "refused"
 
     with ThreadPoolExecutor(max_workers=30) as pool:
