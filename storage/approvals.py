@@ -10,12 +10,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from storage import audit, tokenformat
+from storage import audit
 from storage.db import Database
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
 from storage.models import (
@@ -38,7 +37,7 @@ from storage.orgs import (
     lock_org,
 )
 from storage.tokenformat import TokenKind
-from storage.tokens import _INFO_COLUMNS, IssuedToken, _info, _info_from, name_key
+from storage.tokens import _INFO_COLUMNS, IssuedToken, _info, insert_token, name_key
 
 REQUEST = ApprovalRequest.__table__  # type: ignore[attr-defined]
 SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
@@ -347,42 +346,16 @@ def _mint_service_token(
     token_name = (
         request.name if name_key(request.name) not in taken else f"{request.name}-{request.id}"
     )
-    secret = tokenformat.mint(TokenKind.SERVICE)
-    values: dict[str, Any] = {
-        "org_id": org.id,
-        "kind": TokenKind.SERVICE,
-        "member_id": None,
-        "service_user_id": service_id,
-        "name": token_name,
-        "name_key": name_key(token_name),
-        "hint": tokenformat.hint(secret),
-        "digest": tokenformat.digest(secret),
-        "created_at": now,
-        "created_by_id": None,
-        "last_used_at": None,
-        "cutoff_at": now + org.period,
-        "next_notice_at": org.first_notice(now + org.period),
-        "state": TokenState.ACTIVE,
-        "state_reason": None,
-    }
-    token_id = session.execute(sa.insert(TOKEN).returning(TOKEN.c.id), values).scalar_one()
-    info = _info_from(values, token_id)
-    audit.record(
+    return insert_token(
         session,
         org,
-        actor=approver,
-        action="token.issued",
-        subject=f"token:{token_id}",
-        now=now,
-        detail={
-            "name": token_name,
-            "hint": info.hint,
-            "kind": info.kind,
-            "service_user": request.name,
-            "request": request.id,
-        },
+        TokenKind.SERVICE,
+        token_name,
+        approver,
+        now,
+        service_user=service_id,
+        detail={"service_user": request.name, "request": request.id},
     )
-    return IssuedToken(info=info, secret=secret)
 
 
 MESSAGE = ApprovalMessage.__table__  # type: ignore[attr-defined]

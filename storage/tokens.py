@@ -158,7 +158,6 @@ def issue_user_token(
     """
     name = validate_token_name(raw_name)
     key = name_key(name)
-    secret = tokenformat.mint(TokenKind.USER)
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org.id, user_id, now)
@@ -168,40 +167,55 @@ def issue_user_token(
             raise NameTaken(f"You already have an active token named “{name}”. Pick another name.")
         if len(active) >= org.user_token_cap:
             raise CapReached(cap=org.user_token_cap, active=active)
-        values = {
-            "org_id": org.id,
-            "kind": TokenKind.USER,
-            "member_id": member,
-            "name": name,
-            "name_key": key,
-            "hint": tokenformat.hint(secret),
-            "digest": tokenformat.digest(secret),
-            "created_at": now,
-            "created_by_id": member,
-            "last_used_at": None,
-            "cutoff_at": now + org.period,
-            "next_notice_at": org.first_notice(now + org.period),
-            "state": TokenState.ACTIVE,
-            "state_reason": None,
-        }
-        token_id = session.execute(_INSERT, values).scalar()
-        assert token_id is not None
-        info = _info_from(values, token_id)
-        audit.record(
-            session,
-            org,
-            actor=user_id,
-            action="token.issued",
-            subject=f"token:{token_id}",
-            now=now,
-            detail={"name": name, "hint": info.hint, "kind": info.kind},
-        )
-        return IssuedToken(info=info, secret=secret)
+        return insert_token(session, org, TokenKind.USER, name, user_id, now, member=member)
 
 
-def _info_from(values: dict[str, Any], token_id: int) -> TokenInfo:
-    fields = {k: v for k, v in values.items() if k in TokenInfo.__dataclass_fields__}
-    return TokenInfo(id=token_id, **fields)
+def insert_token(
+    session: Session,
+    org: LockedOrg,
+    kind: TokenKind,
+    name: str,
+    actor: str,
+    now: datetime,
+    *,
+    member: int | None = None,
+    service_user: int | None = None,
+    detail: dict[str, Any] | None = None,
+) -> IssuedToken:
+    """Mint a token and store its digest, with its audit event: the one place tokens are
+    created. The caller holds the organization's lock and has checked cap and name."""
+    secret = tokenformat.mint(kind)
+    values: dict[str, Any] = {
+        "org_id": org.id,
+        "kind": kind,
+        "member_id": member,
+        "service_user_id": service_user,
+        "name": name,
+        "name_key": name_key(name),
+        "hint": tokenformat.hint(secret),
+        "digest": tokenformat.digest(secret),
+        "created_at": now,
+        "created_by_id": member,
+        "last_used_at": None,
+        "cutoff_at": now + org.period,
+        "next_notice_at": org.first_notice(now + org.period),
+        "state": TokenState.ACTIVE,
+        "state_reason": None,
+    }
+    token_id = session.execute(_INSERT, values).scalar_one()
+    info = TokenInfo(
+        id=token_id, **{k: v for k, v in values.items() if k in TokenInfo.__dataclass_fields__}
+    )
+    audit.record(
+        session,
+        org,
+        actor=actor,
+        action="token.issued",
+        subject=f"token:{token_id}",
+        now=now,
+        detail={"name": name, "hint": info.hint, "kind": kind, **(detail or {})},
+    )
+    return IssuedToken(info=info, secret=secret)
 
 
 def list_user_tokens(db: Database, org_slack_id: str, user_id: str, now: datetime) -> TokenList:
