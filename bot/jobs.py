@@ -10,8 +10,8 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
-from bot.listeners.service import update_request_copies
-from bot.notify import deliver_notices
+from bot.notify import deliver_digests, deliver_notices, update_request_copies
+from bot.profiles import apply_profile
 from storage import approvals, events, members, sweep
 
 log = logging.getLogger(__name__)
@@ -24,6 +24,7 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
     for request in await deps.call(approvals.expire_requests, deps.db, now):
         await update_request_copies(deps, client, request)
     sent = await deliver_notices(deps, client)
+    sent += await deliver_digests(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
     if report.expired or report.reminded or sent:
         log.info(
@@ -46,7 +47,7 @@ async def reconcile_members(deps: Deps, client: AsyncWebClient) -> int:
             if user.get("is_bot") or user.get("id") == "USLACKBOT":
                 continue
             profile = members.profile_from_slack(user)
-            synced = await deps.call(members.sync_member, deps.db, org, profile, deps.clock())
+            synced = await apply_profile(deps, client, org, profile, deps.clock())
             deactivated += synced.newly_deactivated
     if deactivated:
         log.info("reconciliation: %d member(s) found deactivated", deactivated)

@@ -18,8 +18,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from bot import approvers
+from bot.blocks import service as service_blocks
 from bot.blocks import tokens as token_blocks
-from storage import notices
+from storage import approvals, digests, notices
+from storage.approvals import RequestInfo
 from storage.models import NoticeKind
 
 if TYPE_CHECKING:
@@ -141,10 +144,16 @@ async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
         for notice in batch:
             if notice.kind == NoticeKind.REMINDER:
                 message = token_blocks.reminder_message(
-                    notice.token, notice.stage, notice.allow_keep_alive, deps.settings.command
+                    notice.token,
+                    notice.stage,
+                    notice.allow_keep_alive,
+                    deps.settings.command,
+                    notice.service_user,
                 )
             else:
-                message = token_blocks.expired_message(notice.token, deps.settings.command)
+                message = token_blocks.expired_message(
+                    notice.token, deps.settings.command, notice.service_user
+                )
             try:
                 opened = await client.conversations_open(users=notice.recipient)
                 await client.chat_postMessage(channel=opened["channel"]["id"], **message)
@@ -163,3 +172,56 @@ async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
             await deps.call(notices.mark_sent, deps.db, notice.id, deps.clock())
             sent += 1
     return sent
+
+
+async def update_request_copies(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> None:
+    """Every copy of the request shows the decision, who made it and when (R22)."""
+    message = service_blocks.decided_message(request)
+    for channel, ts in await deps.call(approvals.messages, deps.db, request.id):
+        await client.chat_update(channel=channel, ts=ts, **message)
+
+
+async def _dm(client: AsyncWebClient, user_id: str, message: dict[str, Any]) -> None:
+    opened = await client.conversations_open(users=user_id)
+    await client.chat_postMessage(channel=opened["channel"]["id"], **message)
+
+
+async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
+    """Remind each approver, once a day, of the requests that have waited a day or more
+    for a decision they may make (R25); return how many digests were sent. A digest that
+    cannot be delivered is given back, and a later sweep tries again that day."""
+    sent = 0
+    now = deps.clock()
+    for org in await deps.call(digests.orgs_with_waiting_requests, deps.db, now):
+        pending = await deps.call(approvals.pending_requests, deps.db, org)
+        for approver in await approvers.approvers(client, deps.settings):
+            theirs = [r for r in pending if r.requester != approver]
+            if not any(now - r.created_at >= digests.WAITING for r in theirs):
+                continue
+            if not await deps.call(digests.claim, deps.db, org, approver, now):
+                continue  # sent today already, here or by another replica
+            try:
+                await _dm(
+                    client, approver, service_blocks.digest_message(theirs, deps.settings.command)
+                )
+            except Exception as error:
+                await deps.call(digests.release, deps.db, org, approver, now)
+                log.info("digest to %s not delivered (%s); will retry", approver, _why(error))
+                continue
+            sent += 1
+    return sent
+
+
+async def tell_admins_of_orphans(
+    deps: Deps, client: AsyncWebClient, member: str, names: list[str]
+) -> None:
+    """A deactivated member was the only owner of these service users: the admins hear
+    of it (R17)."""
+    message = service_blocks.orphaned_message(member, names, deps.settings.command)
+    for admin in await approvers.admins(client):
+        try:
+            await _dm(client, admin, message)
+        except Exception as error:
+            log.warning(
+                "could not tell admin %s of orphaned service users (%s)", admin, _why(error)
+            )

@@ -10,6 +10,7 @@ from datetime import datetime, timedelta
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
+from bot.notify import tell_admins_of_orphans, update_request_copies
 from storage import members
 from storage.usage import ValidToken
 
@@ -37,6 +38,20 @@ class GroupDirectory:
         return sorted(fetched[1].get(user_id, []))
 
 
+async def apply_profile(
+    deps: Deps, client: AsyncWebClient, org: str, profile: members.Profile, now: datetime
+) -> members.Synced:
+    """Store a member's profile as Slack gave it, and do in Slack what a deactivation
+    asks (R17): the copies of their cancelled requests say so, and the admins hear of the
+    service users left with no owner."""
+    synced = await deps.call(members.sync_member, deps.db, org, profile, now)
+    for request in synced.cancelled:
+        await update_request_copies(deps, client, request)
+    if synced.orphaned:
+        await tell_admins_of_orphans(deps, client, profile.user_id, synced.orphaned)
+    return synced
+
+
 async def with_current_profile(
     deps: Deps,
     client: AsyncWebClient,
@@ -61,7 +76,7 @@ async def with_current_profile(
         )
         return token
     profile = members.profile_from_slack(answer["user"], user_groups)
-    await deps.call(members.sync_member, deps.db, token.org, profile, now)
+    await apply_profile(deps, client, token.org, profile, now)
     if profile.deleted:
         return None
     return replace(

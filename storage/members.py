@@ -7,7 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from storage import approvals, audit
+from storage import approvals, audit, services
 from storage.approvals import RequestInfo
 from storage.db import Database, invalidates
 from storage.models import ROLES, Token, TokenState
@@ -72,11 +72,15 @@ class Synced:
     revoked: list[TokenInfo]  # user tokens revoked because the member was deactivated
     newly_deactivated: bool
     cancelled: list[RequestInfo] = field(default_factory=list)  # their pending requests
+    # Service users left with no active owner by this deactivation, for the admins (R17).
+    orphaned: list[str] = field(default_factory=list)
 
 
 def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime) -> Synced:
     """Store the member's profile. A member found deactivated loses their user tokens at
-    once, with reason "owner deactivated" (R17); service tokens are not touched."""
+    once, with reason "owner deactivated", and their pending requests (R17); service
+    tokens are not touched, and the service users they solely owned are named in the
+    result (once: on the change to deactivated)."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org.id, profile.user_id, now)
@@ -113,7 +117,9 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
         cancelled = (
             approvals.cancel_pending_of(session, org, member, now) if profile.deleted else []
         )
+        orphaned: list[str] = []
         if profile.deleted and not was_deleted:
+            orphaned = services.solely_owned(session, member)
             audit.record(
                 session,
                 org,
@@ -121,12 +127,13 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
                 action="member.deactivated",
                 subject=f"member:{profile.user_id}",
                 now=now,
-                detail={"revoked_tokens": len(revoked)},
+                detail={"revoked_tokens": len(revoked), "sole_owner_of": orphaned},
             )
         return Synced(
             revoked=revoked,
             newly_deactivated=profile.deleted and not was_deleted,
             cancelled=cancelled,
+            orphaned=orphaned,
         )
 
 

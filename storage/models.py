@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import StrEnum
 from typing import Any
 
@@ -265,3 +265,13 @@ class ApprovalMessage(SQLModel, table=True):
     request_id: int = Field(foreign_key="approvalrequest.id", primary_key=True)
     channel: str = Field(max_length=32, primary_key=True)
     ts: str = Field(max_length=32)
+
+
+class ApprovalDigest(SQLModel, table=True):
+    """The day's reminder digest of pending requests to one approver (R25): its key makes
+    a second sweeper's, a restarted one's or a replica's attempt that day a no-op."""
+
+    org_id: int = Field(foreign_key="organization.id", primary_key=True)
+    recipient: str = Field(max_length=32, primary_key=True)  # a Slack user id
+    day: date = Field(primary_key=True)  # in UTC
+    sent_at: datetime = _at()

@@ -8,12 +8,13 @@ from datetime import datetime, timedelta
 import sqlalchemy as sa
 
 from storage.db import Database
-from storage.models import Notice, Organization, Token, TokenState
+from storage.models import Notice, Organization, ServiceUser, Token, TokenState
 from storage.tokens import _INFO_COLUMNS, TokenInfo, _info
 
 NOTICE = Notice.__table__  # type: ignore[attr-defined]
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 ORG = Organization.__table__  # type: ignore[attr-defined]
+SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
 LEASE = timedelta(minutes=5)  # a claimed notice not marked by then is tried again
 MAX_ATTEMPTS = 12
 
@@ -28,6 +29,7 @@ class NoticeToSend:
     token: TokenInfo
     allow_keep_alive: bool
     attempts: int
+    service_user: str | None = None  # its name, for a service token
 
 
 _DUE = (
@@ -40,10 +42,13 @@ _DUE = (
         NOTICE.c.cutoff_at.label("notice_cutoff"),
         ORG.c.slack_id.label("org"),
         ORG.c.allow_keep_alive,
+        SERVICE.c.name.label("service_user"),
         *_INFO_COLUMNS,
     )
     .select_from(
-        NOTICE.join(TOKEN, NOTICE.c.token_id == TOKEN.c.id).join(ORG, NOTICE.c.org_id == ORG.c.id)
+        NOTICE.join(TOKEN, NOTICE.c.token_id == TOKEN.c.id)
+        .join(ORG, NOTICE.c.org_id == ORG.c.id)
+        .outerjoin(SERVICE, TOKEN.c.service_user_id == SERVICE.c.id)
     )
     .where(NOTICE.c.status == "pending", NOTICE.c.next_attempt_at <= sa.bindparam("now"))
     .order_by(NOTICE.c.next_attempt_at, NOTICE.c.id)
@@ -80,6 +85,7 @@ def claim_due(db: Database, now: datetime, limit: int = 50) -> list[NoticeToSend
                     token=token,
                     allow_keep_alive=row.allow_keep_alive,
                     attempts=row.attempts + 1,
+                    service_user=row.service_user,
                 )
             )
     return claimed

@@ -22,6 +22,7 @@ from storage import audit
 from storage.db import Database
 from storage.models import Member, Notice, NoticeKind, Organization, Token, TokenState
 from storage.orgs import LockedOrg, _insert_ignore, lock_org
+from storage.services import recipients
 from storage.tokens import _INFO_COLUMNS, TokenInfo, _end, _info
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
@@ -61,7 +62,7 @@ def _due(column: sa.Column[datetime]) -> tuple[sa.ColumnElement[bool], ...]:
 def _batch(column: sa.Column[datetime]) -> sa.Select[Any]:
     """The next batch of them, locked, skipping rows another sweeper holds."""
     return (
-        sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id.label("owner"))
+        sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id.label("owner"), TOKEN.c.service_user_id)
         .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
         .where(*_due(column))
         .order_by(column)
@@ -100,34 +101,45 @@ def _transaction(db: Database, dry_run: bool) -> Iterator[Session]:
         pass
 
 
+def _recipients(session: Session, org: LockedOrg, row: Any) -> list[str]:
+    """Who hears about the token: its member, or its service user's owners (R12)."""
+    if row.owner is not None:
+        return [row.owner]
+    if row.service_user_id is not None:
+        return recipients(session, org.id, row.service_user_id)
+    return []
+
+
 def _queue(
     session: Session,
     org: LockedOrg,
     token: TokenInfo,
-    owner: str | None,
+    to: list[str],
     kind: NoticeKind,
     stage: int,
     now: datetime,
 ) -> bool:
-    """Queue a notice to the token's owner; False if that notice exists already."""
-    if owner is None:
-        return False
-    return _insert_ignore(
-        session,
-        NOTICE,
-        {
-            "org_id": org.id,
-            "token_id": token.id,
-            "kind": kind,
-            "stage": stage,
-            "cutoff_at": token.cutoff_at,
-            "recipient": owner,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        },
-    )
+    """Queue a notice to each of ``to``; False if every one of them exists already."""
+    queued = [
+        _insert_ignore(
+            session,
+            NOTICE,
+            {
+                "org_id": org.id,
+                "token_id": token.id,
+                "kind": kind,
+                "stage": stage,
+                "cutoff_at": token.cutoff_at,
+                "recipient": recipient,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            },
+        )
+        for recipient in to
+    ]
+    return any(queued)
 
 
 def _due_stage(org: LockedOrg, cutoff: datetime, now: datetime) -> int | None:
@@ -151,7 +163,10 @@ def _sweep_org(
                 slack_id = session.execute(_ORG_SLACK_ID, {"org": org_id}).scalar_one()
                 org = lock_org(session, slack_id, now)
                 rows = session.execute(query, {"org": org.id, "now": now}).all()
-                moved = [handle(session, org, _info(row), row.owner, now, report) for row in rows]
+                moved = [
+                    handle(session, org, _info(row), _recipients(session, org, row), now, report)
+                    for row in rows
+                ]
             # A full batch means there may be more; none moved means the rest is someone
             # else's (locked by another sweeper) or not this pass's business.
             if len(rows) < BATCH or dry_run or not any(moved):
@@ -162,12 +177,12 @@ def _expire(
     session: Session,
     org: LockedOrg,
     token: TokenInfo,
-    owner: str | None,
+    to: list[str],
     now: datetime,
     report: SweepReport,
 ) -> bool:
     expired = _end(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
-    _queue(session, org, token, owner, NoticeKind.EXPIRED, 0, now)
+    _queue(session, org, token, to, NoticeKind.EXPIRED, 0, now)
     report.expired.append((org.slack_id, expired))
     return True
 
@@ -176,7 +191,7 @@ def _remind(
     session: Session,
     org: LockedOrg,
     token: TokenInfo,
-    owner: str | None,
+    to: list[str],
     now: datetime,
     report: SweepReport,
 ) -> bool:
@@ -192,7 +207,7 @@ def _remind(
         _NEXT_NOTICE,
         {"token": token.id, "next_notice": _next_notice(org, token.cutoff_at, stage)},
     )
-    if _queue(session, org, token, owner, NoticeKind.REMINDER, stage, now):
+    if _queue(session, org, token, to, NoticeKind.REMINDER, stage, now):
         audit.record(
             session,
             org,

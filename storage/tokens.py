@@ -17,13 +17,14 @@ from sqlmodel import Session
 from storage import audit, tokenformat
 from storage.db import Database, invalidates
 from storage.errors import CapReached, InvalidName, NameTaken, NotAllowed, TokenNotFound
-from storage.models import DEFAULT_USER_TOKEN_CAP, Member, Token, TokenState
+from storage.models import DEFAULT_USER_TOKEN_CAP, Member, ServiceOwner, Token, TokenState
 from storage.orgs import LockedOrg, ensure_member, find_org, lock_org, member_id
 from storage.tokenformat import TokenKind
 
 NAME_MAX = 64
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
+OWNER = ServiceOwner.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -75,10 +76,22 @@ _OVERDUE = sa.select(*_INFO_COLUMNS).where(
 _INSERT = sa.insert(TOKEN).returning(TOKEN.c.id)
 _END = sa.update(TOKEN).where(TOKEN.c.id == sa.bindparam("token"))
 _LOCKED = (
-    sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id)
+    sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id, TOKEN.c.service_user_id)
     .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
     .where(TOKEN.c.id == sa.bindparam("token"), TOKEN.c.org_id == sa.bindparam("org"))
     .with_for_update(of=TOKEN)
+)
+
+
+# An owner of the service user, still active: they act on its tokens (R16).
+_SERVICE_OWNER = (
+    sa.select(OWNER.c.member_id)
+    .select_from(OWNER.join(MEMBER, OWNER.c.member_id == MEMBER.c.id))
+    .where(
+        OWNER.c.service_user_id == sa.bindparam("service"),
+        MEMBER.c.slack_user_id == sa.bindparam("actor"),
+        ~MEMBER.c.deleted,
+    )
 )
 
 
@@ -241,23 +254,32 @@ def find_user_token(
 
 
 def _locked_token(session: Session, org: LockedOrg, token_id: int) -> tuple[TokenInfo, Any] | None:
-    """The organization's token ``token_id`` and its owner's Slack id, locked; or None."""
+    """The organization's token ``token_id`` and its owner (the row), locked; or None."""
     row = session.execute(_LOCKED, {"token": token_id, "org": org.id}).first()
-    return (_info(row), row.slack_user_id) if row else None
+    return (_info(row), row) if row else None
 
 
 def revoke_token(
-    db: Database, org_slack_id: str, actor_user_id: str, token_id: int, now: datetime
+    db: Database,
+    org_slack_id: str,
+    actor_user_id: str,
+    token_id: int,
+    now: datetime,
+    *,
+    admin: bool = False,
 ) -> TokenInfo:
-    """Revoke a token at once and for good (R16). Only its owner may, for now.
+    """Revoke a token at once and for good (R16): the member's own, a token of a service
+    user they own, or, when ``admin`` (the caller checked the actor's standing in Slack),
+    any token of the organization.
 
     Raises TokenNotFound when the token is not the organization's or no longer active,
-    NotAllowed when it is someone else's.
+    NotAllowed when the actor may not revoke it.
     """
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        token = owned_active_token(session, org, token_id, actor_user_id, now, "revoke")
-        return _end(session, org, token, TokenState.REVOKED, "revoked by owner", actor_user_id, now)
+        token, as_owner = _permitted(session, org, token_id, actor_user_id, now, "revoke", admin)
+        reason = "revoked by owner" if as_owner else "revoked by admin"
+        return _end(session, org, token, TokenState.REVOKED, reason, actor_user_id, now)
 
 
 def owned_active_token(
@@ -268,18 +290,39 @@ def owned_active_token(
     now: datetime,
     verb: str,
 ) -> TokenInfo:
-    """The organization's active token ``token_id``, locked, if ``actor_user_id`` may
-    ``verb`` it (the one permission check for a member acting on a token); else
-    TokenNotFound or NotAllowed, each with a sentence for the member."""
+    """The organization's active token ``token_id``, locked, if ``actor_user_id`` owns it:
+    their own user token, or a token of a service user they own. Else TokenNotFound or
+    NotAllowed, each with a sentence for the member."""
+    return _permitted(session, org, token_id, actor_user_id, now, verb, admin=False)[0]
+
+
+def _permitted(
+    session: Session,
+    org: LockedOrg,
+    token_id: int,
+    actor_user_id: str,
+    now: datetime,
+    verb: str,
+    admin: bool,
+) -> tuple[TokenInfo, bool]:
+    """The one permission check for a member acting on a token: the token, locked, and
+    whether the actor acts as its owner (False: as an admin)."""
     found = _locked_token(session, org, token_id)
     if found is None:
         raise TokenNotFound("That token does not exist in this workspace.")
-    token, owner = found
-    if owner != actor_user_id:
-        raise NotAllowed(f"You can {verb} only your own tokens.")
+    token, row = found
+    if row.service_user_id is not None:
+        params = {"service": row.service_user_id, "actor": actor_user_id}
+        owns = session.execute(_SERVICE_OWNER, params).first() is not None
+        refusal = f"You can {verb} only tokens of service users you own."
+    else:
+        owns = row.slack_user_id == actor_user_id
+        refusal = f"You can {verb} only your own tokens."
+    if not (owns or admin):
+        raise NotAllowed(refusal)
     if token.state != TokenState.ACTIVE or token.cutoff_at <= now:
         raise TokenNotFound(f"The token “{token.name}” is no longer active.")
-    return token
+    return token, owns
 
 
 def revoke_undelivered(db: Database, org_slack_id: str, token_id: int, now: datetime) -> None:

@@ -4,9 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from bot.blocks.tokens import Message, _context, _escape, _plain, _section, when
+from bot.blocks.tokens import (
+    SERVICE_REVOKE_ACTION,
+    Message,
+    _context,
+    _escape,
+    _plain,
+    _section,
+    revoke_button,
+    when,
+)
 from storage.approvals import Report, RequestInfo
-from storage.tokens import IssuedToken
+from storage.services import ServiceUserInfo
+from storage.tokens import IssuedToken, TokenInfo
 
 REQUEST_CALLBACK = "service_request"
 DENY_CALLBACK = "deny_reason"
@@ -248,3 +258,91 @@ def report_message(report: Report) -> Message:
         summary = ", ".join(f"{states.get(s, 0)} {s}" for s in ("active", "revoked", "expired"))
         lines.append(f"*{kind.title()} tokens:* {summary}")
     return {"text": "tokenbot report", "blocks": [_section("\n".join(lines))]}
+
+
+# Slack allows 50 blocks in a message: a header, two blocks per service user, a footer.
+LIST_MAX = 23
+
+
+def _service_token_line(info: TokenInfo) -> str:
+    return (
+        f"`{info.hint}` *{_escape(info.name)}* · last used {when(info.last_used_at)} · "
+        f"expires if unused by {when(info.cutoff_at)}"
+    )
+
+
+def service_list_message(
+    services: list[ServiceUserInfo], admin: bool, command: str, notice: str | None = None
+) -> Message:
+    """``/token service list``: service users with their permissions, owners and active
+    tokens, each token with a Revoke button (R5, R16). Admins see all, owners theirs."""
+    blocks: list[dict[str, Any]] = [_section(notice)] if notice else []
+    if not services:
+        text = (
+            "There are no service users yet."
+            if admin
+            else f"You own no service users. Ask for one with `{command} service request`."
+        )
+        blocks.append(_section(text))
+        return {"text": notice or text, "blocks": blocks}
+    whose = "All service users" if admin else "Your service users"
+    blocks.append(_section(f"*{whose}* ({len(services)})"))
+    for service in services[:LIST_MAX]:
+        scopes = " ".join(f"`{_escape(s)}`" for s in service.scopes)
+        owners = ", ".join(f"<@{o}>" for o in service.owners) or "none active"
+        lines = [
+            f"*{_escape(service.name)}* · {_escape(service.purpose) or '—'}",
+            f"Permissions: {scopes} · owners: {owners}",
+        ]
+        lines += [_service_token_line(t) for t in service.tokens] or ["No active tokens."]
+        blocks.append(_section("\n".join(lines)))
+        if service.tokens:
+            buttons = [
+                {
+                    **revoke_button(t, SERVICE_REVOKE_ACTION),
+                    "text": _plain(f"Revoke {t.hint}"),
+                }
+                for t in service.tokens
+            ]
+            blocks.append({"type": "actions", "elements": buttons[:25]})
+    if len(services) > LIST_MAX:
+        blocks.append(_context(f"and {len(services) - LIST_MAX} more service users."))
+    total = sum(len(s.tokens) for s in services)
+    return {
+        "text": notice or f"{len(services)} service user(s), {total} active token(s).",
+        "blocks": blocks,
+    }
+
+
+DIGEST_MAX = 20
+
+
+def digest_message(requests: list[RequestInfo], command: str) -> Message:
+    """The daily reminder to an approver of the requests waiting for a decision (R25)."""
+    blocks = [_section(f":hourglass: *Requests waiting for a decision* ({len(requests)})")]
+    blocks += [
+        _section(
+            f"<@{r.requester}> asks for *{_escape(r.name)}* "
+            f"({' '.join(f'`{_escape(s)}`' for s in r.scopes)}) since {when(r.created_at)}; "
+            f"expires unanswered {when(r.expires_at)}."
+        )
+        for r in requests[:DIGEST_MAX]
+    ]
+    more = f"and {len(requests) - DIGEST_MAX} more. " if len(requests) > DIGEST_MAX else ""
+    blocks.append(_context(f"{more}Decide on the request messages, or with `{command} requests`."))
+    return {
+        "text": f"{len(requests)} service-token request(s) wait for a decision.",
+        "blocks": blocks,
+    }
+
+
+def orphaned_message(member: str, names: list[str], command: str) -> Message:
+    """To the admins: a deactivated member was the only owner of these service users
+    (R17). Their tokens keep working."""
+    listed = ", ".join(f"*{_escape(n)}*" for n in names)
+    text = (
+        f"<@{member}> was deactivated and was the only owner of the service user(s) "
+        f"{listed}. Their tokens keep working, but nobody will be reminded before they "
+        f"expire except the admins. Review them with `{command} service list`."
+    )
+    return {"text": text, "blocks": [_section(text)]}

@@ -13,6 +13,7 @@ GENERATE_CALLBACK = "generate_token"
 NAME_BLOCK = "token_name"
 NAME_INPUT = "name"
 REVOKE_ACTION = "revoke_token"
+SERVICE_REVOKE_ACTION = "revoke_service_token"  # answered with the service users' list
 OPEN_GENERATE_ACTION = "open_generate"
 KEEP_ALIVE_ACTION = "keep_alive"
 CANCEL_ACTION = "cancel"
@@ -56,6 +57,7 @@ def help_message(command: str, notice: str | None = None) -> Message:
         f"`{command} list` your active tokens, with Revoke buttons",
         f"`{command} revoke <name>` revoke one of your tokens, after you confirm",
         f"`{command} service request` ask for a token for a service user (approved by an admin)",
+        f"`{command} service list` service users and their tokens (admins, and owners)",
         f"`{command} requests` pending service-token requests you made or may decide",
         f"`{command} report` seats, service users and tokens by state (admins)",
         f"`{command} help` this message",
@@ -120,11 +122,12 @@ def new_token_message(issued: IssuedToken) -> Message:
     }
 
 
-def _revoke_button(info: TokenInfo) -> dict[str, Any]:
+def revoke_button(info: TokenInfo, action_id: str = REVOKE_ACTION) -> dict[str, Any]:
+    """A Revoke button with its confirm dialog (R16)."""
     name = _escape(info.name)
     return {
         "type": "button",
-        "action_id": REVOKE_ACTION,
+        "action_id": action_id,
         "text": _plain("Revoke"),
         "style": "danger",
         "value": str(info.id),
@@ -155,7 +158,7 @@ def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = N
         blocks.append(_section("You have no active tokens. Generate one with `new`."))
         return {"text": notice or "You have no active tokens.", "blocks": blocks}
     blocks.append(_section(f"*Your active tokens* ({len(tokens)} of {cap})"))
-    blocks += [_section(_token_line(t), _revoke_button(t)) for t in tokens]
+    blocks += [_section(_token_line(t), revoke_button(t)) for t in tokens]
     return {"text": notice or f"You have {len(tokens)} active tokens.", "blocks": blocks}
 
 
@@ -222,19 +225,33 @@ def home_view(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> d
     }
 
 
+def _whose(info: TokenInfo, service_user: str | None) -> str:
+    """How a notice names the token: the member's own, or their service user's (R12)."""
+    if service_user is None:
+        return f"Your token *{_escape(info.name)}* (`{info.hint}`)"
+    return (
+        f"The token *{_escape(info.name)}* (`{info.hint}`) of the service user "
+        f"*{_escape(service_user)}*"
+    )
+
+
 def reminder_message(
-    info: TokenInfo, days_before: int, allow_keep_alive: bool, command: str
+    info: TokenInfo,
+    days_before: int,
+    allow_keep_alive: bool,
+    command: str,
+    service_user: str | None = None,
 ) -> Message:
-    """The DM before the cutoff (R12): name, hint, last use, cutoff, and what to do."""
+    """The DM before the cutoff (R12): name, hint, last use, cutoff, and what to do. For
+    a service token it goes to each of the service user's owners."""
     when_text = "tomorrow" if days_before == 1 else f"in {days_before} days"
     text = (
-        f":warning: Your token *{_escape(info.name)}* (`{info.hint}`) has not been used "
+        f":warning: {_whose(info, service_user)} has not been used "
         f"and expires {when_text}, at {when(info.cutoff_at)}. "
         f"Last used: {when(info.last_used_at)}. Using it keeps it alive."
     )
-    buttons: list[dict[str, Any]] = [
-        {**_revoke_button(info), "text": _plain("Revoke now")},
-    ]
+    revoke = revoke_button(info, REVOKE_ACTION if service_user is None else SERVICE_REVOKE_ACTION)
+    buttons: list[dict[str, Any]] = [{**revoke, "text": _plain("Revoke now")}]
     if allow_keep_alive:
         buttons.append(
             {
@@ -244,25 +261,29 @@ def reminder_message(
                 "value": str(info.id),
             }
         )
+    listing = f"{command} list" if service_user is None else f"{command} service list"
     return {
-        "text": f"Your token “{info.name}” expires {when_text} if unused.",
+        "text": f"The token “{info.name}” expires {when_text} if unused.",
         "blocks": [
             _section(text),
             {"type": "actions", "elements": buttons},
-            _context(f"See all your tokens with `{command} list`."),
+            _context(f"See all the tokens with `{listing}`."),
         ],
     }
 
 
-def expired_message(info: TokenInfo, command: str) -> Message:
+def expired_message(info: TokenInfo, command: str, service_user: str | None = None) -> Message:
     """The DM when a token has expired (R13), with what to do next."""
+    if service_user is None:
+        next_step = f"generate a new token with `{command} new`"
+    else:
+        next_step = f"ask for a new token with `{command} service request` ({service_user})"
     text = (
-        f"Your token *{_escape(info.name)}* (`{info.hint}`) expired at "
-        f"{when(info.cutoff_at)} after a period without use, and no longer works. "
-        f"If you still need one, generate a new token with `{command} new` and put it "
+        f"{_whose(info, service_user)} expired at {when(info.cutoff_at)} after a period "
+        f"without use, and no longer works. If it is still needed, {next_step} and put it "
         "where the old one was."
     )
-    return {"text": f"Your token “{info.name}” has expired.", "blocks": [_section(text)]}
+    return {"text": f"The token “{info.name}” has expired.", "blocks": [_section(text)]}
 
 
 def kept_notice(info: TokenInfo) -> str:

@@ -2,26 +2,27 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import approvers
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
 from bot.listeners.events import publish_home
+from bot.listeners.service import service_list
 from bot.listeners.views import cap_reached, open_generate_modal
 from bot.notify import Responder
 from storage import tokens, usage
-from storage.db import Database
 from storage.errors import NotAllowed, TokenNotFound
 from storage.tokens import TokenInfo
 
 
 def register(app: AsyncApp) -> None:
     app.action(token_blocks.REVOKE_ACTION)(handle_revoke)
+    app.action(token_blocks.SERVICE_REVOKE_ACTION)(handle_service_revoke)
     app.action(token_blocks.CANCEL_ACTION)(handle_cancel)
     app.action(token_blocks.OPEN_GENERATE_ACTION)(handle_open_generate)
     app.action(token_blocks.KEEP_ALIVE_ACTION)(handle_keep_alive)
@@ -39,7 +40,9 @@ async def handle_revoke(
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
     notice = await _act_on_token(
-        deps, tokens.revoke_token, org, user_id, action, token_blocks.revoked_notice
+        action,
+        lambda token_id: _revoke(deps, client, org, user_id, token_id),
+        token_blocks.revoked_notice,
     )
     if body.get("container", {}).get("type") == "view":  # clicked on the Home tab
         await publish_home(deps, client, org, user_id, notice)
@@ -47,6 +50,42 @@ async def handle_revoke(
     listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
     message = token_blocks.token_list_message(listing.tokens, listing.cap, notice)
     await respond(replace_original=True, **message)
+
+
+async def handle_service_revoke(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Responder,
+    client: AsyncWebClient,
+    context: AsyncBoltContext,
+) -> None:
+    """Revoke on ``/token service list`` or on a service token's reminder: answered with
+    the service users' list as the clicker may see it now."""
+    await ack()
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
+    notice = await _act_on_token(
+        action,
+        lambda token_id: _revoke(deps, client, org, user_id, token_id),
+        token_blocks.revoked_notice,
+    )
+    await respond(replace_original=True, **await service_list(deps, client, org, user_id, notice))
+
+
+async def _revoke(
+    deps: Deps, client: AsyncWebClient, org: str, user_id: str, token_id: int
+) -> TokenInfo:
+    """Revoke as the token's owner; failing that, as an admin if Slack says the member is
+    one now (R16)."""
+    try:
+        return await deps.call(tokens.revoke_token, deps.db, org, user_id, token_id, deps.clock())
+    except NotAllowed:
+        if not await approvers.is_admin(client, user_id):
+            raise
+    return await deps.call(
+        tokens.revoke_token, deps.db, org, user_id, token_id, deps.clock(), admin=True
+    )
 
 
 async def handle_cancel(ack: AsyncAck, respond: Responder) -> None:
@@ -78,29 +117,25 @@ async def handle_keep_alive(
 ) -> None:
     """The reminder's "Keep for another period": a keep-alive, never a use (R12)."""
     await ack()
+    deps: Deps = context["deps"]
+    org, user_id = org_of(context), body["user"]["id"]
     notice = await _act_on_token(
-        context["deps"],
-        usage.keep_alive,
-        org_of(context),
-        body["user"]["id"],
         action,
+        lambda token_id: deps.call(usage.keep_alive, deps.db, org, user_id, token_id, deps.clock()),
         token_blocks.kept_notice,
     )
     await respond(replace_original=True, **token_blocks.text_message(notice))
 
 
 async def _act_on_token(
-    deps: Deps,
-    act: Callable[[Database, str, str, int, datetime], TokenInfo],
-    org: str,
-    user_id: str,
     action: dict[str, Any],
+    act: Callable[[int], Awaitable[TokenInfo]],
     done: Callable[[TokenInfo], str],
 ) -> str:
     """Do ``act`` to the token a button names; return the sentence to show."""
     try:
         token_id = int(action.get("value", ""))
-        return done(await deps.call(act, deps.db, org, user_id, token_id, deps.clock()))
+        return done(await act(token_id))
     except ValueError:
         return "That button is out of date. Run the command again."
     except (TokenNotFound, NotAllowed) as refused:

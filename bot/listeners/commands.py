@@ -51,6 +51,8 @@ async def handle_token_command(
         await _answer(ack, await service.report(deps, client, org, user_id))
     elif sub == "requests":
         await _answer(ack, await service.requests_listing(deps, client, org, user_id))
+    elif sub == "service" and rest.lower() == "list":
+        await _answer(ack, await service.service_list(deps, client, org, user_id))
     elif sub == "service" and rest.lower() == "request":
         await ack()
         await service.open_request_modal(deps, client, org, command)

@@ -10,7 +10,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
-from bot.listeners import service
+from bot.profiles import apply_profile
 from storage import members, tokens
 
 log = logging.getLogger(__name__)
@@ -46,9 +46,7 @@ async def handle_member_profile(
     A deactivated member's user tokens are revoked at once (R17)."""
     deps: Deps = context["deps"]
     profile = members.profile_from_slack(event["user"])
-    synced = await deps.call(members.sync_member, deps.db, org_of(context), profile, deps.clock())
-    for request in synced.cancelled:
-        await service.update_request_copies(deps, client, request)
+    synced = await apply_profile(deps, client, org_of(context), profile, deps.clock())
     if synced.newly_deactivated:
         log.info(
             "member %s deactivated: %d user token(s) revoked", profile.user_id, len(synced.revoked)

@@ -14,8 +14,8 @@ from bot import approvers
 from bot.blocks import service as blocks
 from bot.deps import Deps, org_of
 from bot.listeners.payload import private_metadata
-from bot.notify import Responder, deliver_ephemeral
-from storage import approvals, tokens
+from bot.notify import Responder, deliver_ephemeral, update_request_copies
+from storage import approvals, services, tokens
 from storage.approvals import RequestInfo
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
 
@@ -213,13 +213,6 @@ async def handle_deny_submission(
     await client.chat_postMessage(channel=dm, **blocks.denied_message(decision.request))
 
 
-async def update_request_copies(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> None:
-    """Every copy of the request shows the decision, who made it and when (R22)."""
-    message = blocks.decided_message(request)
-    for channel, ts in await deps.call(approvals.messages, deps.db, request.id):
-        await client.chat_update(channel=channel, ts=ts, **message)
-
-
 async def requests_listing(
     deps: Deps, client: AsyncWebClient, org: str, user_id: str
 ) -> blocks.Message:
@@ -260,7 +253,18 @@ async def handle_cancel_request(
 
 async def report(deps: Deps, client: AsyncWebClient, org: str, user_id: str) -> blocks.Message:
     """``/token report``: for admins and owners only (R6)."""
-    user = (await client.users_info(user=user_id))["user"]
-    if not (user.get("is_admin") or user.get("is_owner")) or user.get("deleted"):
+    if not await approvers.is_admin(client, user_id):
         return {"text": "Only workspace admins and owners can see the report."}
     return blocks.report_message(await deps.call(approvals.report, deps.db, org, deps.clock()))
+
+
+async def service_list(
+    deps: Deps, client: AsyncWebClient, org: str, user_id: str, notice: str | None = None
+) -> blocks.Message:
+    """``/token service list``: every service user for an admin, else those the caller
+    owns (R5)."""
+    admin = await approvers.is_admin(client, user_id)
+    found = await deps.call(
+        services.list_service_users, deps.db, org, user_id, admin=admin, now=deps.clock()
+    )
+    return blocks.service_list_message(found, admin, deps.settings.command, notice)
