@@ -36,8 +36,10 @@ _ACTIVE_OWNERS = (
     .select_from(OWNER.join(MEMBER, OWNER.c.member_id == MEMBER.c.id))
     .where(~MEMBER.c.deleted)
 )
-_OWNERS_OF = _ACTIVE_OWNERS.where(OWNER.c.service_user_id == sa.bindparam("service")).order_by(
-    MEMBER.c.slack_user_id
+_OWNERS_OF = (
+    _ACTIVE_OWNERS.with_only_columns(MEMBER.c.slack_user_id)
+    .where(OWNER.c.service_user_id == sa.bindparam("service"))
+    .order_by(MEMBER.c.slack_user_id)
 )
 _KNOWN_ADMINS = (
     sa.select(MEMBER.c.slack_user_id)
