@@ -324,6 +324,14 @@ class Demo:
             and answer.get("scope") == "api:write",
             "the service token introspects as the service user, with its permissions",
         )
+        self.step("11. Service users and their tokens, for their owners and admins")
+        listing = await self.command("service list")
+        expect(
+            "release-bot" in listing.text_content()
+            and tokenformat.hint(secret) in listing.text_content()
+            and secret not in listing.text_content(),
+            "alice's service users are listed with the token's hint, never the token",
+        )
 
 
 async def run_demo() -> int:

@@ -1,0 +1,195 @@
+"""Service users after approval: listed for owners and admins, revoked by them, their
+tokens' reminders sent to the owners, the approvers' daily digest, and the admins told
+when a sole owner leaves (R5, R12, R16, R17, R25)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import httpx
+import sqlalchemy as sa
+
+from bot.jobs import sweep_and_deliver
+from bot.standin.harness import RESOURCE_SERVER, Clock, Running
+from bot.standin.server import Call
+from storage import audit, tokenformat
+from storage.models import Member
+from tests.e2e.conftest import ALICE, BOB
+from tests.e2e.flows import eventually, run_command
+from tests.e2e.test_members import deliver, envelope
+from tests.e2e.test_service_requests import CAROL, approve, requested
+
+ORG = "T0TOKENBOT"
+NOBODY = "U0NOBODY"
+DAY = timedelta(days=1)
+
+
+async def approved(env: Running) -> str:
+    """Alice's request for ci-deployer, approved by Bob; the secret she was shown."""
+    copies = await requested(env)
+    mark = len(env.standin.calls)
+    await approve(env, copies[0], BOB)
+    shown = await env.standin.wait_for(
+        "response_url", lambda c: "tbs_" in c.text_content(), after=mark
+    )
+    env.standin.add_user(NOBODY, "nobody")
+    return str(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
+
+
+async def introspect(env: Running, secret: str) -> dict:
+    async with httpx.AsyncClient(base_url=env.url, auth=httpx.BasicAuth(*RESOURCE_SERVER)) as h:
+        return (await h.post("/api/v1/introspect", data={"token": secret})).json()
+
+
+def buttons(call: Call) -> list[str]:
+    return [e["text"]["text"] for b in call.blocks if b["type"] == "actions" for e in b["elements"]]
+
+
+def dms_to(env: Running, channel: str, after: int = 0) -> list[Call]:
+    return [
+        c
+        for c in env.standin.calls[after:]
+        if c.method == "chat.postMessage" and c.args.get("channel") == channel
+    ]
+
+
+async def test_owners_see_their_service_users_admins_all_and_others_none(env: Running) -> None:
+    secret = await approved(env)
+    hint = tokenformat.hint(secret)
+    mine = await run_command(env, "service list", ALICE)
+    text = mine.text_content()
+    assert "*Your service users* (1)" in text and "*ci-deployer*" in text
+    assert "`api:write`" in text and "owners: <@U0ALICE>" in text and hint in text
+    assert buttons(mine) == [f"Revoke {hint}"]
+    assert secret not in text
+    every = await run_command(env, "service list", BOB)  # an admin who owns none
+    assert "*All service users* (1)" in every.text_content()
+    none = await run_command(env, "service list", NOBODY)
+    assert "You own no service users" in none.text_content() and buttons(none) == []
+
+
+async def test_an_owner_revokes_from_the_list_and_the_token_stops_working(env: Running) -> None:
+    secret = await approved(env)
+    listing = await run_command(env, "service list", ALICE)
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_service_token", ALICE)
+    answer = await env.standin.wait_for("response_url", after=mark)
+    assert answer.args["replace_original"] is True
+    assert "Revoked *ci-deployer*" in answer.text_content()
+    assert "No active tokens." in answer.text_content()
+    assert await introspect(env, secret) == {"active": False}
+
+
+async def test_an_admin_revokes_a_service_token_they_do_not_own(env: Running) -> None:
+    secret = await approved(env)
+    listing = await run_command(env, "service list", CAROL)
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_service_token", CAROL)
+    answer = await env.standin.wait_for("response_url", after=mark)
+    assert "Revoked *ci-deployer*" in answer.text_content()
+    assert await introspect(env, secret) == {"active": False}
+    [revoked] = [e for e in audit.events(env.db, ORG) if e.action == "token.revoked"]
+    assert (revoked.actor, revoked.detail["reason"]) == (CAROL, "revoked by admin")
+
+
+async def test_someone_neither_owner_nor_admin_is_refused_and_nothing_changes(
+    env: Running,
+) -> None:
+    secret = await approved(env)
+    listing = await run_command(env, "service list", ALICE)
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_service_token", NOBODY)
+    answer = await env.standin.wait_for("response_url", after=mark)
+    assert "only tokens of service users you own" in answer.text_content()
+    assert (await introspect(env, secret))["active"] is True
+    env.standin.users[BOB]["deleted"] = True  # no longer an admin who may
+    await env.slack.click(listing, "revoke_service_token", BOB)
+    await env.standin.wait_for(
+        "response_url", lambda c: "you own" in c.text_content(), after=mark + 1
+    )
+    assert (await introspect(env, secret))["active"] is True
+
+
+async def test_a_service_tokens_reminder_goes_to_its_owner_and_revoke_now_works(
+    env: Running,
+) -> None:
+    clock = env.deps.clock = Clock()
+    secret = await approved(env)
+    clock.advance(23 * DAY)
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    [dm] = dms_to(env, "D0ALICE", mark)
+    assert "of the service user *ci-deployer*" in dm.text_content()
+    assert "in 7 days" in dm.text_content() and tokenformat.hint(secret) in dm.text_content()
+    assert buttons(dm) == ["Revoke now", "Keep for another period"]
+    assert not dms_to(env, "D0BOB", mark)  # bob approved it; he does not own it
+    mark = len(env.standin.calls)
+    await env.slack.click(dm, "revoke_service_token", ALICE)
+    answer = await env.standin.wait_for("response_url", after=mark)
+    assert "Revoked *ci-deployer*" in answer.text_content()
+    assert await introspect(env, secret) == {"active": False}
+
+
+async def test_approvers_get_one_digest_a_day_while_requests_wait(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    await requested(env)  # bob and carol were sent the request itself
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    assert not dms_to(env, "D0BOB", mark)  # not waiting a day yet
+    clock.advance(DAY)
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    await sweep_and_deliver(env.deps, env.slack_app_client)  # once a day, not once a sweep
+    for channel in ("D0BOB", "D0CAROL"):
+        [digest] = dms_to(env, channel, mark)
+        text = digest.text_content()
+        assert "Requests waiting for a decision* (1)" in text
+        assert "<@U0ALICE> asks for *ci-deployer*" in text and "/token requests" in text
+    assert not dms_to(env, "D0ALICE", mark)  # the requester decides nothing
+    clock.advance(DAY)
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    assert len(dms_to(env, "D0BOB", mark)) == 1
+
+
+async def test_a_digest_slack_refuses_is_sent_by_a_later_sweep_that_day(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    await requested(env)
+    clock.advance(DAY)
+    env.standin.fail_next("chat.postMessage", error="internal_error", times=2)
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    assert not [c for c in dms_to(env, "D0BOB", mark) if c.result.get("ok")]
+    clock.advance(timedelta(minutes=5))
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    delivered = [c for c in dms_to(env, "D0BOB", mark) if c.result.get("ok")]
+    assert len(delivered) == 1 and "Requests waiting" in delivered[0].text_content()
+
+
+def profile_at(env: Running, user_id: str):
+    with env.db.read() as session:
+        query = sa.select(Member.profile_at).where(Member.slack_user_id == user_id)
+        return session.execute(query).scalar_one()
+
+
+async def test_a_sole_owners_deactivation_is_reported_to_the_admins_once(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    secret = await approved(env)
+    mark = len(env.standin.calls)
+    gone = envelope("user_change__deleted_true__envelope__DERIVED.json", ALICE, "x")
+    await deliver(env, gone, "EvALICEGONE")
+    told = [
+        await env.standin.wait_for(
+            "chat.postMessage", lambda c, ch=ch: c.args.get("channel") == ch, after=mark
+        )
+        for ch in ("D0BOB", "D0CAROL")
+    ]
+    for message in told:
+        text = message.text_content()
+        assert "<@U0ALICE> was deactivated" in text and "*ci-deployer*" in text
+    assert (await introspect(env, secret))["active"] is True  # R17: it keeps working
+    later = clock.advance(timedelta(minutes=1))
+    await deliver(env, gone, "EvALICEGONE2")  # a second event about the same change
+    await eventually(lambda: profile_at(env, ALICE), lambda at: at == later)
+    assert profile_at(env, ALICE) == later
+    assert len([c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]) == 2
