@@ -39,11 +39,7 @@ async def handle_revoke(
     await ack()
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
-    notice = await _act_on_token(
-        action,
-        lambda token_id: _revoke(deps, client, org, user_id, token_id),
-        token_blocks.revoked_notice,
-    )
+    notice = await _revoke_clicked(deps, client, org, user_id, action)
     if body.get("container", {}).get("type") == "view":  # clicked on the Home tab
         await publish_home(deps, client, org, user_id, notice)
         return
@@ -65,12 +61,19 @@ async def handle_service_revoke(
     await ack()
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
-    notice = await _act_on_token(
+    notice = await _revoke_clicked(deps, client, org, user_id, action)
+    await respond(replace_original=True, **await service_list(deps, client, org, user_id, notice))
+
+
+async def _revoke_clicked(
+    deps: Deps, client: AsyncWebClient, org: str, user_id: str, action: dict[str, Any]
+) -> str:
+    """Revoke the token a Revoke button names; the sentence to show."""
+    return await _act_on_token(
         action,
         lambda token_id: _revoke(deps, client, org, user_id, token_id),
         token_blocks.revoked_notice,
     )
-    await respond(replace_original=True, **await service_list(deps, client, org, user_id, notice))
 
 
 async def _revoke(
