@@ -178,7 +178,12 @@ async def update_request_copies(deps: Deps, client: AsyncWebClient, request: Req
     """Every copy of the request shows the decision, who made it and when (R22)."""
     message = service_blocks.decided_message(request)
     for channel, ts in await deps.call(approvals.messages, deps.db, request.id):
-        await client.chat_update(channel=channel, ts=ts, **message)
+        try:
+            await client.chat_update(channel=channel, ts=ts, **message)
+        except Exception as error:  # one copy out of reach must not keep the others stale
+            log.warning(
+                "copy %s/%s of request %s not updated (%s)", channel, ts, request.id, _why(error)
+            )
 
 
 async def _dm(client: AsyncWebClient, user_id: str, message: dict[str, Any]) -> None:
@@ -194,7 +199,12 @@ async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
     now = deps.clock()
     for org in await deps.call(digests.orgs_with_waiting_requests, deps.db, now):
         pending = await deps.call(approvals.pending_requests, deps.db, org)
-        for approver in await approvers.approvers(client, deps.settings):
+        try:
+            people = await approvers.approvers(client, deps.settings)
+        except Exception as error:
+            log.info("approvers not known (%s); digests wait for a later sweep", _why(error))
+            continue
+        for approver in people:
             theirs = [r for r in pending if r.requester != approver]
             if not any(now - r.created_at >= digests.WAITING for r in theirs):
                 continue
@@ -218,7 +228,12 @@ async def tell_admins_of_orphans(
     """A deactivated member was the only owner of these service users: the admins hear
     of it (R17)."""
     message = service_blocks.orphaned_message(member, names, deps.settings.command)
-    for admin in await approvers.admins(client):
+    try:
+        admins = await approvers.admins(client)
+    except Exception as error:
+        log.warning("admins not told of orphaned service users %s (%s)", names, _why(error))
+        return
+    for admin in admins:
         try:
             await _dm(client, admin, message)
         except Exception as error:

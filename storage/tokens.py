@@ -1,4 +1,4 @@
-"""User tokens: issue, list, find and revoke (R7, R9, R10, R11, R15, R16).
+"""Tokens: issue, list, find and revoke, and who may act on one (R7, R9-R11, R15, R16).
 
 Statements are plain SQL over the tables (no ORM objects): these functions sit on the
 path of every Slack request, and each write runs while the organization is locked.
@@ -89,6 +89,7 @@ _SERVICE_OWNER = (
     .select_from(OWNER.join(MEMBER, OWNER.c.member_id == MEMBER.c.id))
     .where(
         OWNER.c.service_user_id == sa.bindparam("service"),
+        MEMBER.c.org_id == sa.bindparam("org"),
         MEMBER.c.slack_user_id == sa.bindparam("actor"),
         ~MEMBER.c.deleted,
     )
@@ -312,7 +313,7 @@ def _permitted(
         raise TokenNotFound("That token does not exist in this workspace.")
     token, row = found
     if row.service_user_id is not None:
-        params = {"service": row.service_user_id, "actor": actor_user_id}
+        params = {"service": row.service_user_id, "org": org.id, "actor": actor_user_id}
         owns = session.execute(_SERVICE_OWNER, params).first() is not None
         refusal = f"You can {verb} only tokens of service users you own."
     else:
