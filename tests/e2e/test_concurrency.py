@@ -1,4 +1,5 @@
-"""R7/R9: the cap holds when many submissions arrive at once (SQLite and PostgreSQL)."""
+"""R7-R9: the caps hold when many submissions or approvals arrive at once (SQLite and
+PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from sqlmodel import func, select
 from bot.standin.harness import Running
 from storage.models import Token
 from storage.tokenformat import TOKEN_PATTERN
-from tests.e2e.conftest import ALICE
+from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, open_generate_modal
+from tests.e2e.test_service_requests import GOOD, admins, submit_request
 
 
 async def test_24_concurrent_generate_submissions_leave_exactly_10_active_tokens(
@@ -44,3 +46,46 @@ async def test_24_concurrent_generate_submissions_leave_exactly_10_active_tokens
         active = session.exec(select(func.count()).where(Token.state == "active")).one()
         total = session.exec(select(func.count()).select_from(Token)).one()
     assert active == 10 and total == 10
+
+
+async def test_30_approvals_clicked_at_once_leave_exactly_20_active_service_tokens(
+    env: Running,
+) -> None:
+    admins(env)  # bob and carol approve
+    copies = []
+    for n in range(30):
+        mark = len(env.standin.calls)
+        response = await submit_request(
+            env, {**GOOD, "name": {"value": f"svc-{n:02d}"}}, ["api:read"]
+        )
+        assert response.status_code == 200 and response.content == b""
+        bobs = await env.standin.wait_for(
+            "chat.postMessage", lambda c: c.args.get("channel") == "D0BOB", after=mark
+        )
+        copies.append(bobs)
+    mark = len(env.standin.calls)
+    responses = await asyncio.gather(
+        *(env.slack.click(copy, "approve_request", BOB) for copy in copies)
+    )
+    assert all(r.status_code == 200 for r in responses)
+    refusals = await eventually(
+        lambda: [c for c in env.standin.calls[mark:] if c.method == "chat.postEphemeral"],
+        lambda found: len(found) >= 10,
+    )
+    assert len(refusals) == 10
+    assert all("the limit is 20 per organization" in c.text_content() for c in refusals)
+    shown = await eventually(
+        lambda: [
+            c
+            for c in env.standin.calls[mark:]
+            if c.method == "response_url" and "tbs_" in c.text_content()
+        ],
+        lambda found: len(found) >= 20,
+    )
+    secrets = {s for c in shown for s in TOKEN_PATTERN.findall(c.text_content())}
+    assert len(shown) == 20 and len(secrets) == 20  # each shown once, to the requester
+    with env.db.read() as session:
+        active = session.exec(
+            select(func.count()).where(Token.state == "active", Token.kind == "service")
+        ).one()
+    assert active == 20
