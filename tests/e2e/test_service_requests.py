@@ -114,6 +114,21 @@ async def test_two_approvers_at_once_give_one_token(env: Running) -> None:
     assert len([c for c in env.standin.calls[mark:] if c.method == "chat.update"]) == 2
 
 
+async def test_a_double_click_gives_one_token_and_updates_each_copy_once(env: Running) -> None:
+    copies = await requested(env)
+    mark = len(env.standin.calls)
+    await asyncio.gather(approve(env, copies[0], BOB), approve(env, copies[0], BOB))
+    await env.standin.wait_for("response_url", lambda c: "tbs_" in c.text_content(), after=mark)
+    refusal = await env.standin.wait_for(
+        "chat.postEphemeral", lambda c: "already approved" in c.text_content(), after=mark
+    )
+    assert refusal.args["user"] == BOB
+    issued = [e for e in audit.events(env.db, "T0TOKENBOT") if e.action == "token.issued"]
+    assert len(issued) == 1
+    updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
+    assert sorted(c.args["channel"] for c in updates) == ["D0BOB", "D0CAROL"]
+
+
 async def test_people_without_standing_are_refused_and_nothing_changes(env: Running) -> None:
     copies = await requested(env)
     env.standin.users[ALICE]["is_admin"] = True  # an admin, but the requester
