@@ -260,15 +260,33 @@ def report_message(report: Report) -> Message:
     return {"text": "tokenbot report", "blocks": [_section("\n".join(lines))]}
 
 
-# Slack allows 50 blocks in a message: a header, two blocks per service user, a footer.
-LIST_MAX = 23
+BLOCKS_MAX = 50  # Slack's limit for one message
+PURPOSE_SHOWN, OWNERS_SHOWN, NAMES_SHOWN = 200, 10, 30
 
 
-def _service_token_line(info: TokenInfo) -> str:
-    return (
-        f"`{info.hint}` *{_escape(info.name)}* · last used {when(info.last_used_at)} · "
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _service_header(service: ServiceUserInfo) -> dict[str, Any]:
+    scopes = " ".join(f"`{_escape(s)}`" for s in service.scopes)
+    owners = ", ".join(f"<@{o}>" for o in service.owners[:OWNERS_SHOWN]) or "none active"
+    if len(service.owners) > OWNERS_SHOWN:
+        owners += f" and {len(service.owners) - OWNERS_SHOWN} more"
+    purpose = _escape(_clip(service.purpose, PURPOSE_SHOWN)) or "—"
+    tokens = "" if service.tokens else "\nNo active tokens."
+    return _section(
+        f"*{_escape(service.name)}* · {purpose}\nPermissions: {scopes} · owners: {owners}{tokens}"
+    )
+
+
+def _service_token(info: TokenInfo) -> dict[str, Any]:
+    """One token, with its Revoke button (R16)."""
+    text = (
+        f"`{info.hint}` *{_escape(info.name)}*\nLast used {when(info.last_used_at)} · "
         f"expires if unused by {when(info.cutoff_at)}"
     )
+    return _section(text, revoke_button(info, SERVICE_REVOKE_ACTION))
 
 
 def service_list_message(
@@ -287,26 +305,17 @@ def service_list_message(
         return {"text": notice or text, "blocks": blocks}
     whose = "All service users" if admin else "Your service users"
     blocks.append(_section(f"*{whose}* ({len(services)})"))
-    for service in services[:LIST_MAX]:
-        scopes = " ".join(f"`{_escape(s)}`" for s in service.scopes)
-        owners = ", ".join(f"<@{o}>" for o in service.owners) or "none active"
-        lines = [
-            f"*{_escape(service.name)}* · {_escape(service.purpose) or '—'}",
-            f"Permissions: {scopes} · owners: {owners}",
-        ]
-        lines += [_service_token_line(t) for t in service.tokens] or ["No active tokens."]
-        blocks.append(_section("\n".join(lines)))
-        if service.tokens:
-            buttons = [
-                {
-                    **revoke_button(t, SERVICE_REVOKE_ACTION),
-                    "text": _plain(f"Revoke {t.hint}"),
-                }
-                for t in service.tokens
-            ]
-            blocks.append({"type": "actions", "elements": buttons[:25]})
-    if len(services) > LIST_MAX:
-        blocks.append(_context(f"and {len(services) - LIST_MAX} more service users."))
+    shown = 0
+    for service in services:
+        more = [_service_header(service)] + [_service_token(t) for t in service.tokens]
+        if len(blocks) + len(more) > BLOCKS_MAX - 1:  # room for the line below
+            break
+        blocks += more
+        shown += 1
+    if shown < len(services):
+        blocks.append(
+            _context(f"and {len(services) - shown} more service users that do not fit here.")
+        )
     total = sum(len(s.tokens) for s in services)
     return {
         "text": notice or f"{len(services)} service user(s), {total} active token(s).",
@@ -339,7 +348,9 @@ def digest_message(requests: list[RequestInfo], command: str) -> Message:
 def orphaned_message(member: str, names: list[str], command: str) -> Message:
     """To the admins: a deactivated member was the only owner of these service users
     (R17). Their tokens keep working."""
-    listed = ", ".join(f"*{_escape(n)}*" for n in names)
+    listed = ", ".join(f"*{_escape(n)}*" for n in names[:NAMES_SHOWN])
+    if len(names) > NAMES_SHOWN:
+        listed += f" and {len(names) - NAMES_SHOWN} more"
     text = (
         f"<@{member}> was deactivated and was the only owner of the service user(s) "
         f"{listed}. Their tokens keep working, but nobody will be reminded before they "
