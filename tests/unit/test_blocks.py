@@ -15,7 +15,7 @@ def within_slack_limits(message: dict) -> None:
     for block in message["blocks"]:
         text = block.get("text", {}).get("text", "")
         assert len(text) <= 3000, text[:80]
-        elements = block.get("elements", []) + [block.get("accessory") or {}]
+        elements = [*block.get("elements", []), block.get("accessory") or {}]
         for element in elements:
             if element.get("type") == "button":
                 assert len(element["text"]["text"]) <= 75
