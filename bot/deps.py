@@ -37,3 +37,12 @@ def org_of(context: Any) -> str:
     if context.get("is_enterprise_install") and context.get("enterprise_id"):
         return str(context["enterprise_id"])
     return str(context["team_id"])
+
+
+async def workspace_of(client: Any) -> str:
+    """The organization the app's bot token serves (``auth.test``): the enterprise for
+    org-wide installs."""
+    who = await client.auth_test()
+    if who.get("is_enterprise_install") and who.get("enterprise_id"):
+        return str(who["enterprise_id"])
+    return str(who["team_id"])

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.deps import Deps
+from bot.deps import Deps, workspace_of
 from bot.notify import deliver_digests, deliver_notices, update_request_copies
 from bot.profiles import apply_profile
 from storage import approvals, events, members, sweep
@@ -39,8 +39,7 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
 async def reconcile_members(deps: Deps, client: AsyncWebClient) -> int:
     """Bring every member's profile in line with ``users.list``: catches deactivations
     whose events never arrived (R17). Returns how many members were deactivated."""
-    who = await client.auth_test()
-    org = str(who.get("enterprise_id") if who.get("is_enterprise_install") else who["team_id"])
+    org = await workspace_of(client)
     deactivated = 0
     async for page in await client.users_list(limit=200):
         for user in page.get("members") or []:

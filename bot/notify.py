@@ -21,6 +21,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 from bot import approvers
 from bot.blocks import service as service_blocks
 from bot.blocks import tokens as token_blocks
+from bot.deps import workspace_of
 from storage import approvals, digests, notices
 from storage.approvals import RequestInfo
 from storage.models import NoticeKind
@@ -194,31 +195,41 @@ async def _dm(client: AsyncWebClient, user_id: str, message: dict[str, Any]) -> 
 async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
     """Remind each approver, once a day, of the requests that have waited a day or more
     for a decision they may make (R25); return how many digests were sent. A digest that
-    cannot be delivered is given back, and a later sweep tries again that day."""
-    sent = 0
+    cannot be delivered is given back, and a later sweep tries again that day. Only the
+    organization the bot token serves is considered: its approvers see only its requests
+    (R10)."""
     now = deps.clock()
-    for org in await deps.call(digests.orgs_with_waiting_requests, deps.db, now):
-        pending = await deps.call(approvals.pending_requests, deps.db, org)
-        try:
-            people = await approvers.approvers(client, deps.settings)
-        except Exception as error:
-            log.info("approvers not known (%s); digests wait for a later sweep", _why(error))
+    due = await deps.call(digests.orgs_due, deps.db, now)
+    if not due:
+        return 0  # nothing waits, or the day's digests are all out: no call to Slack
+    try:
+        org = await workspace_of(client)
+        if org not in due:
+            return 0
+        people = await approvers.approvers(client, deps.settings)
+    except Exception as error:
+        log.info("approvers not known (%s); digests wait for a later sweep", _why(error))
+        return 0
+    pending = await deps.call(approvals.pending_requests, deps.db, org)
+    sent, failed = 0, False
+    for approver in people:
+        theirs = [r for r in pending if r.requester != approver]
+        if not any(now - r.created_at >= digests.WAITING for r in theirs):
             continue
-        for approver in people:
-            theirs = [r for r in pending if r.requester != approver]
-            if not any(now - r.created_at >= digests.WAITING for r in theirs):
-                continue
-            if not await deps.call(digests.claim, deps.db, org, approver, now):
-                continue  # sent today already, here or by another replica
-            try:
-                await _dm(
-                    client, approver, service_blocks.digest_message(theirs, deps.settings.command)
-                )
-            except Exception as error:
-                await deps.call(digests.release, deps.db, org, approver, now)
-                log.info("digest to %s not delivered (%s); will retry", approver, _why(error))
-                continue
-            sent += 1
+        if not await deps.call(digests.claim, deps.db, org, approver, now):
+            continue  # sent today already, here or by another replica
+        try:
+            await _dm(
+                client, approver, service_blocks.digest_message(theirs, deps.settings.command)
+            )
+        except Exception as error:
+            await deps.call(digests.release, deps.db, org, approver, now)
+            log.info("digest to %s not delivered (%s); will retry", approver, _why(error))
+            failed = True
+            continue
+        sent += 1
+    if not failed:
+        await deps.call(digests.all_sent, deps.db, org, now)
     return sent
 
 

@@ -12,12 +12,12 @@ import sqlalchemy as sa
 from bot.jobs import sweep_and_deliver
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from bot.standin.server import Call
-from storage import audit, tokenformat
+from storage import approvals, audit, tokenformat
 from storage.models import Member
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, run_command
 from tests.e2e.test_members import deliver, envelope
-from tests.e2e.test_service_requests import CAROL, approve, requested
+from tests.e2e.test_service_requests import CAROL, admins, approve, requested
 
 ORG = "T0TOKENBOT"
 NOBODY = "U0NOBODY"
@@ -144,7 +144,9 @@ async def test_approvers_get_one_digest_a_day_while_requests_wait(env: Running) 
     clock.advance(DAY)
     mark = len(env.standin.calls)
     await sweep_and_deliver(env.deps, env.slack_app_client)
+    again = len(env.standin.calls)
     await sweep_and_deliver(env.deps, env.slack_app_client)  # once a day, not once a sweep
+    assert env.standin.calls[again:] == []  # not even a question to Slack
     for channel in ("D0BOB", "D0CAROL"):
         [digest] = dms_to(env, channel, mark)
         text = digest.text_content()
@@ -155,6 +157,25 @@ async def test_approvers_get_one_digest_a_day_while_requests_wait(env: Running) 
     mark = len(env.standin.calls)
     await sweep_and_deliver(env.deps, env.slack_app_client)
     assert len(dms_to(env, "D0BOB", mark)) == 1
+
+
+async def test_digests_tell_only_of_this_workspaces_requests(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    admins(env)
+    approvals.request_service_token(
+        env.db,
+        "T0ELSEWHERE",
+        "U0STRANGER",
+        name="their-svc",
+        purpose="theirs",
+        scopes=["api:read"],
+        justification="theirs",
+        now=clock(),
+    )
+    clock.advance(DAY)
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    assert not [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
 
 
 async def test_a_digest_slack_refuses_is_sent_by_a_later_sweep_that_day(env: Running) -> None:

@@ -165,12 +165,15 @@ def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
         justification="needed",
         now=NOW,
     )
-    assert digests.orgs_with_waiting_requests(db, NOW + timedelta(hours=23)) == []
+    assert digests.orgs_due(db, NOW + timedelta(hours=23)) == []
     later = NOW + DAY
-    assert digests.orgs_with_waiting_requests(db, later) == [ORG]
+    assert digests.orgs_due(db, later) == [ORG]
     assert digests.claim(db, ORG, APPROVER, later) is True
     assert digests.claim(db, ORG, APPROVER, later + timedelta(hours=5)) is False
     assert digests.claim(db, ORG, OTHER, later) is True
     digests.release(db, ORG, OTHER, later)  # its delivery failed: it may go again
     assert digests.claim(db, ORG, OTHER, later) is True
     assert digests.claim(db, ORG, APPROVER, later + DAY) is True
+    digests.all_sent(db, ORG, later)  # the day's round is complete: no more asking Slack
+    assert digests.orgs_due(db, later + timedelta(hours=1)) == []
+    assert digests.orgs_due(db, later + DAY) == [ORG]
