@@ -10,7 +10,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps, workspace_of
-from bot.notify import deliver_digests, deliver_notices, update_request_copies
+from bot.notify import (
+    deliver_digests,
+    deliver_notices,
+    deliver_ownerless_reports,
+    update_request_copies,
+)
 from bot.profiles import apply_profile
 from storage import approvals, events, members, sweep
 
@@ -25,6 +30,7 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
         await update_request_copies(deps, client, request)
     sent = await deliver_notices(deps, client)
     sent += await deliver_digests(deps, client)
+    sent += await deliver_ownerless_reports(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
     if report.expired or report.reminded or sent:
         log.info(

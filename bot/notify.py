@@ -22,7 +22,7 @@ from bot import approvers
 from bot.blocks import service as service_blocks
 from bot.blocks import tokens as token_blocks
 from bot.deps import workspace_of
-from storage import approvals, digests, notices
+from storage import approvals, digests, notices, ownerless
 from storage.approvals import RequestInfo
 from storage.models import NoticeKind
 
@@ -233,21 +233,36 @@ async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
     return sent
 
 
-async def tell_admins_of_orphans(
-    deps: Deps, client: AsyncWebClient, member: str, names: list[str]
-) -> None:
-    """A deactivated member was the only owner of these service users: the admins hear
-    of it (R17)."""
-    message = service_blocks.orphaned_message(member, names, deps.settings.command)
-    try:
-        admins = await approvers.admins(client)
-    except Exception as error:
-        log.warning("admins not told of orphaned service users %s (%s)", names, _why(error))
-        return
-    for admin in admins:
-        try:
-            await _dm(client, admin, message)
-        except Exception as error:
-            log.warning(
-                "could not tell admin %s of orphaned service users (%s)", admin, _why(error)
+async def deliver_ownerless_reports(deps: Deps, client: AsyncWebClient) -> int:
+    """Tell the admins, by DM, of service users a deactivated member solely owned (R17);
+    return how many reports went out. A report no admin could be sent is tried again
+    later (the outbox keeps it)."""
+    sent = 0
+    admins: list[str] | None = None
+    while batch := await deps.call(ownerless.claim_due, deps.db, deps.clock()):
+        for report in batch:
+            message = service_blocks.orphaned_message(
+                report.member, report.service_users, deps.settings.command
             )
+            reached, error = 0, None
+            try:
+                admins = admins if admins is not None else await approvers.admins(client)
+                for admin in admins:
+                    try:
+                        await _dm(client, admin, message)
+                        reached += 1
+                    except Exception as failed:
+                        error = failed
+                        log.info(
+                            "admin %s not told of report %s (%s)", admin, report.id, _why(failed)
+                        )
+            except Exception as failed:  # the admins are not known just now
+                error = failed
+            if reached:
+                await deps.call(ownerless.mark_sent, deps.db, report.id, deps.clock())
+                sent += 1
+            else:
+                delay = _retry_delay(error, report.attempts) if error else timedelta(hours=1)
+                await deps.call(ownerless.mark_retry, deps.db, report, deps.clock(), delay)
+                log.warning("report %s to the admins will be retried in %s", report.id, delay)
+    return sent

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import replace
@@ -10,7 +11,7 @@ from datetime import datetime, timedelta
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
-from bot.notify import tell_admins_of_orphans, update_request_copies
+from bot.notify import deliver_ownerless_reports, update_request_copies
 from storage import members
 from storage.usage import ValidToken
 
@@ -39,17 +40,38 @@ class GroupDirectory:
 
 
 async def apply_profile(
-    deps: Deps, client: AsyncWebClient, org: str, profile: members.Profile, now: datetime
+    deps: Deps,
+    client: AsyncWebClient,
+    org: str,
+    profile: members.Profile,
+    now: datetime,
+    *,
+    wait: bool = True,
 ) -> members.Synced:
-    """Store a member's profile as Slack gave it, and do in Slack what a deactivation
+    """Store a member's profile as Slack gave it, then do in Slack what a deactivation
     asks (R17): the copies of their cancelled requests say so, and the admins hear of the
-    service users left with no owner."""
+    service users left with no owner. With ``wait`` False those messages go out in the
+    background, for callers that must answer now."""
     synced = await deps.call(members.sync_member, deps.db, org, profile, now)
+    if synced.cancelled or synced.orphaned:
+        follow_up = _after_deactivation(deps, client, synced)
+        if wait:
+            await follow_up
+        else:
+            task = asyncio.create_task(follow_up)
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+    return synced
+
+
+_background: set[asyncio.Task[None]] = set()  # held, so that they are not collected
+
+
+async def _after_deactivation(deps: Deps, client: AsyncWebClient, synced: members.Synced) -> None:
     for request in synced.cancelled:
         await update_request_copies(deps, client, request)
     if synced.orphaned:
-        await tell_admins_of_orphans(deps, client, profile.user_id, synced.orphaned)
-    return synced
+        await deliver_ownerless_reports(deps, client)
 
 
 async def with_current_profile(
@@ -76,7 +98,8 @@ async def with_current_profile(
         )
         return token
     profile = members.profile_from_slack(answer["user"], user_groups)
-    await apply_profile(deps, client, token.org, profile, now)
+    # The caller is an API waiting for its answer: the Slack messages go in the background.
+    await apply_profile(deps, client, token.org, profile, now, wait=False)
     if profile.deleted:
         return None
     return replace(

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from storage import approvals, audit, services
+from storage import approvals, audit, ownerless, services
 from storage.approvals import RequestInfo
 from storage.db import Database, invalidates
 from storage.models import ROLES, Token, TokenState
@@ -79,8 +79,8 @@ class Synced:
 def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime) -> Synced:
     """Store the member's profile. A member found deactivated loses their user tokens at
     once, with reason "owner deactivated", and their pending requests (R17); service
-    tokens are not touched, and the service users they solely owned are named in the
-    result (once: on the change to deactivated)."""
+    tokens are not touched, and the service users they solely owned are reported to the
+    admins through the outbox (once: on the change to deactivated)."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org.id, profile.user_id, now)
@@ -120,6 +120,8 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
         orphaned: list[str] = []
         if profile.deleted and not was_deleted:
             orphaned = services.solely_owned(session, member)
+            if orphaned:
+                ownerless.queue(session, org, profile.user_id, orphaned, now)
             audit.record(
                 session,
                 org,

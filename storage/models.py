@@ -275,3 +275,21 @@ class ApprovalDigest(SQLModel, table=True):
     recipient: str = Field(max_length=32, primary_key=True)  # a Slack user id
     day: date = Field(primary_key=True)  # in UTC
     sent_at: datetime = _at()
+
+
+class OwnerlessReport(SQLModel, table=True):
+    """To the admins: a deactivated member was the only owner of these service users
+    (R17). Queued with the deactivation itself and sent like a notice, so it is not lost
+    when Slack cannot be reached at that moment."""
+
+    __table_args__ = (sa.Index("ix_ownerlessreport_due", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organization.id")
+    member: str = Field(max_length=32)  # the deactivated member's Slack user id
+    service_users: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default="pending", max_length=16)  # pending, sent, failed
+    attempts: int = 0
+    next_attempt_at: datetime = _at()
+    created_at: datetime = _at()
+    sent_at: datetime | None = _at(nullable=True)

@@ -13,7 +13,7 @@ from bot.jobs import sweep_and_deliver
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from bot.standin.server import Call
 from storage import approvals, audit, tokenformat
-from storage.models import Member
+from storage.models import Member, OwnerlessReport
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, run_command
 from tests.e2e.test_members import deliver, envelope
@@ -198,6 +198,15 @@ def profile_at(env: Running, user_id: str):
         return session.execute(query).scalar_one()
 
 
+def reports(env: Running) -> list[tuple[str, list[str], str]]:
+    """The reports to the admins, as queued: (member, service users, status)."""
+    with env.db.read() as session:
+        query = sa.select(
+            OwnerlessReport.member, OwnerlessReport.service_users, OwnerlessReport.status
+        )
+        return [tuple(row) for row in session.execute(query)]
+
+
 async def test_a_sole_owners_deactivation_is_reported_to_the_admins_once(env: Running) -> None:
     clock = env.deps.clock = Clock()
     secret = await approved(env)
@@ -217,5 +226,33 @@ async def test_a_sole_owners_deactivation_is_reported_to_the_admins_once(env: Ru
     later = clock.advance(timedelta(minutes=1))
     await deliver(env, gone, "EvALICEGONE2")  # a second event about the same change
     await eventually(lambda: profile_at(env, ALICE), lambda at: at == later)
-    assert profile_at(env, ALICE) == later
+    # The profile and any report are written in one transaction: none was queued.
+    assert await eventually(lambda: reports(env), lambda r: r[0][2] == "sent") == [
+        (ALICE, ["ci-deployer"], "sent")
+    ]
+    await sweep_and_deliver(env.deps, env.slack_app_client)
     assert len([c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]) == 2
+
+
+def retry_at(env: Running):
+    with env.db.read() as session:
+        return session.execute(sa.select(OwnerlessReport.next_attempt_at)).scalar()
+
+
+async def test_a_report_slack_refuses_at_first_reaches_the_admins_later(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    await approved(env)
+    env.standin.fail_next("users.list", error="internal_error")  # who the admins are
+    mark = len(env.standin.calls)
+    gone = envelope("user_change__deleted_true__envelope__DERIVED.json", ALICE, "x")
+    await deliver(env, gone, "EvALICEGONE")
+    # Refused, so put back for a minute later (not held for the 5-minute lease).
+    await eventually(lambda: retry_at(env), lambda at: at == clock() + timedelta(minutes=1))
+    assert reports(env) == [(ALICE, ["ci-deployer"], "pending")]
+    assert not [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
+    clock.advance(timedelta(minutes=10))
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    told = [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
+    assert sorted(c.args["channel"] for c in told) == ["D0BOB", "D0CAROL"]
+    assert reports(env) == [(ALICE, ["ci-deployer"], "sent")]
