@@ -207,7 +207,8 @@ def _remind(
         _NEXT_NOTICE,
         {"token": token.id, "next_notice": _next_notice(org, token.cutoff_at, stage)},
     )
-    if _queue(session, org, token, to, NoticeKind.REMINDER, stage, now):
+    queued = _queue(session, org, token, to, NoticeKind.REMINDER, stage, now)
+    if queued or not to:  # nobody left to tell is on the record too
         audit.record(
             session,
             org,
@@ -215,8 +216,14 @@ def _remind(
             action="token.reminder",
             subject=f"token:{token.id}",
             now=now,
-            detail={"name": token.name, "hint": token.hint, "days_before": stage},
+            detail={
+                "name": token.name,
+                "hint": token.hint,
+                "days_before": stage,
+                "recipients": len(to),
+            },
         )
+    if queued:
         report.reminded.append((org.slack_id, token, stage))
     return True
 

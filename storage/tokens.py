@@ -290,11 +290,12 @@ def owned_active_token(
     actor_user_id: str,
     now: datetime,
     verb: str,
+    admin: bool = False,
 ) -> TokenInfo:
-    """The organization's active token ``token_id``, locked, if ``actor_user_id`` owns it:
-    their own user token, or a token of a service user they own. Else TokenNotFound or
-    NotAllowed, each with a sentence for the member."""
-    return _permitted(session, org, token_id, actor_user_id, now, verb, admin=False)[0]
+    """The organization's active token ``token_id``, locked, if ``actor_user_id`` owns it
+    (their own user token, or a token of a service user they own) or acts as an admin.
+    Else TokenNotFound or NotAllowed, each with a sentence for the member."""
+    return _permitted(session, org, token_id, actor_user_id, now, verb, admin)[0]
 
 
 def _permitted(

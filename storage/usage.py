@@ -166,12 +166,20 @@ def record_use(db: Database, token: ValidToken, now: datetime, via: str) -> Vali
 
 
 def keep_alive(
-    db: Database, org_slack_id: str, actor_user_id: str, token_id: int, now: datetime
+    db: Database,
+    org_slack_id: str,
+    actor_user_id: str,
+    token_id: int,
+    now: datetime,
+    *,
+    admin: bool = False,
 ) -> TokenInfo:
-    """Give an unused token another full period (R12). Not a use: last use is unchanged."""
+    """Give an unused token another full period (R12). Not a use: last use is unchanged.
+    Its owner may, or an admin (``admin``: the caller checked the standing in Slack),
+    who is reminded of service tokens no owner is left to keep."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        token = owned_active_token(session, org, token_id, actor_user_id, now, "keep")
+        token = owned_active_token(session, org, token_id, actor_user_id, now, "keep", admin)
         if not org.allow_keep_alive:
             raise NotAllowed("This workspace does not allow keeping unused tokens.")
         cutoff = now + org.period

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from bot.notify import Responder
 from storage import tokens, usage
 from storage.errors import NotAllowed, TokenNotFound
 from storage.tokens import TokenInfo
+
+log = logging.getLogger(__name__)
 
 
 def register(app: AsyncApp) -> None:
@@ -71,24 +74,36 @@ async def _revoke_clicked(
     """Revoke the token a Revoke button names; the sentence to show."""
     return await _act_on_token(
         action,
-        lambda token_id: _revoke(deps, client, org, user_id, token_id),
+        lambda token_id: _as_owner_or_admin(
+            deps, client, tokens.revoke_token, org, user_id, token_id
+        ),
         token_blocks.revoked_notice,
     )
 
 
-async def _revoke(
-    deps: Deps, client: AsyncWebClient, org: str, user_id: str, token_id: int
+async def _as_owner_or_admin(
+    deps: Deps,
+    client: AsyncWebClient,
+    act: Callable[..., TokenInfo],
+    org: str,
+    user_id: str,
+    token_id: int,
 ) -> TokenInfo:
-    """Revoke as the token's owner; failing that, as an admin if Slack says the member is
-    one now (R16)."""
+    """``act`` on the token as its owner; failing that, as an admin if Slack says the
+    member is one now (R16)."""
     try:
-        return await deps.call(tokens.revoke_token, deps.db, org, user_id, token_id, deps.clock())
-    except NotAllowed:
-        if not await approvers.is_admin(client, user_id):
-            raise
-    return await deps.call(
-        tokens.revoke_token, deps.db, org, user_id, token_id, deps.clock(), admin=True
-    )
+        return await deps.call(act, deps.db, org, user_id, token_id, deps.clock())
+    except NotAllowed as refused:
+        try:
+            admin = await approvers.is_admin(client, user_id)
+        except Exception as error:
+            log.warning("standing of %s not checked (%s)", user_id, type(error).__name__)
+            raise NotAllowed(
+                "Slack could not confirm your standing just now. Try again."
+            ) from error
+        if not admin:
+            raise refused
+    return await deps.call(act, deps.db, org, user_id, token_id, deps.clock(), admin=True)
 
 
 async def handle_cancel(ack: AsyncAck, respond: Responder) -> None:
@@ -116,6 +131,7 @@ async def handle_keep_alive(
     body: dict[str, Any],
     action: dict[str, Any],
     respond: Responder,
+    client: AsyncWebClient,
     context: AsyncBoltContext,
 ) -> None:
     """The reminder's "Keep for another period": a keep-alive, never a use (R12)."""
@@ -124,7 +140,7 @@ async def handle_keep_alive(
     org, user_id = org_of(context), body["user"]["id"]
     notice = await _act_on_token(
         action,
-        lambda token_id: deps.call(usage.keep_alive, deps.db, org, user_id, token_id, deps.clock()),
+        lambda token_id: _as_owner_or_admin(deps, client, usage.keep_alive, org, user_id, token_id),
         token_blocks.kept_notice,
     )
     await respond(replace_original=True, **token_blocks.text_message(notice))

@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from bot.jobs import sweep_and_deliver
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from bot.standin.server import Call
-from storage import approvals, audit, tokenformat
+from storage import approvals, audit, members, tokenformat
 from storage.models import Member, OwnerlessReport
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, run_command
@@ -256,3 +256,37 @@ async def test_a_report_slack_refuses_at_first_reaches_the_admins_later(env: Run
     told = [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
     assert sorted(c.args["channel"] for c in told) == ["D0BOB", "D0CAROL"]
     assert reports(env) == [(ALICE, ["ci-deployer"], "sent")]
+
+
+async def test_with_no_owner_left_the_admins_are_reminded_and_may_keep_it(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    secret = await approved(env)
+    bob = members.Profile(BOB, "bob", "admin", deleted=False)  # as tokenbot last saw him
+    members.sync_member(env.db, ORG, bob, clock())
+    members.sync_member(env.db, ORG, members.Profile(ALICE, "alice", "member", True), clock())
+    clock.advance(23 * DAY)
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
+    [dm] = [c for c in dms_to(env, "D0BOB", mark) if "expires in 7 days" in c.text_content()]
+    assert "of the service user *ci-deployer*" in dm.text_content()
+    await env.slack.click(dm, "keep_alive", NOBODY)  # neither owner nor admin
+    refused = await env.standin.wait_for("response_url", after=mark)
+    assert "service users you own" in refused.text_content()
+    mark = len(env.standin.calls)
+    await env.slack.click(dm, "keep_alive", BOB)
+    kept = await env.standin.wait_for("response_url", after=mark)
+    assert "Kept *ci-deployer*" in kept.text_content()
+    [event] = [e for e in audit.events(env.db, ORG) if e.action == "token.keep_alive"]
+    assert event.actor == BOB
+    assert (await introspect(env, secret))["exp"] > (clock() + 29 * DAY).timestamp()
+
+
+async def test_when_slack_cannot_confirm_an_admin_the_click_is_answered(env: Running) -> None:
+    secret = await approved(env)
+    listing = await run_command(env, "service list", ALICE)
+    env.standin.fail_next("users.info", error="internal_error")
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_service_token", CAROL)
+    answer = await env.standin.wait_for("response_url", after=mark)
+    assert "could not confirm your standing" in answer.text_content()
+    assert (await introspect(env, secret))["active"] is True

@@ -138,6 +138,17 @@ def test_a_service_token_with_no_active_owner_is_reported_to_the_known_admins(
     deactivate(db, OWNER)
     sweep.sweep(db, NOW + 23 * DAY)
     assert notices(db) == [(APPROVER, "reminder", 7)]
+    reminded = [e for e in audit.events(db, ORG) if e.action == "token.reminder"]
+    assert [e.detail["recipients"] for e in reminded] == [1]
+
+
+def test_a_reminder_nobody_can_receive_is_on_the_record(db: Database) -> None:
+    service_token(db)
+    deactivate(db, OWNER)  # no other owner, and no admin known to tokenbot
+    sweep.sweep(db, NOW + 23 * DAY)
+    assert notices(db) == []
+    [reminded] = [e for e in audit.events(db, ORG) if e.action == "token.reminder"]
+    assert (reminded.detail["days_before"], reminded.detail["recipients"]) == (7, 0)
 
 
 def test_deactivation_names_the_service_users_the_member_solely_owned_once(
