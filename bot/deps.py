@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
@@ -26,6 +26,18 @@ class Deps:
     settings: Settings
     db: Database
     clock: Callable[[], datetime] = field(default=utcnow)
+    # Answers from Slack that change rarely, kept a while by ``remember``.
+    memo: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
+
+    async def remember(self, key: str, max_age: timedelta, fetch: Callable[[], Awaitable[T]]) -> T:
+        """``fetch()``'s answer, reused while it is younger than ``max_age``."""
+        kept = self.memo.get(key)
+        now = self.clock()
+        if kept is None or now - kept[0] > max_age:
+            kept = (now, await fetch())
+            self.memo[key] = kept
+        answer: T = kept[1]
+        return answer
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous storage function in a worker thread: the loop never blocks."""

@@ -192,32 +192,39 @@ async def _dm(client: AsyncWebClient, user_id: str, message: dict[str, Any]) -> 
     await client.chat_postMessage(channel=opened["channel"]["id"], **message)
 
 
+APPROVERS_MAX_AGE = timedelta(hours=1)  # how long the sweep trusts a list of approvers
+
+
 async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
     """Remind each approver, once a day, of the requests that have waited a day or more
     for a decision they may make (R25); return how many digests were sent. A digest that
     cannot be delivered is given back, and a later sweep tries again that day. Only the
     organization the bot token serves is considered: its approvers see only its requests
-    (R10)."""
+    (R10). Who the approvers are is read from Slack at most once an hour."""
     now = deps.clock()
     due = await deps.call(digests.orgs_due, deps.db, now)
     if not due:
-        return 0  # nothing waits, or the day's digests are all out: no call to Slack
+        return 0
     try:
-        org = await workspace_of(client)
+        org = await deps.remember("workspace", timedelta(days=1), lambda: workspace_of(client))
         if org not in due:
             return 0
-        people = await approvers.approvers(client, deps.settings)
+        people = await deps.remember(
+            f"approvers:{org}",
+            APPROVERS_MAX_AGE,
+            lambda: approvers.approvers(client, deps.settings),
+        )
     except Exception as error:
         log.info("approvers not known (%s); digests wait for a later sweep", _why(error))
         return 0
     pending = await deps.call(approvals.pending_requests, deps.db, org)
-    sent, failed = 0, False
+    sent = 0
     for approver in people:
         theirs = [r for r in pending if r.requester != approver]
         if not any(now - r.created_at >= digests.WAITING for r in theirs):
             continue
         if not await deps.call(digests.claim, deps.db, org, approver, now):
-            continue  # sent today already, here or by another replica
+            continue  # sent today already (or on its way), here or by another replica
         try:
             await _dm(
                 client, approver, service_blocks.digest_message(theirs, deps.settings.command)
@@ -225,44 +232,41 @@ async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
         except Exception as error:
             await deps.call(digests.release, deps.db, org, approver, now)
             log.info("digest to %s not delivered (%s); will retry", approver, _why(error))
-            failed = True
             continue
         sent += 1
-    if not failed:
-        await deps.call(digests.all_sent, deps.db, org, now)
     return sent
 
 
 async def deliver_ownerless_reports(deps: Deps, client: AsyncWebClient) -> int:
-    """Tell the admins, by DM, of service users a deactivated member solely owned (R17);
-    return how many reports went out. A report no admin could be sent is tried again
-    later (the outbox keeps it)."""
+    """Tell the admins, by DM, of service users a deactivated member of the bot's own
+    organization solely owned (R17, R10); return how many reports went out. A report no
+    admin could be sent is tried again later (the outbox keeps it)."""
     sent = 0
-    admins: list[str] | None = None
-    while batch := await deps.call(ownerless.claim_due, deps.db, deps.clock()):
-        for report in batch:
-            message = service_blocks.orphaned_message(
-                report.member, report.service_users, deps.settings.command
-            )
-            reached, error = 0, None
-            try:
-                admins = admins if admins is not None else await approvers.admins(client)
-                for admin in admins:
-                    try:
-                        await _dm(client, admin, message)
-                        reached += 1
-                    except Exception as failed:
-                        error = failed
-                        log.info(
-                            "admin %s not told of report %s (%s)", admin, report.id, _why(failed)
-                        )
-            except Exception as failed:  # the admins are not known just now
-                error = failed
-            if reached:
-                await deps.call(ownerless.mark_sent, deps.db, report.id, deps.clock())
-                sent += 1
-            else:
-                delay = _retry_delay(error, report.attempts) if error else timedelta(hours=1)
-                await deps.call(ownerless.mark_retry, deps.db, report, deps.clock(), delay)
-                log.warning("report %s to the admins will be retried in %s", report.id, delay)
+    try:
+        org = await deps.remember("workspace", timedelta(days=1), lambda: workspace_of(client))
+    except Exception as error:
+        log.info("workspace not known (%s); reports wait for a later sweep", _why(error))
+        return 0
+    while report := await deps.call(ownerless.claim_next, deps.db, org, deps.clock()):
+        message = service_blocks.orphaned_message(
+            report.member, report.service_users, deps.settings.command
+        )
+        reached, error = 0, None
+        try:
+            for admin in await approvers.admins(client):
+                try:
+                    await _dm(client, admin, message)
+                    reached += 1
+                except Exception as failed:
+                    error = failed
+                    log.info("admin %s not told of report %s (%s)", admin, report.id, _why(failed))
+        except Exception as failed:  # the admins are not known just now
+            error = failed
+        if reached:
+            await deps.call(ownerless.mark_sent, deps.db, report, deps.clock())
+            sent += 1
+        else:
+            delay = _retry_delay(error, report.attempts) if error else timedelta(hours=1)
+            await deps.call(ownerless.mark_retry, deps.db, report, deps.clock(), delay)
+            log.warning("report %s to the admins will be retried in %s", report.id, delay)
     return sent

@@ -60,11 +60,17 @@ async def apply_profile(
         else:
             task = asyncio.create_task(follow_up)
             _background.add(task)
-            task.add_done_callback(_background.discard)
+            task.add_done_callback(_settled)
     return synced
 
 
 _background: set[asyncio.Task[None]] = set()  # held, so that they are not collected
+
+
+def _settled(task: asyncio.Task[None]) -> None:
+    _background.discard(task)
+    if not task.cancelled() and (error := task.exception()) is not None:
+        log.warning("follow-up of a deactivation failed (%s)", type(error).__name__)
 
 
 async def _after_deactivation(deps: Deps, client: AsyncWebClient, synced: members.Synced) -> None:

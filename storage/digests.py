@@ -15,19 +15,12 @@ REQUEST = ApprovalRequest.__table__  # type: ignore[attr-defined]
 # A request is worth a reminder once it has waited this long: the approvers were sent
 # the request itself when it was made.
 WAITING = timedelta(days=1)
-# The recipient of the row that says the organization's digests of the day are all out.
-DONE = "*"
-
-_DONE_TODAY = sa.select(DIGEST.c.org_id).where(
-    DIGEST.c.org_id == ORG.c.id, DIGEST.c.recipient == DONE, DIGEST.c.day == sa.bindparam("day")
-)
 _WAITING_ORGS = (
     sa.select(ORG.c.slack_id)
     .select_from(REQUEST.join(ORG, REQUEST.c.org_id == ORG.c.id))
     .where(
         REQUEST.c.state == RequestState.PENDING,
         REQUEST.c.created_at <= sa.bindparam("since"),
-        ~_DONE_TODAY.exists(),
     )
     .distinct()
     .order_by(ORG.c.slack_id)
@@ -35,11 +28,9 @@ _WAITING_ORGS = (
 
 
 def orgs_due(db: Database, now: datetime) -> list[str]:
-    """The organizations (Slack ids) with a request pending for a day or more whose
-    digests of the day are not all out yet."""
+    """The organizations (Slack ids) with a request pending for a day or more."""
     with db.read() as session:
-        params = {"since": now - WAITING, "day": now.date()}
-        return list(session.execute(_WAITING_ORGS, params).scalars())
+        return list(session.execute(_WAITING_ORGS, {"since": now - WAITING}).scalars())
 
 
 def _key(org_id: int, recipient: str, now: datetime) -> dict[str, object]:
@@ -54,12 +45,6 @@ def claim(db: Database, org_slack_id: str, recipient: str, now: datetime) -> boo
         if org is None:
             return False
         return _insert_ignore(session, DIGEST, {**_key(org.id, recipient, now), "sent_at": now})
-
-
-def all_sent(db: Database, org_slack_id: str, now: datetime) -> None:
-    """Every approver of the organization has the day's digest: later sweeps that day
-    need not ask Slack who the approvers are."""
-    claim(db, org_slack_id, DONE, now)
 
 
 def release(db: Database, org_slack_id: str, recipient: str, now: datetime) -> None:

@@ -26,7 +26,11 @@ class TokenNotFound(TokenbotError):
 
 
 class NotAllowed(TokenbotError):
-    pass
+    """The member may not do this to that token (an admin might)."""
+
+
+class PolicyForbids(TokenbotError):
+    """The organization's policy forbids it, whoever asks."""
 
 
 @dataclass

@@ -36,12 +36,19 @@ _DUE = (
         REPORT.c.attempts,
     )
     .select_from(REPORT.join(ORG, REPORT.c.org_id == ORG.c.id))
-    .where(REPORT.c.status == "pending", REPORT.c.next_attempt_at <= sa.bindparam("now"))
+    .where(
+        ORG.c.slack_id == sa.bindparam("org"),
+        REPORT.c.status == "pending",
+        REPORT.c.next_attempt_at <= sa.bindparam("now"),
+    )
     .order_by(REPORT.c.next_attempt_at, REPORT.c.id)
-    .limit(20)
+    .limit(1)
     .with_for_update(of=REPORT, skip_locked=True)
 )
 _UPDATE = sa.update(REPORT).where(REPORT.c.id == sa.bindparam("report"))
+# Only the holder of the latest claim may settle a report: a deliverer whose lease ran
+# out and was taken over changes nothing.
+_SETTLE = _UPDATE.where(REPORT.c.status == "pending", REPORT.c.attempts == sa.bindparam("claimed"))
 
 
 def queue(
@@ -62,24 +69,25 @@ def queue(
     )
 
 
-def claim_due(db: Database, now: datetime) -> list[ReportToSend]:
-    """Reports due at ``now``, each leased to the caller for LEASE."""
+def claim_next(db: Database, org_slack_id: str, now: datetime) -> ReportToSend | None:
+    """The organization's next report due at ``now``, leased to the caller for LEASE."""
     with db.write() as session:
-        rows = session.execute(_DUE, {"now": now}).all()
-        for row in rows:
-            session.execute(
-                _UPDATE.values(next_attempt_at=now + LEASE, attempts=REPORT.c.attempts + 1),
-                {"report": row.id},
-            )
-        return [
-            ReportToSend(row.id, row.org, row.member, list(row.service_users), row.attempts + 1)
-            for row in rows
-        ]
+        row = session.execute(_DUE, {"org": org_slack_id, "now": now}).first()
+        if row is None:
+            return None
+        session.execute(
+            _UPDATE.values(next_attempt_at=now + LEASE, attempts=REPORT.c.attempts + 1),
+            {"report": row.id},
+        )
+        return ReportToSend(row.id, row.org, row.member, list(row.service_users), row.attempts + 1)
 
 
-def mark_sent(db: Database, report_id: int, now: datetime) -> None:
+def mark_sent(db: Database, report: ReportToSend, now: datetime) -> None:
     with db.write() as session:
-        session.execute(_UPDATE.values(status="sent", sent_at=now), {"report": report_id})
+        session.execute(
+            _SETTLE.values(status="sent", sent_at=now),
+            {"report": report.id, "claimed": report.attempts},
+        )
 
 
 def mark_retry(db: Database, report: ReportToSend, now: datetime, delay: timedelta) -> None:
@@ -87,5 +95,6 @@ def mark_retry(db: Database, report: ReportToSend, now: datetime, delay: timedel
     status = "failed" if report.attempts >= MAX_ATTEMPTS else "pending"
     with db.write() as session:
         session.execute(
-            _UPDATE.values(status=status, next_attempt_at=now + delay), {"report": report.id}
+            _SETTLE.values(status=status, next_attempt_at=now + delay),
+            {"report": report.id, "claimed": report.attempts},
         )

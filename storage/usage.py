@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from storage import audit, tokenformat
 from storage.db import Database
-from storage.errors import NotAllowed
+from storage.errors import NotAllowed, PolicyForbids
 from storage.models import Member, Organization, ServiceUser, Token, TokenState
 from storage.orgs import lock_org
 from storage.tokenformat import TokenKind
@@ -175,13 +175,16 @@ def keep_alive(
     admin: bool = False,
 ) -> TokenInfo:
     """Give an unused token another full period (R12). Not a use: last use is unchanged.
-    Its owner may, or an admin (``admin``: the caller checked the standing in Slack),
-    who is reminded of service tokens no owner is left to keep."""
+    Its owner may; so may an admin (``admin``: the caller checked the standing in Slack)
+    for a service token, as admins are reminded of those no owner is left to keep.
+    Raises PolicyForbids when the organization does not allow it."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        token = owned_active_token(session, org, token_id, actor_user_id, now, "keep", admin)
         if not org.allow_keep_alive:
-            raise NotAllowed("This workspace does not allow keeping unused tokens.")
+            raise PolicyForbids("This workspace does not allow keeping unused tokens.")
+        token = owned_active_token(session, org, token_id, actor_user_id, now, "keep", admin)
+        if admin and token.kind != TokenKind.SERVICE:
+            raise NotAllowed("You can keep only your own tokens.")
         cutoff = now + org.period
         session.execute(
             _KEEP_ALIVE,

@@ -100,7 +100,7 @@ def service_request_modal(catalogue: list[str], private_metadata: str) -> dict[s
 
 def _request_summary(request: RequestInfo) -> str:
     kind = "a new service user" if request.service_user_id is None else "service user"
-    scopes = " ".join(f"`{_escape(s)}`" for s in request.scopes)
+    scopes = _scope_list(request.scopes)
     return (
         f"<@{request.requester}> asks for a token for {kind} *{_escape(request.name)}*\n"
         f"*Permissions:* {scopes}\n*Purpose:* {_escape(request.purpose) or '—'}\n"
@@ -261,15 +261,22 @@ def report_message(report: Report) -> Message:
 
 
 BLOCKS_MAX = 50  # Slack's limit for one message
-PURPOSE_SHOWN, OWNERS_SHOWN, NAMES_SHOWN = 200, 10, 30
+PURPOSE_SHOWN, OWNERS_SHOWN, SCOPES_SHOWN, NAMES_SHOWN = 200, 10, 20, 30
 
 
 def _clip(text: str, limit: int) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def _scope_list(scopes: list[str]) -> str:
+    """Permissions as code spans; a long catalogue is cut short (Slack's 3000 characters)."""
+    shown = " ".join(f"`{_escape(_clip(s, 40))}`" for s in scopes[:SCOPES_SHOWN])
+    more = len(scopes) - SCOPES_SHOWN
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
 def _service_header(service: ServiceUserInfo) -> dict[str, Any]:
-    scopes = " ".join(f"`{_escape(s)}`" for s in service.scopes)
+    scopes = _scope_list(service.scopes)
     owners = ", ".join(f"<@{o}>" for o in service.owners[:OWNERS_SHOWN]) or "none active"
     if len(service.owners) > OWNERS_SHOWN:
         owners += f" and {len(service.owners) - OWNERS_SHOWN} more"
@@ -332,7 +339,7 @@ def digest_message(requests: list[RequestInfo], command: str) -> Message:
     blocks += [
         _section(
             f"<@{r.requester}> asks for *{_escape(r.name)}* "
-            f"({' '.join(f'`{_escape(s)}`' for s in r.scopes)}) since {when(r.created_at)}; "
+            f"({_scope_list(r.scopes)}) since {when(r.created_at)}; "
             f"expires unanswered {when(r.expires_at)}."
         )
         for r in requests[:DIGEST_MAX]

@@ -17,7 +17,7 @@ from bot.listeners.service import service_list
 from bot.listeners.views import cap_reached, open_generate_modal
 from bot.notify import Responder
 from storage import tokens, usage
-from storage.errors import NotAllowed, TokenNotFound
+from storage.errors import NotAllowed, PolicyForbids, TokenNotFound
 from storage.tokens import TokenInfo
 
 log = logging.getLogger(__name__)
@@ -157,5 +157,5 @@ async def _act_on_token(
         return done(await act(token_id))
     except ValueError:
         return "That button is out of date. Run the command again."
-    except (TokenNotFound, NotAllowed) as refused:
+    except (TokenNotFound, NotAllowed, PolicyForbids) as refused:
         return str(refused)

@@ -17,7 +17,14 @@ from storage.models import Member, OwnerlessReport
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, run_command
 from tests.e2e.test_members import deliver, envelope
-from tests.e2e.test_service_requests import CAROL, admins, approve, requested
+from tests.e2e.test_service_requests import (
+    CAROL,
+    GOOD,
+    admins,
+    approve,
+    requested,
+    submit_request,
+)
 
 ORG = "T0TOKENBOT"
 NOBODY = "U0NOBODY"
@@ -172,10 +179,40 @@ async def test_digests_tell_only_of_this_workspaces_requests(env: Running) -> No
         justification="theirs",
         now=clock(),
     )
+    await submit_request(env, GOOD, ["api:read"])  # one of this workspace's, too
     clock.advance(DAY)
     mark = len(env.standin.calls)
     await sweep_and_deliver(env.deps, env.slack_app_client)
+    [digest] = dms_to(env, "D0BOB", mark)
+    assert "ci-deployer" in digest.text_content()
+    assert "their-svc" not in digest.text_content()
+    assert "U0STRANGER" not in digest.text_content()
+
+
+async def test_reports_tell_only_of_this_workspaces_members(env: Running) -> None:
+    admins(env)
+    bob = members.Profile(BOB, "bob", "admin", deleted=False)
+    members.sync_member(env.db, "T0ELSEWHERE", bob, env.deps.clock())
+    approvals.request_service_token(
+        env.db,
+        "T0ELSEWHERE",
+        "U0STRANGER",
+        name="their-svc",
+        purpose="theirs",
+        scopes=["api:read"],
+        justification="theirs",
+        now=env.deps.clock(),
+    )
+    [pending] = approvals.pending_requests(env.db, "T0ELSEWHERE")
+    approvals.decide(
+        env.db, "T0ELSEWHERE", pending.id, BOB, approve=True, reason=None, now=env.deps.clock()
+    )
+    gone = members.Profile("U0STRANGER", None, "member", deleted=True)
+    assert members.sync_member(env.db, "T0ELSEWHERE", gone, env.deps.clock()).orphaned
+    mark = len(env.standin.calls)
+    await sweep_and_deliver(env.deps, env.slack_app_client)
     assert not [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
+    assert reports(env) == [("U0STRANGER", ["their-svc"], "pending")]
 
 
 async def test_a_digest_slack_refuses_is_sent_by_a_later_sweep_that_day(env: Running) -> None:

@@ -42,7 +42,7 @@ def test_the_service_list_of_a_large_organization_fits_in_one_message() -> None:
             id=n,
             name=f"service-{n:03d}",
             purpose="p" * 500,
-            scopes=["api:read", "api:write", "reports:read", "billing:read"],
+            scopes=[f"scope:{'s' * 60}-{m}" for m in range(80)],
             owners=[f"U{m:010d}" for m in range(40)],
             tokens=[token(n * 100 + t) for t in range(20 if n == 0 else n % 3)],
         )

@@ -185,6 +185,42 @@ def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
     digests.release(db, ORG, OTHER, later)  # its delivery failed: it may go again
     assert digests.claim(db, ORG, OTHER, later) is True
     assert digests.claim(db, ORG, APPROVER, later + DAY) is True
-    digests.all_sent(db, ORG, later)  # the day's round is complete: no more asking Slack
-    assert digests.orgs_due(db, later + timedelta(hours=1)) == []
-    assert digests.orgs_due(db, later + DAY) == [ORG]
+
+
+def test_an_admin_keeps_service_tokens_alive_but_not_members_own(db: Database) -> None:
+    issued = service_token(db)
+    personal = tokens.issue_user_token(db, ORG, OWNER, "laptop", NOW)
+    kept = usage.keep_alive(db, ORG, APPROVER, issued.info.id, NOW + DAY, admin=True)
+    assert kept.cutoff_at == NOW + DAY + timedelta(days=30)
+    with pytest.raises(NotAllowed, match="only your own tokens"):
+        usage.keep_alive(db, ORG, APPROVER, personal.info.id, NOW + DAY, admin=True)
+
+
+def test_when_the_workspace_forbids_keeping_nobody_keeps(db: Database) -> None:
+    from storage.errors import PolicyForbids
+    from storage.models import Organization
+
+    issued = service_token(db)
+    with db.write() as session:
+        session.execute(sa.update(Organization.__table__).values(allow_keep_alive=False))
+    with pytest.raises(PolicyForbids, match="does not allow"):
+        usage.keep_alive(db, ORG, OWNER, issued.info.id, NOW + DAY)
+
+
+def test_ownerless_reports_are_claimed_per_organization_once_and_settled_by_the_claimer(
+    db: Database,
+) -> None:
+    from storage import ownerless
+
+    service_token(db)
+    deactivate(db, OWNER)
+    assert ownerless.claim_next(db, "T0ELSEWHERE", NOW) is None  # R10
+    first = ownerless.claim_next(db, ORG, NOW)
+    assert (first.member, first.service_users) == (OWNER, ["ci-deployer"])
+    assert ownerless.claim_next(db, ORG, NOW) is None  # leased
+    later = NOW + ownerless.LEASE + timedelta(seconds=1)
+    second = ownerless.claim_next(db, ORG, later)  # the first claimer's lease ran out
+    assert second.id == first.id and second.attempts == 2
+    ownerless.mark_sent(db, second, later)
+    ownerless.mark_retry(db, first, later, timedelta(minutes=1))  # stale: changes nothing
+    assert ownerless.claim_next(db, ORG, later + DAY) is None
