@@ -17,14 +17,7 @@ from storage.models import Member, OwnerlessReport
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, run_command
 from tests.e2e.test_members import deliver, envelope
-from tests.e2e.test_service_requests import (
-    CAROL,
-    GOOD,
-    admins,
-    approve,
-    requested,
-    submit_request,
-)
+from tests.e2e.test_service_requests import CAROL, admins, approve, requested
 
 ORG = "T0TOKENBOT"
 NOBODY = "U0NOBODY"
@@ -168,7 +161,7 @@ async def test_approvers_get_one_digest_a_day_while_requests_wait(env: Running) 
 
 async def test_digests_tell_only_of_this_workspaces_requests(env: Running) -> None:
     clock = env.deps.clock = Clock()
-    admins(env)
+    await requested(env)  # one of this workspace's, routed
     approvals.request_service_token(
         env.db,
         "T0ELSEWHERE",
@@ -179,7 +172,6 @@ async def test_digests_tell_only_of_this_workspaces_requests(env: Running) -> No
         justification="theirs",
         now=clock(),
     )
-    await submit_request(env, GOOD, ["api:read"])  # one of this workspace's, too
     clock.advance(DAY)
     mark = len(env.standin.calls)
     await sweep_and_deliver(env.deps, env.slack_app_client)
