@@ -192,7 +192,13 @@ async def _dm(client: AsyncWebClient, user_id: str, message: dict[str, Any]) -> 
     await client.chat_postMessage(channel=opened["channel"]["id"], **message)
 
 
-APPROVERS_MAX_AGE = timedelta(hours=1)  # how long the sweep trusts a list of approvers
+PEOPLE_MAX_AGE = timedelta(hours=1)  # how long the sweep trusts a list of approvers or admins
+
+
+async def _own_workspace(deps: Deps, client: AsyncWebClient) -> str:
+    """The organization the bot token serves: it does not change, so Slack is asked once
+    a day at most."""
+    return await deps.remember("workspace", timedelta(days=1), lambda: workspace_of(client))
 
 
 async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
@@ -206,12 +212,12 @@ async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
     if not due:
         return 0
     try:
-        org = await deps.remember("workspace", timedelta(days=1), lambda: workspace_of(client))
+        org = await _own_workspace(deps, client)
         if org not in due:
             return 0
         people = await deps.remember(
             f"approvers:{org}",
-            APPROVERS_MAX_AGE,
+            PEOPLE_MAX_AGE,
             lambda: approvers.approvers(client, deps.settings),
         )
     except Exception as error:
@@ -243,7 +249,7 @@ async def deliver_ownerless_reports(deps: Deps, client: AsyncWebClient) -> int:
     admin could be sent is tried again later (the outbox keeps it)."""
     sent = 0
     try:
-        org = await deps.remember("workspace", timedelta(days=1), lambda: workspace_of(client))
+        org = await _own_workspace(deps, client)
     except Exception as error:
         log.info("workspace not known (%s); reports wait for a later sweep", _why(error))
         return 0
@@ -253,7 +259,10 @@ async def deliver_ownerless_reports(deps: Deps, client: AsyncWebClient) -> int:
         )
         reached, error = 0, None
         try:
-            for admin in await approvers.admins(client):
+            admins = await deps.remember(
+                f"admins:{org}", PEOPLE_MAX_AGE, lambda: approvers.admins(client)
+            )
+            for admin in admins:
                 try:
                     await _dm(client, admin, message)
                     reached += 1

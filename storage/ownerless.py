@@ -21,7 +21,6 @@ MAX_ATTEMPTS = 12
 @dataclass(frozen=True)
 class ReportToSend:
     id: int
-    org: str  # the organization's Slack id
     member: str
     service_users: list[str]
     attempts: int
@@ -30,7 +29,6 @@ class ReportToSend:
 _DUE = (
     sa.select(
         REPORT.c.id,
-        ORG.c.slack_id.label("org"),
         REPORT.c.member,
         REPORT.c.service_users,
         REPORT.c.attempts,
@@ -79,7 +77,7 @@ def claim_next(db: Database, org_slack_id: str, now: datetime) -> ReportToSend |
             _UPDATE.values(next_attempt_at=now + LEASE, attempts=REPORT.c.attempts + 1),
             {"report": row.id},
         )
-        return ReportToSend(row.id, row.org, row.member, list(row.service_users), row.attempts + 1)
+        return ReportToSend(row.id, row.member, list(row.service_users), row.attempts + 1)
 
 
 def mark_sent(db: Database, report: ReportToSend, now: datetime) -> None:

@@ -159,19 +159,27 @@ async def test_approvers_get_one_digest_a_day_while_requests_wait(env: Running) 
     assert len(dms_to(env, "D0BOB", mark)) == 1
 
 
-async def test_digests_tell_only_of_this_workspaces_requests(env: Running) -> None:
-    clock = env.deps.clock = Clock()
-    await requested(env)  # one of this workspace's, routed
-    approvals.request_service_token(
+ELSEWHERE = "T0ELSEWHERE"  # another organization in the same database
+
+
+def elsewhere_request(env: Running):
+    """A pending request of the other organization, for its service user their-svc."""
+    return approvals.request_service_token(
         env.db,
-        "T0ELSEWHERE",
+        ELSEWHERE,
         "U0STRANGER",
         name="their-svc",
         purpose="theirs",
         scopes=["api:read"],
         justification="theirs",
-        now=clock(),
+        now=env.deps.clock(),
     )
+
+
+async def test_digests_tell_only_of_this_workspaces_requests(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    await requested(env)  # one of this workspace's, routed
+    elsewhere_request(env)
     clock.advance(DAY)
     mark = len(env.standin.calls)
     await sweep_and_deliver(env.deps, env.slack_app_client)
@@ -184,23 +192,13 @@ async def test_digests_tell_only_of_this_workspaces_requests(env: Running) -> No
 async def test_reports_tell_only_of_this_workspaces_members(env: Running) -> None:
     admins(env)
     bob = members.Profile(BOB, "bob", "admin", deleted=False)
-    members.sync_member(env.db, "T0ELSEWHERE", bob, env.deps.clock())
-    approvals.request_service_token(
-        env.db,
-        "T0ELSEWHERE",
-        "U0STRANGER",
-        name="their-svc",
-        purpose="theirs",
-        scopes=["api:read"],
-        justification="theirs",
-        now=env.deps.clock(),
-    )
-    [pending] = approvals.pending_requests(env.db, "T0ELSEWHERE")
+    members.sync_member(env.db, ELSEWHERE, bob, env.deps.clock())
+    pending = elsewhere_request(env)
     approvals.decide(
-        env.db, "T0ELSEWHERE", pending.id, BOB, approve=True, reason=None, now=env.deps.clock()
+        env.db, ELSEWHERE, pending.id, BOB, approve=True, reason=None, now=env.deps.clock()
     )
     gone = members.Profile("U0STRANGER", None, "member", deleted=True)
-    assert members.sync_member(env.db, "T0ELSEWHERE", gone, env.deps.clock()).orphaned
+    assert members.sync_member(env.db, ELSEWHERE, gone, env.deps.clock()).orphaned
     mark = len(env.standin.calls)
     await sweep_and_deliver(env.deps, env.slack_app_client)
     assert not [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
