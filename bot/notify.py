@@ -161,7 +161,7 @@ async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
             except Exception as error:
                 reason = _why(error)
                 if reason in _PERMANENT:
-                    await deps.call(notices.mark_failed, deps.db, notice.id, reason)
+                    await deps.call(notices.mark_failed, deps.db, notice, reason)
                     log.warning("notice %s to %s dropped: %s", notice.id, notice.recipient, reason)
                 else:
                     delay = _retry_delay(error, notice.attempts)
@@ -170,7 +170,7 @@ async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
                     )
                     log.info("notice %s will be retried in %s (%s)", notice.id, delay, reason)
                 continue
-            await deps.call(notices.mark_sent, deps.db, notice.id, deps.clock())
+            await deps.call(notices.mark_sent, deps.db, notice, deps.clock())
             sent += 1
     return sent
 

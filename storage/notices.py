@@ -56,6 +56,10 @@ _DUE = (
     .with_for_update(of=NOTICE, skip_locked=True)
 )
 _UPDATE = sa.update(NOTICE).where(NOTICE.c.id == sa.bindparam("notice"))
+# Only the holder of the latest claim may settle a notice: a sender whose lease ran out
+# and was taken over changes nothing (it could otherwise put a sent reminder back to
+# pending, or mark one failed that another sender delivered).
+_SETTLE = _UPDATE.where(NOTICE.c.status == "pending", NOTICE.c.attempts == sa.bindparam("claimed"))
 
 
 def claim_due(db: Database, now: datetime, limit: int = 50) -> list[NoticeToSend]:
@@ -91,29 +95,34 @@ def claim_due(db: Database, now: datetime, limit: int = 50) -> list[NoticeToSend
     return claimed
 
 
-def mark_sent(db: Database, notice_id: int, now: datetime) -> None:
+def _claim(notice: NoticeToSend) -> dict[str, int]:
+    return {"notice": notice.id, "claimed": notice.attempts}
+
+
+def mark_sent(db: Database, notice: NoticeToSend, now: datetime) -> None:
+    """The notice went out; settles it only if the caller still holds its claim."""
     with db.write() as session:
-        session.execute(_UPDATE.values(status="sent", sent_at=now), {"notice": notice_id})
+        session.execute(_SETTLE.values(status="sent", sent_at=now), _claim(notice))
 
 
 def mark_retry(
     db: Database, notice: NoticeToSend, now: datetime, delay: timedelta, error: str
 ) -> None:
-    """Try again after ``delay``; after MAX_ATTEMPTS the notice is given up as failed."""
+    """Try again after ``delay``; after MAX_ATTEMPTS the notice is given up as failed.
+    Only the current claim holder's word counts."""
     status = "failed" if notice.attempts >= MAX_ATTEMPTS else "pending"
     with db.write() as session:
         session.execute(
-            _UPDATE.values(status=status, next_attempt_at=now + delay, last_error=error[:200]),
-            {"notice": notice.id},
+            _SETTLE.values(status=status, next_attempt_at=now + delay, last_error=error[:200]),
+            _claim(notice),
         )
 
 
-def mark_failed(db: Database, notice_id: int, error: str) -> None:
-    """Give up for good: Slack said it can never be delivered (say, the user is gone)."""
+def mark_failed(db: Database, notice: NoticeToSend, error: str) -> None:
+    """Give up for good: Slack said it can never be delivered (say, the user is gone).
+    Only the current claim holder's word counts."""
     with db.write() as session:
-        session.execute(
-            _UPDATE.values(status="failed", last_error=error[:200]), {"notice": notice_id}
-        )
+        session.execute(_SETTLE.values(status="failed", last_error=error[:200]), _claim(notice))
 
 
 def pending_count(db: Database) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import reprlib
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -49,12 +50,15 @@ async def generate(env: Running, user: str, name: str) -> str:
 
 
 async def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 5) -> T:
-    """Poll ``read`` until ``done`` holds: for outcomes that send nothing to wait on."""
+    """Poll ``read`` until ``done`` holds, for outcomes that send nothing to wait on; fail
+    the test when it still does not hold after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
     while True:
         value = read()
-        if done(value) or time.monotonic() > deadline:
+        if done(value):
             return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done after {timeout} s; last read: {reprlib.repr(value)}")
         await asyncio.sleep(0.02)
 
 

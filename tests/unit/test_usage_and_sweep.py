@@ -102,6 +102,35 @@ def test_expiry_marks_the_token_and_queues_one_notice(db: Database) -> None:
     assert [(n.kind, n.recipient, n.token.name) for n in due] == [("expired", ALICE, "ci")]
 
 
+def test_only_the_current_claim_holder_settles_a_notice(db: Database) -> None:
+    issue(db)
+    after = NOW + 30 * DAY + timedelta(seconds=1)
+    sweep.sweep(db, after)
+    [first] = notices.claim_due(db, after)
+    assert notices.claim_due(db, after) == []  # leased to the first sender
+    later = after + notices.LEASE + timedelta(seconds=1)
+    [second] = notices.claim_due(db, later)  # the first sender's lease ran out
+    notices.mark_sent(db, second, later)
+    # The slow first sender reports back: it must not put the sent notice back to pending.
+    notices.mark_retry(db, first, later, timedelta(minutes=1), "timeout")
+    assert notices.pending_count(db) == 0
+    assert notices.claim_due(db, later + DAY) == []
+
+
+def test_a_stale_claim_cannot_give_up_a_notice_another_sender_holds(db: Database) -> None:
+    issue(db)
+    after = NOW + 30 * DAY + timedelta(seconds=1)
+    sweep.sweep(db, after)
+    [first] = notices.claim_due(db, after)
+    later = after + notices.LEASE + timedelta(seconds=1)
+    [second] = notices.claim_due(db, later)
+    notices.mark_failed(db, first, "user_not_found")  # the stale sender gives up
+    assert notices.pending_count(db) == 1  # the second sender's claim still stands
+    notices.mark_retry(db, second, later, timedelta(minutes=1), "ratelimited")
+    [third] = notices.claim_due(db, later + timedelta(minutes=2))  # still owed
+    assert third.id == first.id
+
+
 def test_a_dry_run_writes_nothing(db: Database) -> None:
     issue(db)
     report = sweep.sweep(db, NOW + 31 * DAY, dry_run=True)
