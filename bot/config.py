@@ -127,15 +127,7 @@ class Settings(BaseSettings):
     def _api_listen(cls, value: object) -> object:
         if not isinstance(value, str):
             return value
-        if not value.strip():
-            return None
-        host, sep, port = value.strip().rpartition(":")
-        host = host.removeprefix("[").removesuffix("]")  # [::1]:3001
-        if not sep or not host or not port.isascii() or not port.isdigit():
-            raise ValueError("must be host:port, such as 127.0.0.1:3001")
-        if not 0 < int(port) < 65536:
-            raise ValueError("the port must be between 1 and 65535")
-        return (host, int(port))
+        return parse_listen(value) if value.strip() else None
 
     def require(self, mode: Mode) -> None:
         """Raise SettingsError naming the first variable ``mode`` needs and lacks."""
@@ -151,6 +143,17 @@ class Settings(BaseSettings):
         app_token = self.slack_app_token.get_secret_value() if self.slack_app_token else None
         if mode == "socket" and app_token is not None and not app_token.startswith("xapp-"):
             raise SettingsError("SLACK_APP_TOKEN: must be an app-level token starting with xapp-")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:3001`` for IPv6) as a pair, or ValueError saying what's wrong."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isascii() or not port.isdigit() or len(port) > 5:
+        raise ValueError("must be host:port, such as 127.0.0.1:3001")
+    if not 0 < int(port) < 65536:
+        raise ValueError("the port must be between 1 and 65535")
+    return (host, int(port))
 
 
 _REQUIRED: dict[str, tuple[str, ...]] = {
