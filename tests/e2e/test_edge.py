@@ -20,7 +20,9 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+from slack_bolt.async_app import AsyncBoltRequest
 
+from bot.app import build_app, shared_session
 from bot.config import SettingsError, load_settings
 from bot.logs import setup_logging
 from bot.standin.harness import BOT_TOKEN, RESOURCE_SERVER, SIGNING_SECRET, Running
@@ -432,3 +434,14 @@ def test_a_bad_api_listener_stops_the_process_with_one_line(database_url: str) -
     assert done.returncode == 2
     lines = done.stderr.decode().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tokenbot: TOKENBOT_API_LISTEN:"), lines
+
+
+async def test_socket_mode_requests_are_still_answered(env: Running) -> None:
+    """Socket Mode carries no signature (Slack's WebSocket is the proof): with Bolt's own
+    check off, its requests are answered as before."""
+    app = build_app(env.deps)
+    body = env.slack.command_body("/token", "help", ALICE)
+    async with shared_session(app):
+        response = await app.async_dispatch(AsyncBoltRequest(body=body, mode="socket_mode"))
+    assert response.status == 200
+    assert "/token new" in response.body
