@@ -8,7 +8,7 @@ import gc
 import sys
 from datetime import UTC, datetime
 
-from bot.config import Mode, Settings, SettingsError, load_settings
+from bot.config import Mode, Settings, SettingsError, load_settings, parse_listen
 from bot.deps import Deps
 from bot.logs import setup_logging
 from storage.db import Database
@@ -23,6 +23,12 @@ def _parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="HTTP mode: Slack events, health check")
     serve.add_argument("--host", default="0.0.0.0")  # noqa: S104 (a server is meant to listen)
     serve.add_argument("--port", type=int, default=3000)
+    serve.add_argument(
+        "--api-listen",
+        type=_listen,
+        metavar="HOST:PORT",
+        help="serve /api/v1/* here only, not on the public listener (TOKENBOT_API_LISTEN)",
+    )
     sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)")
     sweep = sub.add_parser("sweep", help="run the reminder and expiry sweep once")
     sweep.add_argument("--now", type=_when, help="as of this ISO 8601 time (default: now)")
@@ -32,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply database migrations")
     return parser
+
+
+def _listen(text: str) -> tuple[str, int]:
+    try:
+        return parse_listen(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _when(text: str) -> datetime:
@@ -91,18 +104,29 @@ def _prepare(settings: Settings) -> Deps:
     return Deps(settings=settings, db=db)
 
 
-def serve(host: str, port: int) -> None:
-    import uvicorn
-
+def serve(host: str, port: int, api_listen: tuple[str, int] | None) -> None:
+    """``tokenbot serve``: the public listener and, when set, the internal API listener, in
+    one process with one event loop, scheduler and database."""
     from bot.app import build_app
-    from bot.web import build_web
+    from bot.server import listener_config, raise_open_file_limit, serve_listeners
+    from bot.web import build_api_web, build_web
 
-    deps = _prepare(_settings("serve"))
-    web = build_web(deps, build_app(deps))
+    settings = _settings("serve")
+    if api_listen is not None:
+        settings.api_listen = api_listen
+    deps = _prepare(settings)
+    bolt = build_app(deps)
+    web = build_web(deps, bolt, with_api=settings.api_listen is None)
+    configs = [listener_config(web, host, port, settings)]
+    if settings.api_listen is not None:
+        api_host, api_port = settings.api_listen
+        configs.append(listener_config(build_api_web(deps, bolt), api_host, api_port, settings))
+    raise_open_file_limit(len(configs) * settings.http_max_connections + 256)
     # Everything built so far lives as long as the process: keep it out of the garbage
     # collector's scans, which otherwise show up as pauses in request latency.
     gc.freeze()
-    uvicorn.run(web, host=host, port=port, log_config=None, access_log=False)
+    with asyncio.Runner(loop_factory=configs[0].get_loop_factory()) as runner:
+        runner.run(serve_listeners(web, configs))
 
 
 def socket_mode() -> None:
@@ -130,7 +154,7 @@ def main(argv: list[str] | None = None) -> int:
     setup_logging("WARNING" if args.command in ("demo", "sweep") else "INFO")
     try:
         if args.command == "serve":
-            serve(args.host, args.port)
+            serve(args.host, args.port, args.api_listen)
         elif args.command == "socket":
             socket_mode()
         elif args.command == "sweep":

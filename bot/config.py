@@ -25,6 +25,11 @@ _ENV_NAMES = {
     "profile_max_age": "TOKENBOT_PROFILE_MAX_AGE",
     "approvals_channel": "TOKENBOT_APPROVALS_CHANNEL",
     "approver_group": "TOKENBOT_APPROVER_GROUP",
+    "api_listen": "TOKENBOT_API_LISTEN",
+    "http_max_body": "TOKENBOT_HTTP_MAX_BODY",
+    "http_header_timeout": "TOKENBOT_HTTP_HEADER_TIMEOUT",
+    "http_body_timeout": "TOKENBOT_HTTP_BODY_TIMEOUT",
+    "http_max_connections": "TOKENBOT_HTTP_MAX_CONNECTIONS",
 }
 
 
@@ -63,6 +68,19 @@ class Settings(BaseSettings):
     # who approves: the members of this user group (its handle), else admins and owners.
     approvals_channel: str | None = Field(None, validation_alias=_env("approvals_channel"))
     approver_group: str | None = Field(None, validation_alias=_env("approver_group"))
+    # The HTTP edge of `tokenbot serve` (README, "Security limits"). `host:port` of a
+    # separate listener for /api/v1/*, which the public one then no longer carries.
+    api_listen: Annotated[tuple[str, int] | None, NoDecode] = Field(
+        None, validation_alias=_env("api_listen")
+    )
+    # Bytes a request body may have; seconds for a request's head, then for its body, to
+    # arrive; connections (and requests in progress) per listener, beyond which it says 503.
+    http_max_body: int = Field(1024 * 1024, ge=1024, validation_alias=_env("http_max_body"))
+    http_header_timeout: float = Field(
+        10, gt=0, le=300, validation_alias=_env("http_header_timeout")
+    )
+    http_body_timeout: float = Field(30, gt=0, le=600, validation_alias=_env("http_body_timeout"))
+    http_max_connections: int = Field(2048, ge=16, validation_alias=_env("http_max_connections"))
 
     @field_validator("slack_api_url")
     @classmethod
@@ -104,6 +122,13 @@ class Settings(BaseSettings):
             servers[server_id] = secret
         return servers
 
+    @field_validator("api_listen", mode="before")
+    @classmethod
+    def _api_listen(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return parse_listen(value) if value.strip() else None
+
     def require(self, mode: Mode) -> None:
         """Raise SettingsError naming the first variable ``mode`` needs and lacks."""
         for field in _REQUIRED.get(mode, ()):
@@ -118,6 +143,17 @@ class Settings(BaseSettings):
         app_token = self.slack_app_token.get_secret_value() if self.slack_app_token else None
         if mode == "socket" and app_token is not None and not app_token.startswith("xapp-"):
             raise SettingsError("SLACK_APP_TOKEN: must be an app-level token starting with xapp-")
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:3001`` for IPv6) as a pair, or ValueError saying what's wrong."""
+    host, sep, port = text.strip().rpartition(":")
+    host = host.removeprefix("[").removesuffix("]")
+    if not sep or not host or not port.isascii() or not port.isdigit() or len(port) > 5:
+        raise ValueError("must be host:port, such as 127.0.0.1:3001")
+    if not 0 < int(port) < 65536:
+        raise ValueError("the port must be between 1 and 65535")
+    return (host, int(port))
 
 
 _REQUIRED: dict[str, tuple[str, ...]] = {

@@ -16,6 +16,18 @@ request_id: ContextVar[str] = ContextVar("request_id", default="-")
 _CHATTY = ("slack_sdk", "slack_bolt")
 
 
+# A log line is one line: a newline or carriage return that came from a request (a header,
+# a field, the text of an exception about it) is written escaped, so nobody can forge lines.
+_LINE_BREAKS = str.maketrans({"\n": "\\n", "\r": "\\r"})
+
+
+class OneLineFormatter(logging.Formatter):
+    """Formats a record, its exception text and stack included, as one line."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).translate(_LINE_BREAKS)
+
+
 class _RequestIdFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.request_id = request_id.get()
@@ -26,7 +38,7 @@ def setup_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler()
     handler.addFilter(_RequestIdFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
+        OneLineFormatter("%(asctime)s %(levelname)s [%(request_id)s] %(name)s: %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]

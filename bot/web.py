@@ -1,8 +1,11 @@
-"""The ASGI app: ``/slack/events`` and ``/healthz``."""
+"""The ASGI apps: the public one (``/slack/events``, ``/healthz`` and, unless it has a
+listener of its own, ``/api/v1/*``) and the internal one (``/api/v1/*``, ``/healthz``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,12 +13,15 @@ from slack_bolt.adapter.starlette.async_handler import (
     to_async_bolt_request,
     to_starlette_response,
 )
-from slack_bolt.async_app import AsyncApp
+from slack_bolt.async_app import AsyncApp, AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import api
 from bot.app import shared_session
@@ -25,21 +31,129 @@ from bot.logs import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
 
+# Slack's rule, as Bolt applies it: a request more than 5 minutes from now is refused.
+STALE_AFTER = 5 * 60
+# Bodies larger than this are verified and parsed in a worker thread, off the event loop.
+PARSE_IN_THREAD_OVER = 64 * 1024
 
-def build_web(deps: Deps, bolt: AsyncApp, *, scheduler: bool = True) -> Starlette:
-    """The ASGI app. With ``scheduler``, the sweep and reconciliation run inside it."""
 
-    async def slack_events(request: Request) -> Response:
-        body = await request.body()
+class SlackSignature:
+    """Slack's signature, checked over the raw bytes of a request before anything parses
+    them (Bolt's own check is off: one is enough). Says why a request is refused."""
+
+    def __init__(self, signing_secret: str | None) -> None:
+        self._verifier = SignatureVerifier(signing_secret) if signing_secret else None
+
+    def refusal(self, headers: Headers, body: bytes) -> str | None:
+        timestamp = headers.get("x-slack-request-timestamp")
+        signature = headers.get("x-slack-signature")
+        if self._verifier is None:
+            return "no signing secret is configured"
+        if timestamp is None or signature is None:
+            return "no signature"
+        # Seconds since the epoch, as Slack sends them; anything else would make the
+        # verifier raise (int("1.5"), a 5,000-digit number).
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= 12):
+            return "malformed timestamp"
+        if abs(time.time() - int(timestamp)) > STALE_AFTER:
+            return "stale timestamp"
+        if not signature.isascii():
+            return "bad signature"
         try:
-            bolt_request = to_async_bolt_request(request, body)
-        except Exception as error:
-            # Bolt parses the body before it checks the signature; a body it cannot
-            # parse is the sender's fault, not a server error.
-            log.info("refused a malformed body on /slack/events (%s)", type(error).__name__)
-            return PlainTextResponse("malformed request", status_code=400)
-        return to_starlette_response(await bolt.async_dispatch(bolt_request))
+            valid = self._verifier.is_valid(body, timestamp, signature)
+        except UnicodeDecodeError:  # the verifier reads the body as UTF-8, as Slack sends it
+            return "bad signature"
+        return None if valid else "bad signature"
 
+
+def _read_request(
+    signature: SlackSignature, request: Request, body: bytes
+) -> AsyncBoltRequest | Response:
+    """The Bolt request for a verified body, or the answer to one that is refused."""
+    refusal = signature.refusal(request.headers, body)
+    if refusal is not None:
+        # The size and the reason, never the body: it is nobody's until it is verified.
+        log.info("refused a %d-byte request to /slack/events: %s", len(body), refusal)
+        return JSONResponse({"error": "invalid request"}, status_code=401)
+    try:
+        return to_async_bolt_request(request, body)
+    except Exception as error:
+        # A signed body Bolt cannot parse is the sender's fault, not a server error.
+        log.info("refused a malformed body on /slack/events (%s)", type(error).__name__)
+        return PlainTextResponse("malformed request", status_code=400)
+
+
+class BodyLimit:
+    """Reads each request's body before the app sees it, counting as it arrives: over
+    ``max_body`` bytes is 413 (from Content-Length up front, else as soon as the count
+    passes it), not all there within ``timeout`` seconds is 408. Both close the connection.
+    """
+
+    def __init__(self, app: ASGIApp, max_body: int, timeout: float) -> None:
+        self.app = app
+        self.max_body = max_body
+        self.timeout = timeout
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and (len(declared) > 18 or int(declared) > self.max_body):
+            log.info("refused a %s-byte request body: over %d bytes", declared, self.max_body)
+            await _refuse(scope, send, 413, "request body too large")
+            return
+        chunks: list[bytes] = []
+        size = 0
+        try:
+            async with asyncio.timeout(self.timeout):
+                more = True
+                while more:
+                    message = await receive()
+                    if message["type"] == "http.disconnect":
+                        return  # nobody left to answer
+                    chunk = message.get("body", b"")
+                    size += len(chunk)
+                    if size > self.max_body:
+                        log.info("refused a request body: over %d bytes", self.max_body)
+                        await _refuse(scope, send, 413, "request body too large")
+                        return
+                    chunks.append(chunk)
+                    more = message.get("more_body", False)
+        except TimeoutError:
+            log.info("refused a request body: %d bytes after %g s", size, self.timeout)
+            await _refuse(scope, send, 408, "request body too slow")
+            return
+        body = b"".join(chunks)
+        delivered = False
+
+        async def replay() -> Message:
+            nonlocal delivered
+            if delivered:
+                return await receive()
+            delivered = True
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        await self.app(scope, replay, send)
+
+
+async def _refuse(scope: Scope, send: Send, status: int, text: str) -> None:
+    async def nothing() -> Message:
+        return {"type": "http.disconnect"}
+
+    response = PlainTextResponse(text, status_code=status, headers={"Connection": "close"})
+    await response(scope, nothing, send)
+
+
+def _middleware(deps: Deps) -> list[Middleware]:
+    settings = deps.settings
+    return [
+        Middleware(RequestIdMiddleware),
+        Middleware(BodyLimit, max_body=settings.http_max_body, timeout=settings.http_body_timeout),
+    ]
+
+
+def _health(deps: Deps) -> Route:
     async def healthz(request: Request) -> Response:
         try:
             await deps.call(deps.db.ping)
@@ -47,6 +161,38 @@ def build_web(deps: Deps, bolt: AsyncApp, *, scheduler: bool = True) -> Starlett
             log.warning("health check: database unreachable (%s)", type(error).__name__)
             return JSONResponse({"status": "database unreachable"}, status_code=503)
         return JSONResponse({"status": "ok"})
+
+    return Route("/healthz", healthz, methods=["GET"])
+
+
+def build_api_web(deps: Deps, bolt: AsyncApp) -> Starlette:
+    """The internal listener's app: ``/api/v1/*`` and ``/healthz``. It has no lifespan of
+    its own: it runs beside the public app, inside that one's."""
+    return Starlette(
+        routes=[_health(deps), *api.routes(deps, bolt.client)], middleware=_middleware(deps)
+    )
+
+
+def build_web(
+    deps: Deps, bolt: AsyncApp, *, scheduler: bool = True, with_api: bool = True
+) -> Starlette:
+    """The public ASGI app. With ``scheduler``, the sweep and reconciliation run inside it;
+    without ``with_api``, ``/api/v1/*`` is left to :func:`build_api_web`."""
+    signature = SlackSignature(
+        deps.settings.slack_signing_secret.get_secret_value()
+        if deps.settings.slack_signing_secret
+        else None
+    )
+
+    async def slack_events(request: Request) -> Response:
+        body = await request.body()  # whole and within the limit: BodyLimit has read it
+        if len(body) > PARSE_IN_THREAD_OVER:
+            outcome = await deps.call(_read_request, signature, request, body)
+        else:
+            outcome = _read_request(signature, request, body)
+        if isinstance(outcome, Response):
+            return outcome
+        return to_starlette_response(await bolt.async_dispatch(outcome))
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -61,12 +207,10 @@ def build_web(deps: Deps, bolt: AsyncApp, *, scheduler: bool = True) -> Starlett
                     jobs.shutdown(wait=False)
         await deps.call(deps.db.dispose)
 
-    return Starlette(
-        routes=[
-            Route("/slack/events", slack_events, methods=["POST"]),
-            Route("/healthz", healthz, methods=["GET"]),
-            *api.routes(deps, bolt.client),
-        ],
-        middleware=[Middleware(RequestIdMiddleware)],
-        lifespan=lifespan,
-    )
+    routes: list[BaseRoute] = [
+        Route("/slack/events", slack_events, methods=["POST"]),
+        _health(deps),
+    ]
+    if with_api:
+        routes += api.routes(deps, bolt.client)
+    return Starlette(routes=routes, middleware=_middleware(deps), lifespan=lifespan)
