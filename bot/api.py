@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -13,7 +14,8 @@ from cachetools import LRUCache
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from bot.deps import Deps
 from bot.profiles import GroupDirectory, with_current_profile
@@ -21,6 +23,8 @@ from storage import tokenformat, usage
 from storage.usage import USE_WRITE_INTERVAL, ValidToken
 
 INACTIVE = {"active": False}
+# An answer a resource server keeps would outlive a revocation and hide uses (R11, R16).
+NOT_STORED = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _epoch(at: Any) -> int | None:
@@ -104,6 +108,17 @@ class ValidTokens:
             self.entries[digest] = (generation, token)
 
 
+class AnyMethod:
+    """An endpoint that answers every HTTP method: Starlette routes a plain function for
+    GET only, an ASGI app for all."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
     groups = GroupDirectory(max_age=deps.settings.profile_max_age)
     cache = ValidTokens(deps)
@@ -130,22 +145,24 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
             return JSONResponse(
                 {"error": "invalid_client"},
                 status_code=401,
-                headers={"WWW-Authenticate": 'Basic realm="tokenbot"'},
+                headers={"WWW-Authenticate": 'Basic realm="tokenbot"', **NOT_STORED},
             )
         secret = _form_field(await request.body(), "token")
         if not secret:
-            return JSONResponse({"error": "invalid_request"}, status_code=400)
+            return JSONResponse({"error": "invalid_request"}, status_code=400, headers=NOT_STORED)
         token = await check(secret, via=server)
-        return JSONResponse(introspection(token) if token else INACTIVE)
+        return JSONResponse(introspection(token) if token else INACTIVE, headers=NOT_STORED)
 
     async def forward_auth(request: Request) -> Response:
+        # Any method and any path under /api/v1/auth: Envoy's ext_authz sends the client's
+        # own. The body, if any, is never read.
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         token = await check(secret.strip(), "forward-auth") if scheme.lower() == "bearer" else None
         if token is None:
             challenge = 'Bearer realm="tokenbot"'
             if scheme.lower() == "bearer":
                 challenge += ', error="invalid_token"'
-            return Response(status_code=401, headers={"WWW-Authenticate": challenge})
+            return Response(status_code=401, headers={"WWW-Authenticate": challenge, **NOT_STORED})
         return Response(
             status_code=200,
             headers={
@@ -153,10 +170,12 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
                 "X-Token-Kind": token.kind,
                 "X-Token-Org": token.org,
                 "X-Token-Scopes": " ".join(token.scopes),
+                **NOT_STORED,
             },
         )
 
     return [
         Route("/api/v1/introspect", introspect, methods=["POST"]),
-        Route("/api/v1/auth", forward_auth, methods=["GET"]),
+        Route("/api/v1/auth", AnyMethod(forward_auth)),
+        Route("/api/v1/auth/{path:path}", AnyMethod(forward_auth)),
     ]

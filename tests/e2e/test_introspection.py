@@ -119,3 +119,42 @@ async def test_forward_auth_refuses_anything_else_with_a_bearer_challenge(
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith('Bearer realm="tokenbot"')
     assert not any(h.startswith("x-token") for h in response.headers)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/api/v1/auth", "/api/v1/auth/", "/api/v1/auth/orders/42?x=1"])
+async def test_forward_auth_answers_any_method_on_any_path_under_it(
+    env: Running, method: str, path: str
+) -> None:
+    secret = await generate(env, ALICE, "ci")
+    async with httpx.AsyncClient(base_url=env.url) as http:
+        body = b'{"ignored": true}' if method in ("POST", "PUT", "PATCH") else None
+        valid = await http.request(
+            method, path, headers={"Authorization": f"Bearer {secret}"}, content=body
+        )
+        forged = await http.request(
+            method, path, headers={"Authorization": "Bearer tbu_forged"}, content=body
+        )
+        missing = await http.request(method, path, content=body)
+    assert valid.status_code == 200
+    assert (valid.headers["x-token-subject"], valid.headers["x-token-kind"]) == (ALICE, "user")
+    for refused in (forged, missing):
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith('Bearer realm="tokenbot"')
+        assert not any(h.startswith("x-token") for h in refused.headers)
+
+
+async def test_answers_tell_caches_not_to_keep_them(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    answers = [
+        await introspect(env, secret),
+        await introspect(env, "tbu_" + "A" * 36),
+        await introspect(env, None),
+        await introspect(env, secret, auth=httpx.BasicAuth("gateway", "wrong")),
+        await forward_auth(env, f"Bearer {secret}"),
+        await forward_auth(env, "Bearer tbu_forged"),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 400, 401, 200, 401]
+    for answer in answers:
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["pragma"] == "no-cache"
