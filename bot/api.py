@@ -5,12 +5,14 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
+import math
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -21,6 +23,8 @@ from bot.deps import Deps
 from bot.profiles import GroupDirectory, with_current_profile
 from storage import tokenformat, usage
 from storage.usage import USE_WRITE_INTERVAL, ValidToken
+
+log = logging.getLogger(__name__)
 
 INACTIVE = {"active": False}
 # An answer a resource server keeps would outlive a revocation and hide uses (R11, R16).
@@ -108,6 +112,49 @@ class ValidTokens:
             self.entries[digest] = (generation, token)
 
 
+class FailureWindow:
+    def __init__(self, until: float) -> None:
+        self.until = until
+        self.count = 0
+
+
+class FailureThrottle:
+    """Failed client authentications per client address, counted in a window that opens
+    at the address's first failure. Past the limit, the address is refused whatever it
+    sends until the window closes: a right guess must not be told apart. Bounded: when
+    full, the least recently seen addresses are forgotten first."""
+
+    def __init__(self, deps: Deps, size: int = 10_000) -> None:
+        self.deps = deps
+        self.window = deps.settings.introspection_failure_window
+        self.failures: TTLCache[str, FailureWindow] = TTLCache(
+            maxsize=size, ttl=self.window, timer=self.now
+        )
+
+    def now(self) -> float:
+        return self.deps.clock().timestamp()
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again, or None when it may now."""
+        seen = self.failures.get(address)
+        if seen is None or seen.count < self.deps.settings.introspection_max_failures:
+            return None
+        return max(1, math.ceil(seen.until - self.now()))
+
+    def failed(self, address: str) -> None:
+        seen = self.failures.get(address)
+        if seen is None:
+            seen = self.failures[address] = FailureWindow(self.now() + self.window)
+        seen.count += 1
+        if seen.count == self.deps.settings.introspection_max_failures:
+            log.warning(
+                "introspection: %d failed client authentications from %s; refused for %ds",
+                seen.count,
+                address,
+                self.window,
+            )
+
+
 class AnyMethod:
     """An endpoint that answers every HTTP method: Starlette routes a plain function for
     GET only, an ASGI app for all."""
@@ -122,6 +169,7 @@ class AnyMethod:
 def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
     groups = GroupDirectory(max_age=deps.settings.profile_max_age)
     cache = ValidTokens(deps)
+    throttle = FailureThrottle(deps)
 
     async def check(secret: str, via: str) -> ValidToken | None:
         """Validate, bring the profile up to date, and count the use (R1, R11)."""
@@ -140,8 +188,19 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
         return current
 
     async def introspect(request: Request) -> Response:
+        # The socket peer, or its X-Forwarded-For where uvicorn trusts the peer
+        # (FORWARDED_ALLOW_IPS): behind any other proxy, the proxy's own address.
+        address = request.client.host if request.client else ""
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            return JSONResponse(
+                {"error": "too_many_requests", "error_description": "too many failed attempts"},
+                status_code=429,
+                headers={"Retry-After": str(wait), **NOT_STORED},
+            )
         server = _resource_server(deps, request)
         if server is None:
+            throttle.failed(address)
             return JSONResponse(
                 {"error": "invalid_client"},
                 status_code=401,

@@ -25,6 +25,8 @@ _ENV_NAMES = {
     "profile_max_age": "TOKENBOT_PROFILE_MAX_AGE",
     "approvals_channel": "TOKENBOT_APPROVALS_CHANNEL",
     "approver_group": "TOKENBOT_APPROVER_GROUP",
+    "introspection_max_failures": "TOKENBOT_INTROSPECTION_MAX_FAILURES",
+    "introspection_failure_window": "TOKENBOT_INTROSPECTION_FAILURE_WINDOW",
 }
 
 
@@ -63,6 +65,14 @@ class Settings(BaseSettings):
     # who approves: the members of this user group (its handle), else admins and owners.
     approvals_channel: str | None = Field(None, validation_alias=_env("approvals_channel"))
     approver_group: str | None = Field(None, validation_alias=_env("approver_group"))
+    # Failed resource-server authentications a client address may make on introspection
+    # within a window of this many seconds; then it is refused (429) until the window ends.
+    introspection_max_failures: int = Field(
+        10, ge=1, validation_alias=_env("introspection_max_failures")
+    )
+    introspection_failure_window: int = Field(
+        60, ge=1, validation_alias=_env("introspection_failure_window")
+    )
 
     @field_validator("slack_api_url")
     @classmethod

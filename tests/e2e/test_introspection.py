@@ -7,6 +7,7 @@ from datetime import timedelta
 import httpx
 import pytest
 
+from bot.api import FailureThrottle
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from storage import audit
 from tests.e2e.conftest import ALICE
@@ -15,8 +16,12 @@ from tests.e2e.flows import generate
 GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
 
 
-async def introspect(env: Running, token: str | None, auth=GATEWAY) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=env.url) as http:
+async def introspect(
+    env: Running, token: str | None, auth=GATEWAY, address: str = "127.0.0.1"
+) -> httpx.Response:
+    """Introspect ``token``, calling from ``address`` (any loopback address)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    async with httpx.AsyncClient(base_url=env.url, transport=transport) as http:
         data = {"token": token, "token_type_hint": "access_token"} if token is not None else {}
         return await http.post("/api/v1/introspect", data=data, auth=auth)
 
@@ -158,3 +163,57 @@ async def test_answers_tell_caches_not_to_keep_them(env: Running) -> None:
     for answer in answers:
         assert answer.headers["cache-control"] == "no-store"
         assert answer.headers["pragma"] == "no-cache"
+
+
+WRONG = httpx.BasicAuth("gateway", "guess")
+
+
+async def test_an_address_that_fails_too_often_is_refused_until_the_window_passes(
+    env: Running,
+) -> None:
+    clock = Clock()
+    env.deps.clock = clock
+    secret = await generate(env, ALICE, "ci")
+    limit = env.deps.settings.introspection_max_failures
+    window = env.deps.settings.introspection_failure_window
+    for _ in range(limit):
+        assert (await introspect(env, secret, WRONG, "127.0.0.2")).status_code == 401
+    for auth in (WRONG, GATEWAY):  # even the right credentials are not told apart now
+        refused = await introspect(env, secret, auth, "127.0.0.2")
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == str(window)
+        assert refused.headers["cache-control"] == "no-store"
+        assert "active" not in refused.text
+    # Another address is not affected.
+    assert (await introspect(env, secret, address="127.0.0.3")).json()["active"] is True
+    clock.advance(timedelta(seconds=window - 1))
+    refused = await introspect(env, secret, address="127.0.0.2")
+    assert (refused.status_code, refused.headers["retry-after"]) == (429, "1")
+    clock.advance(timedelta(seconds=1))
+    assert (await introspect(env, secret, address="127.0.0.2")).json()["active"] is True
+
+
+async def test_successful_authentications_do_not_count_as_failures(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    limit = env.deps.settings.introspection_max_failures
+    for _ in range(limit - 1):
+        assert (await introspect(env, secret, WRONG, "127.0.0.2")).status_code == 401
+    for _ in range(limit * 2):
+        assert (await introspect(env, secret, address="127.0.0.2")).status_code == 200
+    assert (await introspect(env, secret, WRONG, "127.0.0.2")).status_code == 401
+    assert (await introspect(env, secret, address="127.0.0.2")).status_code == 429
+
+
+async def test_forward_auth_refusals_are_not_throttled(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    for _ in range(env.deps.settings.introspection_max_failures * 3):
+        assert (await forward_auth(env, "Bearer tbu_unknown")).status_code == 401
+    assert (await forward_auth(env, f"Bearer {secret}")).status_code == 200
+    assert (await introspect(env, secret)).status_code == 200
+
+
+async def test_the_failure_throttle_keeps_a_bounded_number_of_addresses(env: Running) -> None:
+    throttle = FailureThrottle(env.deps, size=100)
+    for n in range(1000):
+        throttle.failed(f"127.1.{n // 256}.{n % 256}")
+    assert len(throttle.failures) == 100
