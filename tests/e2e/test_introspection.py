@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 
+import authlib.deprecate
 import httpx
 import pytest
 
+# authlib asks for its httpx2 fork, warning at import (and forcing its warnings on).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
 from bot.api import FailureThrottle
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
-from storage import audit
+from storage import audit, tokens
 from tests.e2e.conftest import ALICE
 from tests.e2e.flows import generate
 
@@ -217,3 +224,26 @@ async def test_the_failure_throttle_keeps_a_bounded_number_of_addresses(env: Run
     for n in range(1000):
         throttle.failed(f"127.1.{n // 256}.{n % 256}")
     assert len(throttle.failures) == 100
+
+
+async def test_an_rfc7662_client_reads_the_answers(env: Running) -> None:
+    """authlib's introspection client, authenticating with client_secret_basic."""
+    secret = await generate(env, ALICE, "ci")
+    url = f"{env.url}/api/v1/introspect"
+    server_id, server_secret = RESOURCE_SERVER
+    async with AsyncOAuth2Client(
+        server_id, server_secret, token_endpoint_auth_method="client_secret_basic"
+    ) as client:
+        answer = await client.introspect_token(url, token=secret, token_type_hint="access_token")
+        assert answer.status_code == 200
+        assert answer.headers["cache-control"] == "no-store"
+        claims = answer.json()
+        assert (claims["active"], claims["sub"], claims["token_type"]) == (True, ALICE, "user")
+        [token] = tokens.list_user_tokens(env.db, "T0TOKENBOT", ALICE, env.deps.clock()).tokens
+        tokens.revoke_token(env.db, "T0TOKENBOT", ALICE, token.id, env.deps.clock())
+        revoked = await client.introspect_token(url, token=secret)
+        assert revoked.json() == {"active": False}
+    async with AsyncOAuth2Client(
+        server_id, "not-the-secret", token_endpoint_auth_method="client_secret_basic"
+    ) as stranger:
+        assert (await stranger.introspect_token(url, token=secret)).status_code == 401
