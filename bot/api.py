@@ -8,6 +8,7 @@ import hmac
 import logging
 import math
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
@@ -112,10 +113,12 @@ class ValidTokens:
             self.entries[digest] = (generation, token)
 
 
+@dataclass
 class FailureWindow:
-    def __init__(self, until: float) -> None:
-        self.until = until
-        self.count = 0
+    """An address's failed client authentications in the window that ends at ``until``."""
+
+    until: float
+    count: int = 0
 
 
 class FailureThrottle:
