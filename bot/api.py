@@ -5,22 +5,31 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qs
 
-from cachetools import LRUCache
+from cachetools import LRUCache, TTLCache
 from slack_sdk.web.async_client import AsyncWebClient
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, request_response
+from starlette.types import Receive, Scope, Send
 
 from bot.deps import Deps
 from bot.profiles import GroupDirectory, with_current_profile
 from storage import tokenformat, usage
 from storage.usage import USE_WRITE_INTERVAL, ValidToken
 
+log = logging.getLogger(__name__)
+
 INACTIVE = {"active": False}
+# An answer a resource server keeps would outlive a revocation and hide uses (R11, R16).
+NOT_STORED = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
 def _epoch(at: Any) -> int | None:
@@ -104,9 +113,66 @@ class ValidTokens:
             self.entries[digest] = (generation, token)
 
 
+@dataclass
+class FailureWindow:
+    """An address's failed client authentications in the window that ends at ``until``."""
+
+    until: float
+    count: int = 0
+
+
+class FailureThrottle:
+    """Failed client authentications per client address, counted in a window that opens
+    at the address's first failure. Past the limit, the address is refused whatever it
+    sends until the window closes: a right guess must not be told apart. Bounded: when
+    full, the least recently seen addresses are forgotten first."""
+
+    def __init__(self, deps: Deps, size: int = 10_000) -> None:
+        self.deps = deps
+        self.window = deps.settings.introspection_failure_window
+        self.failures: TTLCache[str, FailureWindow] = TTLCache(
+            maxsize=size, ttl=self.window, timer=self.now
+        )
+
+    def now(self) -> float:
+        return self.deps.clock().timestamp()
+
+    def retry_after(self, address: str) -> int | None:
+        """Seconds until ``address`` may try again, or None when it may now."""
+        seen = self.failures.get(address)
+        if seen is None or seen.count < self.deps.settings.introspection_max_failures:
+            return None
+        return max(1, math.ceil(seen.until - self.now()))
+
+    def failed(self, address: str) -> None:
+        seen = self.failures.get(address)
+        if seen is None:
+            seen = self.failures[address] = FailureWindow(self.now() + self.window)
+        seen.count += 1
+        if seen.count == self.deps.settings.introspection_max_failures:
+            log.warning(
+                "introspection: %d failed client authentications from %s; refused for %ds",
+                seen.count,
+                address,
+                self.window,
+            )
+
+
+class AnyMethod:
+    """An endpoint that answers every HTTP method: Starlette routes a plain function for
+    GET only, an ASGI app for all."""
+
+    def __init__(self, endpoint: Callable[[Request], Awaitable[Response]]) -> None:
+        self.app = request_response(endpoint)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await self.app(scope, receive, send)
+
+
 def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
     groups = GroupDirectory(max_age=deps.settings.profile_max_age)
     cache = ValidTokens(deps)
+    throttle = FailureThrottle(deps)
 
     async def check(secret: str, via: str) -> ValidToken | None:
         """Validate, bring the profile up to date, and count the use (R1, R11)."""
@@ -125,27 +191,40 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
         return current
 
     async def introspect(request: Request) -> Response:
+        # The socket peer, or its X-Forwarded-For where uvicorn trusts the peer
+        # (FORWARDED_ALLOW_IPS): behind any other proxy, the proxy's own address.
+        address = request.client.host if request.client else ""
+        wait = throttle.retry_after(address)
+        if wait is not None:
+            return JSONResponse(
+                {"error": "too_many_requests", "error_description": "too many failed attempts"},
+                status_code=429,
+                headers={"Retry-After": str(wait), **NOT_STORED},
+            )
         server = _resource_server(deps, request)
         if server is None:
+            throttle.failed(address)
             return JSONResponse(
                 {"error": "invalid_client"},
                 status_code=401,
-                headers={"WWW-Authenticate": 'Basic realm="tokenbot"'},
+                headers={"WWW-Authenticate": 'Basic realm="tokenbot"', **NOT_STORED},
             )
         secret = _form_field(await request.body(), "token")
         if not secret:
-            return JSONResponse({"error": "invalid_request"}, status_code=400)
+            return JSONResponse({"error": "invalid_request"}, status_code=400, headers=NOT_STORED)
         token = await check(secret, via=server)
-        return JSONResponse(introspection(token) if token else INACTIVE)
+        return JSONResponse(introspection(token) if token else INACTIVE, headers=NOT_STORED)
 
     async def forward_auth(request: Request) -> Response:
+        # Any method and any path under /api/v1/auth: Envoy's ext_authz sends the client's
+        # own. The body, if any, is never read.
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
         token = await check(secret.strip(), "forward-auth") if scheme.lower() == "bearer" else None
         if token is None:
             challenge = 'Bearer realm="tokenbot"'
             if scheme.lower() == "bearer":
                 challenge += ', error="invalid_token"'
-            return Response(status_code=401, headers={"WWW-Authenticate": challenge})
+            return Response(status_code=401, headers={"WWW-Authenticate": challenge, **NOT_STORED})
         return Response(
             status_code=200,
             headers={
@@ -153,10 +232,12 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
                 "X-Token-Kind": token.kind,
                 "X-Token-Org": token.org,
                 "X-Token-Scopes": " ".join(token.scopes),
+                **NOT_STORED,
             },
         )
 
     return [
         Route("/api/v1/introspect", introspect, methods=["POST"]),
-        Route("/api/v1/auth", forward_auth, methods=["GET"]),
+        Route("/api/v1/auth", AnyMethod(forward_auth)),
+        Route("/api/v1/auth/{path:path}", AnyMethod(forward_auth)),
     ]

@@ -30,6 +30,8 @@ _ENV_NAMES = {
     "http_header_timeout": "TOKENBOT_HTTP_HEADER_TIMEOUT",
     "http_body_timeout": "TOKENBOT_HTTP_BODY_TIMEOUT",
     "http_max_connections": "TOKENBOT_HTTP_MAX_CONNECTIONS",
+    "introspection_max_failures": "TOKENBOT_INTROSPECTION_MAX_FAILURES",
+    "introspection_failure_window": "TOKENBOT_INTROSPECTION_FAILURE_WINDOW",
 }
 
 
@@ -81,6 +83,14 @@ class Settings(BaseSettings):
     )
     http_body_timeout: float = Field(30, gt=0, le=600, validation_alias=_env("http_body_timeout"))
     http_max_connections: int = Field(2048, ge=16, validation_alias=_env("http_max_connections"))
+    # Failed resource-server authentications a client address may make on introspection
+    # within a window of this many seconds; then it is refused (429) until the window ends.
+    introspection_max_failures: int = Field(
+        10, ge=1, validation_alias=_env("introspection_max_failures")
+    )
+    introspection_failure_window: int = Field(
+        60, ge=1, validation_alias=_env("introspection_failure_window")
+    )
 
     @field_validator("slack_api_url")
     @classmethod

@@ -2,21 +2,33 @@
 
 from __future__ import annotations
 
+import warnings
 from datetime import timedelta
 
+import authlib.deprecate
 import httpx
 import pytest
 
+# authlib asks for its httpx2 fork, warning at import (and forcing its warnings on).
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", authlib.deprecate.AuthlibDeprecationWarning)
+    from authlib.integrations.httpx_client import AsyncOAuth2Client
+
+from bot.api import FailureThrottle
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
-from storage import audit
+from storage import audit, tokens
 from tests.e2e.conftest import ALICE
 from tests.e2e.flows import generate
 
 GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
 
 
-async def introspect(env: Running, token: str | None, auth=GATEWAY) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=env.url) as http:
+async def introspect(
+    env: Running, token: str | None, auth=GATEWAY, address: str = "127.0.0.1"
+) -> httpx.Response:
+    """Introspect ``token``, calling from ``address`` (any loopback address)."""
+    transport = httpx.AsyncHTTPTransport(local_address=address)
+    async with httpx.AsyncClient(base_url=env.url, transport=transport) as http:
         data = {"token": token, "token_type_hint": "access_token"} if token is not None else {}
         return await http.post("/api/v1/introspect", data=data, auth=auth)
 
@@ -119,3 +131,119 @@ async def test_forward_auth_refuses_anything_else_with_a_bearer_challenge(
     assert response.status_code == 401
     assert response.headers["www-authenticate"].startswith('Bearer realm="tokenbot"')
     assert not any(h.startswith("x-token") for h in response.headers)
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"])
+@pytest.mark.parametrize("path", ["/api/v1/auth", "/api/v1/auth/", "/api/v1/auth/orders/42?x=1"])
+async def test_forward_auth_answers_any_method_on_any_path_under_it(
+    env: Running, method: str, path: str
+) -> None:
+    secret = await generate(env, ALICE, "ci")
+    async with httpx.AsyncClient(base_url=env.url) as http:
+        body = b'{"ignored": true}' if method in ("POST", "PUT", "PATCH") else None
+        valid = await http.request(
+            method, path, headers={"Authorization": f"Bearer {secret}"}, content=body
+        )
+        forged = await http.request(
+            method, path, headers={"Authorization": "Bearer tbu_forged"}, content=body
+        )
+        missing = await http.request(method, path, content=body)
+    assert valid.status_code == 200
+    assert (valid.headers["x-token-subject"], valid.headers["x-token-kind"]) == (ALICE, "user")
+    for refused in (forged, missing):
+        assert refused.status_code == 401
+        assert refused.headers["www-authenticate"].startswith('Bearer realm="tokenbot"')
+        assert not any(h.startswith("x-token") for h in refused.headers)
+
+
+async def test_answers_tell_caches_not_to_keep_them(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    answers = [
+        await introspect(env, secret),
+        await introspect(env, "tbu_" + "A" * 36),
+        await introspect(env, None),
+        await introspect(env, secret, auth=httpx.BasicAuth("gateway", "wrong")),
+        await forward_auth(env, f"Bearer {secret}"),
+        await forward_auth(env, "Bearer tbu_forged"),
+    ]
+    assert [a.status_code for a in answers] == [200, 200, 400, 401, 200, 401]
+    for answer in answers:
+        assert answer.headers["cache-control"] == "no-store"
+        assert answer.headers["pragma"] == "no-cache"
+
+
+WRONG = httpx.BasicAuth("gateway", "guess")
+
+
+async def test_an_address_that_fails_too_often_is_refused_until_the_window_passes(
+    env: Running,
+) -> None:
+    clock = Clock()
+    env.deps.clock = clock
+    secret = await generate(env, ALICE, "ci")
+    limit = env.deps.settings.introspection_max_failures
+    window = env.deps.settings.introspection_failure_window
+    for _ in range(limit):
+        assert (await introspect(env, secret, WRONG, "127.0.0.2")).status_code == 401
+    for auth in (WRONG, GATEWAY):  # even the right credentials are not told apart now
+        refused = await introspect(env, secret, auth, "127.0.0.2")
+        assert refused.status_code == 429
+        assert refused.headers["retry-after"] == str(window)
+        assert refused.headers["cache-control"] == "no-store"
+        assert "active" not in refused.text
+    # Another address is not affected.
+    assert (await introspect(env, secret, address="127.0.0.3")).json()["active"] is True
+    clock.advance(timedelta(seconds=window - 1))
+    refused = await introspect(env, secret, address="127.0.0.2")
+    assert (refused.status_code, refused.headers["retry-after"]) == (429, "1")
+    clock.advance(timedelta(seconds=1))
+    assert (await introspect(env, secret, address="127.0.0.2")).json()["active"] is True
+
+
+async def test_successful_authentications_do_not_count_as_failures(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    limit = env.deps.settings.introspection_max_failures
+    for _ in range(limit - 1):
+        assert (await introspect(env, secret, WRONG, "127.0.0.2")).status_code == 401
+    for _ in range(limit * 2):
+        assert (await introspect(env, secret, address="127.0.0.2")).status_code == 200
+    assert (await introspect(env, secret, WRONG, "127.0.0.2")).status_code == 401
+    assert (await introspect(env, secret, address="127.0.0.2")).status_code == 429
+
+
+async def test_forward_auth_refusals_are_not_throttled(env: Running) -> None:
+    secret = await generate(env, ALICE, "ci")
+    for _ in range(env.deps.settings.introspection_max_failures * 3):
+        assert (await forward_auth(env, "Bearer tbu_unknown")).status_code == 401
+    assert (await forward_auth(env, f"Bearer {secret}")).status_code == 200
+    assert (await introspect(env, secret)).status_code == 200
+
+
+async def test_the_failure_throttle_keeps_a_bounded_number_of_addresses(env: Running) -> None:
+    throttle = FailureThrottle(env.deps, size=100)
+    for n in range(1000):
+        throttle.failed(f"127.1.{n // 256}.{n % 256}")
+    assert len(throttle.failures) == 100
+
+
+async def test_an_rfc7662_client_reads_the_answers(env: Running) -> None:
+    """authlib's introspection client, authenticating with client_secret_basic."""
+    secret = await generate(env, ALICE, "ci")
+    url = f"{env.url}/api/v1/introspect"
+    server_id, server_secret = RESOURCE_SERVER
+    async with AsyncOAuth2Client(
+        server_id, server_secret, token_endpoint_auth_method="client_secret_basic"
+    ) as client:
+        answer = await client.introspect_token(url, token=secret, token_type_hint="access_token")
+        assert answer.status_code == 200
+        assert answer.headers["cache-control"] == "no-store"
+        claims = answer.json()
+        assert (claims["active"], claims["sub"], claims["token_type"]) == (True, ALICE, "user")
+        [token] = tokens.list_user_tokens(env.db, "T0TOKENBOT", ALICE, env.deps.clock()).tokens
+        tokens.revoke_token(env.db, "T0TOKENBOT", ALICE, token.id, env.deps.clock())
+        revoked = await client.introspect_token(url, token=secret)
+        assert revoked.json() == {"active": False}
+    async with AsyncOAuth2Client(
+        server_id, "not-the-secret", token_endpoint_auth_method="client_secret_basic"
+    ) as stranger:
+        assert (await stranger.introspect_token(url, token=secret)).status_code == 401
