@@ -56,8 +56,10 @@ def build_app(deps: Deps) -> AsyncApp:
         ):
             return BoltResponse(status=200, body="")  # a repeated delivery: no second effect
         context["deps"] = deps
-        if context.response_url:
-            context["respond"] = Responder(context.response_url, app.client.session)
+        # Always ours, so no answer goes to a response_url that is not Slack's.
+        context["respond"] = Responder(
+            context.response_url or "", app.client.session, deps.settings.slack_api_url
+        )
         await next()
         return None
 
