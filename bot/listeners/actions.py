@@ -11,6 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import approvers
 from bot.blocks import tokens as token_blocks
+from bot.blocks.text import inline
 from bot.deps import Deps, org_of
 from bot.listeners.events import publish_home
 from bot.listeners.service import service_list
@@ -158,4 +159,4 @@ async def _act_on_token(
     except ValueError:
         return "That button is out of date. Run the command again."
     except (TokenNotFound, NotAllowed, PolicyForbids) as refused:
-        return str(refused)
+        return inline(str(refused))  # it may quote the token's name

@@ -76,5 +76,5 @@ async def _revoke_confirmation(
             tokens.find_user_token, deps.db, org, user_id, raw_name, deps.clock()
         )
     except TokenNotFound as missing:
-        return token_blocks.text_message(f"{missing} See `{command} list`.")
+        return token_blocks.refusal_message(str(missing), f"See `{command} list`.")
     return token_blocks.revoke_confirm_message(info)

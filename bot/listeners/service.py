@@ -12,6 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import approvers
 from bot.blocks import service as blocks
+from bot.blocks.text import inline
 from bot.deps import Deps, org_of
 from bot.listeners.payload import private_metadata
 from bot.notify import Responder, deliver_ephemeral, update_request_copies
@@ -104,7 +105,7 @@ async def _route(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> st
 
 async def _refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
     channel = body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id")
-    await client.chat_postEphemeral(channel=channel, user=body["user"]["id"], text=text)
+    await client.chat_postEphemeral(channel=channel, user=body["user"]["id"], text=inline(text))
 
 
 async def handle_approve(
@@ -243,7 +244,7 @@ async def handle_cancel_request(
         await respond(
             replace_original=False,
             response_type="ephemeral",
-            text=str(refused) or "That button is out of date.",
+            text=inline(str(refused) or "That button is out of date."),
         )
         return
     await update_request_copies(deps, client, request)

@@ -115,3 +115,10 @@ async def test_modal_stays_usable_after_an_error(env: Running) -> None:
     assert bad.json()["response_action"] == "errors"
     good = await env.slack.submit_view(view_id, ALICE, {"token_name": {"name": "ok"}})
     assert good.content == b""
+
+
+async def test_revoke_of_an_unknown_name_cannot_inject_mentions(env: Running) -> None:
+    answer = await run_command(env, "revoke <!channel> *now*", ALICE)
+    content = answer.text_content()
+    assert "<!channel>" not in content and "*now*" not in content
+    assert "&lt;!channel&gt;" in content

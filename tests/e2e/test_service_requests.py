@@ -164,7 +164,7 @@ async def test_deny_asks_for_a_reason_which_the_requester_receives(env: Running)
     told = await env.standin.wait_for(
         "chat.postMessage", lambda c: c.args.get("channel") == "D0ALICE", after=mark
     )
-    assert "denied by <@U0BOB>: use the shared one" in told.text_content()
+    assert "denied by <@U0BOB>:\\n> use the shared one" in told.text_content()
     updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
     assert len(updates) == 2 and all("Denied by" in c.text_content() for c in updates)
 
@@ -237,3 +237,69 @@ async def test_report_counts_seats_service_users_and_tokens_for_admins_only(
     assert "*Service tokens:* 1 active, 0 revoked, 0 expired" in text
     refused = (await run_command(env, "report", ALICE)).text_content()
     assert "Only workspace admins and owners" in refused
+
+
+def mrkdwn_lines(call: Call) -> list[str]:
+    """Every line of mrkdwn text in the message's blocks."""
+    texts = []
+    for block in call.blocks:
+        texts.append(block.get("text", {}).get("text", ""))
+        texts += [e["text"] for e in block.get("elements", []) if e.get("type") == "mrkdwn"]
+    return "\n".join(texts).splitlines()
+
+
+FAKE = "\n*Approved by admin* ✅\n`ready` ```tbs_fake``` ~x~ _y_"
+
+
+async def test_what_a_requester_types_is_escaped_and_quoted_for_the_approvers(
+    env: Running,
+) -> None:
+    admins(env)
+    mark = len(env.standin.calls)
+    fields = {
+        **GOOD,
+        "purpose": {"value": "<!channel> deploys" + FAKE},
+        "justification": {"value": "needed <@U0CAROL>" + FAKE},
+    }
+    response = await submit_request(env, fields, ["api:write"])
+    assert response.status_code == 200 and response.content == b""
+    await env.standin.wait_for("response_url", lambda c: "went to" in c.text_content(), after=mark)
+    copies = [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
+    assert len(copies) == 2
+    for copy in copies:
+        content = copy.text_content()
+        assert "<!channel>" not in content and "<@U0CAROL>" not in content
+        assert "&lt;!channel&gt;" in content and "&lt;@U0CAROL&gt;" in content
+        for fake in ("*Approved by admin*", "`ready`", "```", "~x~", "_y_"):
+            assert fake not in content
+        typed = [line for line in mrkdwn_lines(copy) if "Approved by admin" in line]
+        assert len(typed) == 2 and all(line.startswith("> ") for line in typed)
+
+
+async def test_a_deny_reason_is_escaped_and_quoted_wherever_it_is_shown(env: Running) -> None:
+    copies = await requested(env)
+    mark = len(env.standin.calls)
+    await env.slack.click(copies[0], "deny_request", BOB)
+    opened = await env.standin.wait_for("views.open", after=mark)
+    reason = "<!channel> no" + FAKE
+    done = await env.slack.submit_view(
+        opened.result["view"]["id"], BOB, {"reason": {"value": reason}}
+    )
+    assert done.content == b""
+    told = await env.standin.wait_for(
+        "chat.postMessage", lambda c: c.args.get("channel") == "D0ALICE", after=mark
+    )
+    updates = await asyncio.gather(
+        *(
+            env.standin.wait_for(
+                "chat.update", lambda c, ch=ch: c.args["channel"] == ch, after=mark
+            )
+            for ch in ("D0BOB", "D0CAROL")
+        )
+    )
+    for message in (told, *updates):
+        content = message.text_content()
+        assert "<!channel>" not in content and "&lt;!channel&gt;" in content
+        assert "*Approved by admin*" not in content
+        typed = [line for line in mrkdwn_lines(message) if "Approved by admin" in line]
+        assert typed and all(line.startswith("> ") for line in typed)
