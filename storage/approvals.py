@@ -162,12 +162,14 @@ def request_service_token(
 ) -> RequestInfo:
     """Ask for a token for the service user ``name``: an existing one the requester owns
     (its permissions stay as they are), or a new one with ``purpose`` and ``scopes`` from
-    the organization's catalogue. Raises InvalidField naming the field at fault."""
+    the organization's catalogue. Raises InvalidField naming the field at fault, also when
+    the requester already has as many pending requests as the organization allows."""
     slug = validate_service_name(name)
     why = _text("justification", justification, JUSTIFICATION_MAX, "why the token is needed")
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org.id, requester, now)
+        _check_pending_cap(session, org, member, now)
         existing = session.execute(_SERVICE_BY_NAME, {"org": org.id, "name": slug}).first()
         if existing is not None:
             if (
@@ -224,6 +226,28 @@ def request_service_token(
             detail={"service_user": slug, "scopes": granted, "new": service_id is None},
         )
         return _request(session, org, request_id)
+
+
+_PENDING_COUNT = sa.select(sa.func.count()).where(
+    REQUEST.c.requester_id == sa.bindparam("member"),
+    REQUEST.c.state == RequestState.PENDING,
+    REQUEST.c.expires_at > sa.bindparam("now"),  # past its time, it no longer waits
+)
+
+
+def _check_pending_cap(session: Session, org: LockedOrg, member: int, now: datetime) -> None:
+    """InvalidField when the member already has the most pending requests allowed; the
+    organization is locked, so concurrent requests cannot pass it together."""
+    cap = session.execute(
+        sa.select(ORG.c.pending_request_cap).where(ORG.c.id == org.id)
+    ).scalar_one()
+    waiting = session.execute(_PENDING_COUNT, {"member": member, "now": now}).scalar_one()
+    if waiting >= cap:
+        raise InvalidField(
+            "name",
+            f"You already have {waiting} requests waiting for a decision, and the limit is "
+            f"{cap} per member. Cancel one, or wait for a decision, before asking again.",
+        )
 
 
 def _settle(

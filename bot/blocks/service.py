@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from bot.blocks.text import BLOCKS_MAX, CONFIRM_MAX, clip, inline, quoted
+from bot.blocks.text import BLOCKS_MAX, CONFIRM_MAX, clip, fit, inline, quoted
 from bot.blocks.tokens import (
     SERVICE_REVOKE_ACTION,
     Message,
@@ -242,8 +243,8 @@ def requests_message(mine: list[RequestInfo], decidable: list[RequestInfo]) -> M
     blocks: list[dict[str, Any]] = []
     if mine:
         blocks.append(_section("*Your pending requests*"))
-        for request in mine:
-            blocks.append(
+        cancel = [
+            [
                 _section(
                     f"*{inline(request.name, NAME_SHOWN)}* · asked {when(request.created_at)}",
                     {
@@ -253,17 +254,25 @@ def requests_message(mine: list[RequestInfo], decidable: list[RequestInfo]) -> M
                         "value": str(request.id),
                     },
                 )
-            )
+            ]
+            for request in mine
+        ]
+        # Room is kept for the heading below and at least one request under it.
+        fit(blocks, cancel, BLOCKS_MAX - (4 if decidable else 0), _more("of yours"))
     if decidable:
         blocks.append(_section("*Waiting for your decision*"))
-        for request in decidable:
-            blocks += approval_request_message(request)["blocks"][:2]
+        decide = [approval_request_message(r)["blocks"][:2] for r in decidable]
+        fit(blocks, decide, BLOCKS_MAX, _more("waiting: decide them on their messages first"))
     if not blocks:
         blocks.append(_section("No pending requests."))
     return {
         "text": f"{len(mine)} pending request(s) of yours, {len(decidable)} to decide",
         "blocks": blocks,
     }
+
+
+def _more(what: str) -> Callable[[int], dict[str, Any]]:
+    return lambda left: _context(f"… and {left} more {what}.")
 
 
 def report_message(report: Report) -> Message:
@@ -336,17 +345,8 @@ def service_list_message(
         return {"text": notice or text, "blocks": blocks}
     whose = "All service users" if admin else "Your service users"
     blocks.append(_section(f"*{whose}* ({len(services)})"))
-    shown = 0
-    for service in services:
-        more = [_service_header(service)] + [_service_token(t) for t in service.tokens]
-        if len(blocks) + len(more) > BLOCKS_MAX - 1:  # room for the line below
-            break
-        blocks += more
-        shown += 1
-    if shown < len(services):
-        blocks.append(
-            _context(f"and {len(services) - shown} more service users that do not fit here.")
-        )
+    entries = [[_service_header(s)] + [_service_token(t) for t in s.tokens] for s in services]
+    fit(blocks, entries, BLOCKS_MAX, _more("service users that do not fit here"))
     total = sum(len(s.tokens) for s in services)
     return {
         "text": notice or f"{len(services)} service user(s), {total} active token(s).",

@@ -9,6 +9,8 @@ reasons, the words of a refusal that quote them) goes through one of ``inline`` 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import Any
 
 SECTION_MAX = 3000  # characters in a section's text (Slack's limit)
 CONFIRM_MAX = 300  # characters in a confirm dialog's text
@@ -57,3 +59,24 @@ def quoted(text: str, limit: int = SECTION_MAX) -> str:
     lines = str(text).splitlines() or [""]
     body = "\n".join("> " + escape(line).translate(_FORMATTING) for line in lines)
     return clip(body, limit)
+
+
+def fit(
+    blocks: list[dict[str, Any]],
+    entries: list[list[dict[str, Any]]],
+    limit: int,
+    more: Callable[[int], dict[str, Any]],
+) -> int:
+    """Append whole ``entries`` (each a few blocks) to ``blocks`` while they fit in
+    ``limit`` blocks; when some do not, end with the block ``more(left_out)`` ("… and N
+    more"). Return how many entries were shown."""
+    shown = 0
+    for n, entry in enumerate(entries):
+        room = limit - len(blocks) - (1 if n < len(entries) - 1 else 0)
+        if len(entry) > room:
+            break
+        blocks += entry
+        shown += 1
+    if shown < len(entries):
+        blocks.append(more(len(entries) - shown))
+    return shown

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from bot.blocks.text import CONFIRM_MAX, SECTION_MAX, clip, inline
+from bot.blocks.text import BLOCKS_MAX, CONFIRM_MAX, SECTION_MAX, clip, fit, inline
 from storage.tokens import NAME_MAX, IssuedToken, TokenInfo
 
 Message = dict[str, Any]
@@ -174,7 +174,12 @@ def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = N
         blocks.append(_section("You have no active tokens. Generate one with `new`."))
         return {"text": notice or "You have no active tokens.", "blocks": blocks}
     blocks.append(_section(f"*Your active tokens* ({len(tokens)} of {cap})"))
-    blocks += [_section(_token_line(t), revoke_button(t)) for t in tokens]
+    fit(
+        blocks,
+        [[_section(_token_line(t), revoke_button(t))] for t in tokens],
+        BLOCKS_MAX - 3,  # the Home tab adds its heading, button and footer
+        lambda left: _context(f"… and {left} more, not shown here."),
+    )
     return {"text": notice or f"You have {len(tokens)} active tokens.", "blocks": blocks}
 
 

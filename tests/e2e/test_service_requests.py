@@ -7,10 +7,12 @@ import json
 from urllib.parse import parse_qs, quote
 
 import httpx
+import sqlalchemy as sa
 
 from bot.standin.harness import RESOURCE_SERVER, Running
-from bot.standin.server import Call
-from storage import audit, tokenformat
+from bot.standin.server import Call, message_problems
+from storage import approvals, audit, tokenformat
+from storage.orgs import ORG, lock_org
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import run_command
 
@@ -20,6 +22,13 @@ GOOD = {
     "purpose": {"value": "deploys from CI"},
     "justification": {"value": "the pipeline needs it"},
 }
+
+
+def allow_pending(env: Running, cap: int, org: str = "T0TOKENBOT") -> None:
+    """Let each member of ``org`` have ``cap`` requests pending at once (5 by default)."""
+    with env.db.write() as session:
+        lock_org(session, org, env.deps.clock())
+        session.execute(sa.update(ORG).where(ORG.c.slack_id == org).values(pending_request_cap=cap))
 
 
 def admins(env: Running) -> None:
@@ -303,3 +312,80 @@ async def test_a_deny_reason_is_escaped_and_quoted_wherever_it_is_shown(env: Run
         assert "*Approved by admin*" not in content
         typed = [line for line in mrkdwn_lines(message) if "Approved by admin" in line]
         assert typed and all(line.startswith("> ") for line in typed)
+
+
+async def test_a_justification_of_escapes_still_reaches_every_approver(env: Running) -> None:
+    admins(env)
+    mark = len(env.standin.calls)
+    fields = {**GOOD, "purpose": {"value": "&" * 500}, "justification": {"value": "&" * 1000}}
+    response = await submit_request(env, fields, ["api:write"])
+    assert response.status_code == 200 and response.content == b""
+    await env.standin.wait_for("response_url", lambda c: "went to" in c.text_content(), after=mark)
+    copies = [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
+    assert sorted(c.args["channel"] for c in copies) == ["D0BOB", "D0CAROL"]
+    assert all(c.result["ok"] for c in copies), [c.result for c in copies]
+    assert all("&amp;&amp;&amp;" in c.text_content() for c in copies)
+
+
+async def test_a_deny_reason_of_escapes_still_updates_every_copy(env: Running) -> None:
+    copies = await requested(env)
+    mark = len(env.standin.calls)
+    await env.slack.click(copies[0], "deny_request", BOB)
+    opened = await env.standin.wait_for("views.open", after=mark)
+    done = await env.slack.submit_view(
+        opened.result["view"]["id"], BOB, {"reason": {"value": "<" * 1000}}
+    )
+    assert done.content == b""
+    told = await env.standin.wait_for(
+        "chat.postMessage", lambda c: c.args.get("channel") == "D0ALICE", after=mark
+    )
+    assert told.result["ok"], told.result
+    updates = await asyncio.gather(
+        *(
+            env.standin.wait_for(
+                "chat.update", lambda c, ch=ch: c.args["channel"] == ch, after=mark
+            )
+            for ch in ("D0BOB", "D0CAROL")
+        )
+    )
+    assert all(u.result["ok"] and "Denied by" in u.text_content() for u in updates)
+
+
+async def test_a_sixth_pending_request_gets_an_inline_error_that_says_the_limit(
+    env: Running,
+) -> None:
+    admins(env)
+    for n in range(5):
+        mark = len(env.standin.calls)
+        ok = await submit_request(env, {**GOOD, "name": {"value": f"svc-{n}"}}, ["api:read"])
+        assert ok.content == b""
+        await env.standin.wait_for(
+            "response_url", lambda c: "went to" in c.text_content(), after=mark
+        )
+    mark = len(env.standin.calls)
+    refused = await submit_request(env, {**GOOD, "name": {"value": "svc-5"}}, ["api:read"])
+    assert refused.json()["response_action"] == "errors"
+    assert "the limit is 5 per member" in refused.json()["errors"]["name"]
+    assert not [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
+
+
+async def test_requests_with_many_pending_fits_in_one_message_and_says_how_many_more(
+    env: Running,
+) -> None:
+    admins(env)
+    for n in range(30):  # 6 members with 5 requests each
+        approvals.request_service_token(
+            env.db,
+            "T0TOKENBOT",
+            f"U0REQ{n // 5}",
+            name=f"svc-{n:02d}",
+            purpose="deploys",
+            scopes=["api:read"],
+            justification="&" * 1000,
+            now=env.deps.clock(),
+        )
+    listing = await run_command(env, "requests", BOB)
+    assert message_problems(listing.args) == []
+    shown = sum(1 for b in listing.blocks if b["type"] == "actions")
+    assert 0 < shown < 30
+    assert f"… and {30 - shown} more waiting" in listing.text_content()
