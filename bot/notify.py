@@ -215,9 +215,12 @@ async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
     return sent
 
 
-async def update_request_copies(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> None:
-    """Every copy of the request shows the decision, who made it and when (R22)."""
-    message = service_blocks.decided_message(request)
+async def update_request_copies(
+    deps: Deps, client: AsyncWebClient, request: RequestInfo, message: dict[str, Any] | None = None
+) -> None:
+    """Every copy of the request shows the decision, who made it and when (R22), or
+    ``message`` when there is more to say."""
+    message = message or service_blocks.decided_message(request)
     for channel, ts in await deps.call(approvals.messages, deps.db, request.id):
         try:
             await client.chat_update(channel=channel, ts=ts, **message)

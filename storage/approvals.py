@@ -71,6 +71,9 @@ class RequestInfo:
 class Decision:
     request: RequestInfo
     issued: IssuedToken | None  # the new token, on approval (shown once to the requester)
+    # Why an approval could not be carried out and the request was closed instead: one
+    # sentence for the approver.
+    refusal: str | None = None
 
 
 def validate_service_name(raw: str | None) -> str:
@@ -309,6 +312,10 @@ def decide(
     requester can never decide their own request, a denial needs a reason (R23), and an
     approval mints the service token within the organization's cap (R8, R24). Raises
     AlreadyDecided, NotAllowed, InvalidField or CapReached; nothing changes when it does.
+
+    A request for a new service user whose name another service user took meanwhile can
+    never be approved as asked: it is closed (cancelled, with the reason) and the
+    Decision carries no token and a ``refusal`` for the approver.
     """
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
@@ -330,6 +337,10 @@ def decide(
                 detail={"service_user": request.name, "reason": why},
             )
             return Decision(_request(session, org, request_id), None)
+        if request.service_user_id is None and (
+            session.execute(_SERVICE_BY_NAME, {"org": org.id, "name": request.name}).first()
+        ):
+            return _close_as_taken(session, org, request, approver, now)
         issued = _mint_service_token(session, org, request, approver, now)
         _settle(session, request, RequestState.APPROVED, approver, now, token_id=issued.info.id)
         audit.record(
@@ -342,6 +353,29 @@ def decide(
             detail={"service_user": request.name, "token": issued.info.id},
         )
         return Decision(_request(session, org, request_id), issued)
+
+
+def _close_as_taken(
+    session: Session, org: LockedOrg, request: RequestInfo, approver: str, now: datetime
+) -> Decision:
+    reason = f"the name {request.name} was given to another service user meanwhile"
+    _settle(session, request, RequestState.CANCELLED, audit.SYSTEM, now, reason=reason)
+    audit.record(
+        session,
+        org,
+        actor=approver,
+        action="approval.cancelled",
+        subject=f"request:{request.id}",
+        now=now,
+        detail={"service_user": request.name, "reason": reason},
+    )
+    return Decision(
+        _request(session, org, request.id),
+        None,
+        refusal=f"This request cannot be approved: the name {request.name} was given to "
+        "another service user since it was made. It is now closed, and the requester is "
+        "told to ask again with another name.",
+    )
 
 
 def _mint_service_token(

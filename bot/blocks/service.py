@@ -165,17 +165,28 @@ def approval_request_message(request: RequestInfo) -> Message:
     }
 
 
-def decided_message(request: RequestInfo) -> Message:
-    """What every copy of the request shows once decided (R22)."""
+def decided_message(
+    request: RequestInfo, *, undelivered: bool = False, command: str = "/token"
+) -> Message:
+    """What every copy of the request shows once decided (R22). ``undelivered``: the
+    token was approved but could not be shown to the requester, so it was revoked."""
     if request.state == "approved":
         outcome = f":white_check_mark: Approved by <@{request.decided_by}>"
     elif request.state == "denied":
         outcome = f":no_entry: Denied by <@{request.decided_by}>"
     else:
         outcome = f"This request was {request.state}"
+        if request.reason:
+            outcome += f": {inline(request.reason, REASON_QUOTED)}"
     outcome += f" · {when(request.decided_at)}"
     if request.state == "denied":
         outcome += "\n" + quoted(request.reason or "", REASON_QUOTED)
+    if undelivered:
+        outcome += (
+            f"\n:warning: The token could not be delivered to <@{request.requester}> "
+            "(Slack could not reach them), so it was revoked at once and never worked. "
+            f"<@{request.requester}> can ask again with `{command} service request`."
+        )
     return {
         "text": f"Service token request for {inline(request.name, NAME_SHOWN)}: {request.state}",
         "blocks": [_section(_request_summary(request)), _section(outcome)],
@@ -232,6 +243,17 @@ def denied_message(request: RequestInfo) -> Message:
         f"<@{request.decided_by}>:\n{quoted(request.reason or '', REASON_QUOTED)}"
     )
     return {"text": clip(text, 3000), "blocks": [_section(text)]}
+
+
+def closed_as_taken_message(request: RequestInfo, command: str) -> Message:
+    """To the requester: the request was closed without a decision, and why."""
+    why = f": {inline(request.reason, REASON_QUOTED)}" if request.reason else ""
+    text = (
+        f"Your request for a token for *{inline(request.name, NAME_SHOWN)}* was closed{why}. "
+        f"Ask again with another name with `{command} service request`, or ask the owners "
+        "of that service user to ask for you."
+    )
+    return {"text": text, "blocks": [_section(text)]}
 
 
 CANCEL_REQUEST_ACTION = "cancel_request"

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from urllib.parse import parse_qs, quote
 
 import httpx
+import pytest
 import sqlalchemy as sa
 
 from bot.standin.harness import RESOURCE_SERVER, Running
@@ -389,3 +391,70 @@ async def test_requests_with_many_pending_fits_in_one_message_and_says_how_many_
     shown = sum(1 for b in listing.blocks if b["type"] == "actions")
     assert 0 < shown < 30
     assert f"… and {30 - shown} more waiting" in listing.text_content()
+
+
+async def test_a_name_taken_meanwhile_closes_the_request_and_says_so(
+    env: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    copies = await requested(env)  # alice asks for a new service user, ci-deployer
+    other = approvals.request_service_token(
+        env.db,
+        "T0TOKENBOT",
+        "U0DAVE",
+        name="ci-deployer",
+        purpose="another one",
+        scopes=["api:read"],
+        justification="mine",
+        now=env.deps.clock(),
+    )
+    approvals.decide(
+        env.db, "T0TOKENBOT", other.id, CAROL, approve=True, reason=None, now=env.deps.clock()
+    )
+    mark = len(env.standin.calls)
+    response = await approve(env, copies[0], BOB)
+    assert response.status_code == 200
+    told = await env.standin.wait_for(
+        "chat.postEphemeral", lambda c: c.args.get("user") == BOB, after=mark
+    )
+    assert "cannot be approved: the name ci-deployer was given to another service user" in (
+        told.text_content()
+    )
+    dm = await env.standin.wait_for(
+        "chat.postMessage", lambda c: c.args.get("channel") == "D0ALICE", after=mark
+    )
+    assert "was closed: the name ci-deployer was given" in dm.text_content()
+    assert "another name" in dm.text_content()
+    updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
+    assert sorted(c.args["channel"] for c in updates) == ["D0BOB", "D0CAROL"]
+    assert all("was cancelled: the name ci-deployer" in c.text_content() for c in updates)
+    assert approvals.pending_requests(env.db, "T0TOKENBOT") == []
+    issued = [e for e in audit.events(env.db, "T0TOKENBOT") if e.action == "token.issued"]
+    assert len(issued) == 1  # dave's only
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_an_approved_token_that_cannot_be_delivered_is_revoked_and_the_copies_say_so(
+    env: Running,
+) -> None:
+    copies = await requested(env)
+    env.standin.fail_next("response_url", status=404)
+    env.standin.fail_next("conversations.open", error="user_not_found")
+    mark = len(env.standin.calls)
+    await approve(env, copies[0], BOB)
+    final = await asyncio.gather(
+        *(
+            env.standin.wait_for(
+                "chat.update",
+                lambda c, ch=ch: c.args["channel"] == ch and "not be delivered" in c.text_content(),
+                after=mark,
+            )
+            for ch in ("D0BOB", "D0CAROL")
+        )
+    )
+    for copy in final:
+        content = copy.text_content()
+        assert "Approved by <@U0BOB>" in content
+        assert "could not be delivered to <@U0ALICE>" in content and "revoked" in content
+        assert "/token service request" in content
+    actions = [e.action for e in audit.events(env.db, "T0TOKENBOT")]
+    assert actions.count("token.issued") == 1 and actions.count("token.revoked") == 1
