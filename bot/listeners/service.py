@@ -125,7 +125,7 @@ async def _refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> No
         client,
         user_id=body["user"]["id"],
         message={"text": inline(text)},
-        response_url=None,  # it would replace nothing, but the ephemeral is surer
+        response_url=None,  # in the channel (or, failing that, the DM), as before
         channel_id=channel,
     )
 
