@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 import aiohttp
 from slack_bolt import BoltResponse
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext, AsyncBoltRequest
+from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.internals import (
     extract_enterprise_id,
     extract_team_id,
@@ -19,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import listeners
 from bot.deps import Deps
+from bot.listeners import payload
 from bot.logs import quiet_slack_libraries
 from bot.notify import Responder, retry_handlers
 from storage import events
@@ -47,31 +49,58 @@ def build_app(deps: Deps) -> AsyncApp:
         request_verification_enabled=False,
     )
 
+    app.use(RefuseMalformed())
+
     @app.middleware
     async def provide_deps(
         req: AsyncBoltRequest, context: AsyncBoltContext, next: Any
     ) -> BoltResponse | None:
-        if not _identifies_sender(req.body):
-            return BoltResponse(status=400, body="malformed request: no team or user")
         event_id = req.body.get("event_id")
         if event_id and not await deps.call(
             events.first_delivery, deps.db, str(event_id), deps.clock()
         ):
             return BoltResponse(status=200, body="")  # a repeated delivery: no second effect
         context["deps"] = deps
-        if context.response_url:
-            context["respond"] = Responder(context.response_url, app.client.session)
+        # Always ours, so no answer goes to a response_url that is not Slack's.
+        context["respond"] = Responder(
+            context.response_url or "", app.client.session, deps.settings.slack_api_url
+        )
         await next()
         return None
 
     @app.error
     async def on_error(error: Exception, body: dict[str, Any]) -> None:
         # The type and where it came from, never the payload: it may carry a secret.
-        kind = body.get("type") or body.get("command") or "request"
-        log.error("handling %s failed: %s", kind, type(error).__name__, exc_info=error)
+        log.error("handling %s failed: %s", _kind(body), type(error).__name__, exc_info=error)
 
     listeners.register(app, deps.settings)
     return app
+
+
+class RefuseMalformed(AsyncMiddleware):
+    """A 400 for a signed payload that cannot be Slack's (a field of the wrong type, one
+    missing), before anything reads it: Bolt's function middleware and listeners would
+    fail on it with a 500. Runs after Bolt has checked the signature."""
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse | None:
+        if not _identifies_sender(req.body):
+            return BoltResponse(status=400, body="malformed request: no team or user")
+        if (why := payload.malformed(req.body)) is not None:
+            log.info("refused a malformed %s (%s)", _kind(req.body), why)
+            return BoltResponse(status=400, body="malformed request")
+        await next()
+        return resp
+
+
+def _kind(body: dict[str, Any]) -> str:
+    kind = body.get("type") or body.get("command")
+    return kind if isinstance(kind, str) else "request"
 
 
 def _identifies_sender(body: dict[str, Any]) -> bool:

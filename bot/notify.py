@@ -7,6 +7,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 import aiohttp
+import yarl
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
@@ -36,18 +37,54 @@ def _webhook(url: str, session: aiohttp.ClientSession | None) -> AsyncWebhookCli
     return AsyncWebhookClient(url, session=session, retry_handlers=retry_handlers())
 
 
+# Where Slack's response URLs live. Anything else in a payload is not Slack's, and a
+# message posted there (a new token, say) would go to whoever forged it.
+_SLACK_HOSTS = ("slack.com", "slack-gov.com")
+
+
+def is_slack_response_url(url: object, api_url: str) -> bool:
+    """True when ``url`` may be posted to: https on Slack's own hosts (``hooks.slack.com``,
+    ``*.slack.com``, ``*.slack-gov.com``), or the scheme, host and port of the Web API the
+    app is pointed at (``SLACK_API_URL``: the stand-in in tests and the demo)."""
+    if not isinstance(url, str):
+        return False
+    try:  # parsed as aiohttp will parse it to connect, so both see the same host
+        target, api = yarl.URL(url), yarl.URL(api_url)
+    except (ValueError, TypeError):
+        return False
+    if not target.is_absolute() or target.user is not None or target.password is not None:
+        return False
+    if (target.scheme, target.host, target.port) == (api.scheme, api.host, api.port):
+        return True
+    host = (target.host or "").lower()
+    return (
+        target.scheme == "https"
+        and target.port == 443
+        and any(host == h or host.endswith("." + h) for h in _SLACK_HOSTS)
+    )
+
+
 class Responder:
-    """Bolt's ``respond()``, over the app's shared HTTP session and with retries.
+    """Bolt's ``respond()``, over the app's shared HTTP session and with retries, and only
+    to a response URL on Slack's hosts.
 
     Bolt's own opens a new connection for every message; under load that costs more
     than the rest of the request.
     """
 
-    def __init__(self, response_url: str, session: aiohttp.ClientSession | None) -> None:
+    def __init__(
+        self, response_url: str, session: aiohttp.ClientSession | None, api_url: str
+    ) -> None:
         self.response_url = response_url
         self.session = session
+        self.allowed = is_slack_response_url(response_url, api_url)
 
     async def __call__(self, **message: Any) -> WebhookResponse:
+        if not self.allowed:
+            log.warning("not answering at a response_url outside Slack's hosts")
+            return WebhookResponse(
+                url=self.response_url, status_code=403, body="not_slack", headers={}
+            )
         return await _webhook(self.response_url, self.session).send_dict(message)
 
 
@@ -77,6 +114,9 @@ async def deliver_ephemeral(
     Tries the command's ``response_url``, then an ephemeral message in the channel, then
     an ephemeral message in the member's DM with the app. Never a message Slack keeps.
     """
+    if response_url and not is_slack_response_url(response_url, client.base_url):
+        log.warning("response_url outside Slack's hosts ignored; trying the channel")
+        response_url = None
     if response_url:
         webhook = _webhook(response_url, client.session)
         try:
@@ -175,9 +215,12 @@ async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
     return sent
 
 
-async def update_request_copies(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> None:
-    """Every copy of the request shows the decision, who made it and when (R22)."""
-    message = service_blocks.decided_message(request)
+async def update_request_copies(
+    deps: Deps, client: AsyncWebClient, request: RequestInfo, message: dict[str, Any] | None = None
+) -> None:
+    """Every copy of the request shows the decision, who made it and when (R22), or
+    ``message`` when there is more to say."""
+    message = message or service_blocks.decided_message(request)
     for channel, ts in await deps.call(approvals.messages, deps.db, request.id):
         try:
             await client.chat_update(channel=channel, ts=ts, **message)

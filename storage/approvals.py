@@ -71,6 +71,9 @@ class RequestInfo:
 class Decision:
     request: RequestInfo
     issued: IssuedToken | None  # the new token, on approval (shown once to the requester)
+    # Why an approval could not be carried out and the request was closed instead: one
+    # sentence for the approver.
+    refusal: str | None = None
 
 
 def validate_service_name(raw: str | None) -> str:
@@ -162,12 +165,14 @@ def request_service_token(
 ) -> RequestInfo:
     """Ask for a token for the service user ``name``: an existing one the requester owns
     (its permissions stay as they are), or a new one with ``purpose`` and ``scopes`` from
-    the organization's catalogue. Raises InvalidField naming the field at fault."""
+    the organization's catalogue. Raises InvalidField naming the field at fault, also when
+    the requester already has as many pending requests as the organization allows."""
     slug = validate_service_name(name)
     why = _text("justification", justification, JUSTIFICATION_MAX, "why the token is needed")
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org.id, requester, now)
+        _check_pending_cap(session, org, member, now)
         existing = session.execute(_SERVICE_BY_NAME, {"org": org.id, "name": slug}).first()
         if existing is not None:
             if (
@@ -224,6 +229,28 @@ def request_service_token(
             detail={"service_user": slug, "scopes": granted, "new": service_id is None},
         )
         return _request(session, org, request_id)
+
+
+_PENDING_COUNT = sa.select(sa.func.count()).where(
+    REQUEST.c.requester_id == sa.bindparam("member"),
+    REQUEST.c.state == RequestState.PENDING,
+    REQUEST.c.expires_at > sa.bindparam("now"),  # past its time, it no longer waits
+)
+
+
+def _check_pending_cap(session: Session, org: LockedOrg, member: int, now: datetime) -> None:
+    """InvalidField when the member already has the most pending requests allowed; the
+    organization is locked, so concurrent requests cannot pass it together."""
+    cap = session.execute(
+        sa.select(ORG.c.pending_request_cap).where(ORG.c.id == org.id)
+    ).scalar_one()
+    waiting = session.execute(_PENDING_COUNT, {"member": member, "now": now}).scalar_one()
+    if waiting >= cap:
+        raise InvalidField(
+            "name",
+            f"You already have {waiting} requests waiting for a decision, and the limit is "
+            f"{cap} per member. Cancel one, or wait for a decision, before asking again.",
+        )
 
 
 def _settle(
@@ -285,6 +312,10 @@ def decide(
     requester can never decide their own request, a denial needs a reason (R23), and an
     approval mints the service token within the organization's cap (R8, R24). Raises
     AlreadyDecided, NotAllowed, InvalidField or CapReached; nothing changes when it does.
+
+    A request for a new service user whose name another service user took meanwhile can
+    never be approved as asked: it is closed (cancelled, with the reason) and the
+    Decision carries no token and a ``refusal`` for the approver.
     """
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
@@ -306,6 +337,10 @@ def decide(
                 detail={"service_user": request.name, "reason": why},
             )
             return Decision(_request(session, org, request_id), None)
+        if request.service_user_id is None and (
+            session.execute(_SERVICE_BY_NAME, {"org": org.id, "name": request.name}).first()
+        ):
+            return _close_as_taken(session, org, request, approver, now)
         issued = _mint_service_token(session, org, request, approver, now)
         _settle(session, request, RequestState.APPROVED, approver, now, token_id=issued.info.id)
         audit.record(
@@ -318,6 +353,29 @@ def decide(
             detail={"service_user": request.name, "token": issued.info.id},
         )
         return Decision(_request(session, org, request_id), issued)
+
+
+def _close_as_taken(
+    session: Session, org: LockedOrg, request: RequestInfo, approver: str, now: datetime
+) -> Decision:
+    reason = f"the name {request.name} was given to another service user meanwhile"
+    _settle(session, request, RequestState.CANCELLED, audit.SYSTEM, now, reason=reason)
+    audit.record(
+        session,
+        org,
+        actor=approver,
+        action="approval.cancelled",
+        subject=f"request:{request.id}",
+        now=now,
+        detail={"service_user": request.name, "reason": reason},
+    )
+    return Decision(
+        _request(session, org, request.id),
+        None,
+        refusal=f"This request cannot be approved: the name {request.name} was given to "
+        "another service user since it was made. It is now closed, and the requester is "
+        "told to ask again with another name.",
+    )
 
 
 def _mint_service_token(

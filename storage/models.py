@@ -25,6 +25,9 @@ ROLES = tuple(DEFAULT_ROLE_SCOPES)
 # R2: the permissions a service user may be given, unless the organization sets its own.
 DEFAULT_SCOPE_CATALOGUE = ["api:read", "api:write", "reports:read", "billing:read"]
 DEFAULT_REQUEST_TTL_DAYS = 7  # R25
+# Requests one member may have waiting for a decision at once: each is a message to every
+# approver, and a flood of them would bury the others' requests.
+DEFAULT_PENDING_REQUEST_CAP = 5
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -74,6 +77,7 @@ class Organization(SQLModel, table=True):
         sa_column=Column(JSON, nullable=False),
     )
     request_ttl_days: int = DEFAULT_REQUEST_TTL_DAYS
+    pending_request_cap: int = DEFAULT_PENDING_REQUEST_CAP
     role_scopes: dict[str, list[str]] = Field(
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLE_SCOPES.items()},
         sa_column=Column(JSON, nullable=False),

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from bot.blocks.text import BLOCKS_MAX, CONFIRM_MAX, clip, fit, inline, quoted
 from bot.blocks.tokens import (
     SERVICE_REVOKE_ACTION,
     Message,
     _context,
-    _escape,
     _plain,
     _section,
     revoke_button,
@@ -98,13 +99,28 @@ def service_request_modal(catalogue: list[str], private_metadata: str) -> dict[s
     }
 
 
+# Shares of one section's 3,000 characters: the requester's words are quoted, and cut
+# (with an ellipsis) only when escaping has made them very long.
+NAME_SHOWN, SCOPES_SHOWN_CHARS, PURPOSE_QUOTED, WHY_QUOTED, REASON_QUOTED = (
+    120,
+    600,
+    700,
+    1300,
+    2500,
+)
+
+
 def _request_summary(request: RequestInfo) -> str:
+    """Who asks for what, and why. What the requester typed is quoted, every line behind
+    ``>``, so none of it can pass for the app's own lines (such as a decision)."""
     kind = "a new service user" if request.service_user_id is None else "service user"
     scopes = _scope_list(request.scopes)
+    purpose = quoted(request.purpose, PURPOSE_QUOTED) if request.purpose else "> —"
     return (
-        f"<@{request.requester}> asks for a token for {kind} *{_escape(request.name)}*\n"
-        f"*Permissions:* {scopes}\n*Purpose:* {_escape(request.purpose) or '—'}\n"
-        f"*Why:* {_escape(request.justification)}"
+        f"<@{request.requester}> asks for a token for {kind} "
+        f"*{inline(request.name, NAME_SHOWN)}*\n"
+        f"*Permissions:* {scopes}\n*Purpose:*\n{purpose}\n"
+        f"*Why:*\n{quoted(request.justification, WHY_QUOTED)}"
     )
 
 
@@ -122,8 +138,9 @@ def approval_request_message(request: RequestInfo) -> Message:
                     "title": _plain("Approve this request?"),
                     "text": {
                         "type": "mrkdwn",
-                        "text": f"A token for *{_escape(request.name)}* is issued "
-                        "and shown to the requester.",
+                        "text": f"A token for *{inline(request.name, CONFIRM_MAX // 2)}* "
+                        "is issued and shown to the requester.",
+                        "verbatim": True,
                     },
                     "confirm": _plain("Approve"),
                     "deny": _plain("Back"),
@@ -139,7 +156,7 @@ def approval_request_message(request: RequestInfo) -> Message:
         ],
     }
     return {
-        "text": f"Service token request for {request.name}",
+        "text": f"Service token request for {inline(request.name, NAME_SHOWN)}",
         "blocks": [
             _section(_request_summary(request)),
             buttons,
@@ -148,17 +165,30 @@ def approval_request_message(request: RequestInfo) -> Message:
     }
 
 
-def decided_message(request: RequestInfo) -> Message:
-    """What every copy of the request shows once decided (R22)."""
+def decided_message(
+    request: RequestInfo, *, undelivered: bool = False, command: str = "/token"
+) -> Message:
+    """What every copy of the request shows once decided (R22). ``undelivered``: the
+    token was approved but could not be shown to the requester, so it was revoked."""
     if request.state == "approved":
         outcome = f":white_check_mark: Approved by <@{request.decided_by}>"
     elif request.state == "denied":
-        outcome = f":no_entry: Denied by <@{request.decided_by}>: {_escape(request.reason or '')}"
+        outcome = f":no_entry: Denied by <@{request.decided_by}>"
     else:
         outcome = f"This request was {request.state}"
+        if request.reason:
+            outcome += f": {inline(request.reason, REASON_QUOTED)}"
     outcome += f" · {when(request.decided_at)}"
+    if request.state == "denied":
+        outcome += "\n" + quoted(request.reason or "", REASON_QUOTED)
+    if undelivered:
+        outcome += (
+            f"\n:warning: The token could not be delivered to <@{request.requester}> "
+            "(Slack could not reach them), so it was revoked at once and never worked. "
+            f"<@{request.requester}> can ask again with `{command} service request`."
+        )
     return {
-        "text": f"Service token request for {request.name}: {request.state}",
+        "text": f"Service token request for {inline(request.name, NAME_SHOWN)}: {request.state}",
         "blocks": [_section(_request_summary(request)), _section(outcome)],
     }
 
@@ -173,7 +203,8 @@ def deny_modal(request: RequestInfo, private_metadata: str) -> dict[str, Any]:
         "close": _plain("Back"),
         "blocks": [
             _section(
-                f"Deny the token for *{_escape(request.name)}* asked by <@{request.requester}>?"
+                f"Deny the token for *{inline(request.name, NAME_SHOWN)}* asked by "
+                f"<@{request.requester}>?"
             ),
             _input(REASON_BLOCK, "Reason (the requester sees it)", _text_input(True, 1000)),
         ],
@@ -182,7 +213,7 @@ def deny_modal(request: RequestInfo, private_metadata: str) -> dict[str, Any]:
 
 def request_sent_message(request: RequestInfo, where: str) -> Message:
     text = (
-        f"Your request for a token for *{_escape(request.name)}* went to {where}. "
+        f"Your request for a token for *{inline(request.name, NAME_SHOWN)}* went to {where}. "
         "You will see the token here once it is approved."
     )
     return {"text": text, "blocks": [_section(text)]}
@@ -191,10 +222,10 @@ def request_sent_message(request: RequestInfo, where: str) -> Message:
 def service_token_message(issued: IssuedToken, request: RequestInfo) -> Message:
     text = (
         f":key: Your request was approved by <@{request.decided_by}>. The token for "
-        f"*{_escape(request.name)}* is below: copy it now, it will not be shown again."
+        f"*{inline(request.name, NAME_SHOWN)}* is below: copy it now, it will not be shown again."
     )
     return {
-        "text": f"Your token for {request.name} is ready. Copy it now.",
+        "text": f"Your token for {inline(request.name, NAME_SHOWN)} is ready. Copy it now.",
         "blocks": [
             _section(text),
             _section(f"```{issued.secret}```"),
@@ -208,8 +239,19 @@ def service_token_message(issued: IssuedToken, request: RequestInfo) -> Message:
 
 def denied_message(request: RequestInfo) -> Message:
     text = (
-        f"Your request for a token for *{_escape(request.name)}* was denied by "
-        f"<@{request.decided_by}>: {_escape(request.reason or '')}"
+        f"Your request for a token for *{inline(request.name, NAME_SHOWN)}* was denied by "
+        f"<@{request.decided_by}>:\n{quoted(request.reason or '', REASON_QUOTED)}"
+    )
+    return {"text": clip(text, 3000), "blocks": [_section(text)]}
+
+
+def closed_as_taken_message(request: RequestInfo, command: str) -> Message:
+    """To the requester: the request was closed without a decision, and why."""
+    why = f": {inline(request.reason, REASON_QUOTED)}" if request.reason else ""
+    text = (
+        f"Your request for a token for *{inline(request.name, NAME_SHOWN)}* was closed{why}. "
+        f"Ask again with another name with `{command} service request`, or ask the owners "
+        "of that service user to ask for you."
     )
     return {"text": text, "blocks": [_section(text)]}
 
@@ -223,10 +265,10 @@ def requests_message(mine: list[RequestInfo], decidable: list[RequestInfo]) -> M
     blocks: list[dict[str, Any]] = []
     if mine:
         blocks.append(_section("*Your pending requests*"))
-        for request in mine:
-            blocks.append(
+        cancel = [
+            [
                 _section(
-                    f"*{_escape(request.name)}* · asked {when(request.created_at)}",
+                    f"*{inline(request.name, NAME_SHOWN)}* · asked {when(request.created_at)}",
                     {
                         "type": "button",
                         "action_id": CANCEL_REQUEST_ACTION,
@@ -234,17 +276,25 @@ def requests_message(mine: list[RequestInfo], decidable: list[RequestInfo]) -> M
                         "value": str(request.id),
                     },
                 )
-            )
+            ]
+            for request in mine
+        ]
+        # Room is kept for the heading below and at least one request under it.
+        fit(blocks, cancel, BLOCKS_MAX - (4 if decidable else 0), _more("of yours"))
     if decidable:
         blocks.append(_section("*Waiting for your decision*"))
-        for request in decidable:
-            blocks += approval_request_message(request)["blocks"][:2]
+        decide = [approval_request_message(r)["blocks"][:2] for r in decidable]
+        fit(blocks, decide, BLOCKS_MAX, _more("waiting: decide them on their messages first"))
     if not blocks:
         blocks.append(_section("No pending requests."))
     return {
         "text": f"{len(mine)} pending request(s) of yours, {len(decidable)} to decide",
         "blocks": blocks,
     }
+
+
+def _more(what: str) -> Callable[[int], dict[str, Any]]:
+    return lambda left: _context(f"… and {left} more {what}.")
 
 
 def report_message(report: Report) -> Message:
@@ -260,19 +310,23 @@ def report_message(report: Report) -> Message:
     return {"text": "tokenbot report", "blocks": [_section("\n".join(lines))]}
 
 
-BLOCKS_MAX = 50  # Slack's limit for one message
-PURPOSE_SHOWN, OWNERS_SHOWN, SCOPES_SHOWN, NAMES_SHOWN = 200, 10, 20, 30
+PURPOSE_SHOWN, OWNERS_SHOWN, NAMES_SHOWN = 1000, 10, 30
+SCOPE_SHOWN = 200  # characters of one permission, escaped
 
 
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _scope_list(scopes: list[str]) -> str:
-    """Permissions as code spans; a long catalogue is cut short (Slack's 3000 characters)."""
-    shown = " ".join(f"`{_escape(_clip(s, 40))}`" for s in scopes[:SCOPES_SHOWN])
-    more = len(scopes) - SCOPES_SHOWN
-    return shown + (f" and {more} more" if more > 0 else "")
+def _scope_list(scopes: list[str], budget: int = SCOPES_SHOWN_CHARS) -> str:
+    """Permissions as code spans, as many as fit in ``budget`` characters (a section has
+    3,000), then how many more there are."""
+    shown: list[str] = []
+    used = 0
+    for scope in scopes:
+        span = f"`{inline(scope, SCOPE_SHOWN)}`"
+        if used + len(span) + 1 > budget - len(" and 9999 more"):
+            break
+        shown.append(span)
+        used += len(span) + 1
+    more = len(scopes) - len(shown)
+    return " ".join(shown) + (f" and {more} more" if more > 0 else "")
 
 
 def _service_header(service: ServiceUserInfo) -> dict[str, Any]:
@@ -280,17 +334,18 @@ def _service_header(service: ServiceUserInfo) -> dict[str, Any]:
     owners = ", ".join(f"<@{o}>" for o in service.owners[:OWNERS_SHOWN]) or "none active"
     if len(service.owners) > OWNERS_SHOWN:
         owners += f" and {len(service.owners) - OWNERS_SHOWN} more"
-    purpose = _escape(_clip(service.purpose, PURPOSE_SHOWN)) or "—"
+    purpose = inline(service.purpose, PURPOSE_SHOWN) or "—"
     tokens = "" if service.tokens else "\nNo active tokens."
     return _section(
-        f"*{_escape(service.name)}* · {purpose}\nPermissions: {scopes} · owners: {owners}{tokens}"
+        f"*{inline(service.name, NAME_SHOWN)}* · {purpose}\n"
+        f"Permissions: {scopes} · owners: {owners}{tokens}"
     )
 
 
 def _service_token(info: TokenInfo) -> dict[str, Any]:
     """One token, with its Revoke button (R16)."""
     text = (
-        f"`{info.hint}` *{_escape(info.name)}*\nLast used {when(info.last_used_at)} · "
+        f"`{info.hint}` *{inline(info.name, NAME_SHOWN)}*\nLast used {when(info.last_used_at)} · "
         f"expires if unused by {when(info.cutoff_at)}"
     )
     return _section(text, revoke_button(info, SERVICE_REVOKE_ACTION))
@@ -312,17 +367,8 @@ def service_list_message(
         return {"text": notice or text, "blocks": blocks}
     whose = "All service users" if admin else "Your service users"
     blocks.append(_section(f"*{whose}* ({len(services)})"))
-    shown = 0
-    for service in services:
-        more = [_service_header(service)] + [_service_token(t) for t in service.tokens]
-        if len(blocks) + len(more) > BLOCKS_MAX - 1:  # room for the line below
-            break
-        blocks += more
-        shown += 1
-    if shown < len(services):
-        blocks.append(
-            _context(f"and {len(services) - shown} more service users that do not fit here.")
-        )
+    entries = [[_service_header(s)] + [_service_token(t) for t in s.tokens] for s in services]
+    fit(blocks, entries, BLOCKS_MAX, _more("service users that do not fit here"))
     total = sum(len(s.tokens) for s in services)
     return {
         "text": notice or f"{len(services)} service user(s), {total} active token(s).",
@@ -338,7 +384,7 @@ def digest_message(requests: list[RequestInfo], command: str) -> Message:
     blocks = [_section(f":hourglass: *Requests waiting for a decision* ({len(requests)})")]
     blocks += [
         _section(
-            f"<@{r.requester}> asks for *{_escape(r.name)}* "
+            f"<@{r.requester}> asks for *{inline(r.name, NAME_SHOWN)}* "
             f"({_scope_list(r.scopes)}) since {when(r.created_at)}; "
             f"expires unanswered {when(r.expires_at)}."
         )
@@ -355,7 +401,7 @@ def digest_message(requests: list[RequestInfo], command: str) -> Message:
 def orphaned_message(member: str, names: list[str], command: str) -> Message:
     """To the admins: a deactivated member was the only owner of these service users
     (R17). Their tokens keep working."""
-    listed = ", ".join(f"*{_escape(n)}*" for n in names[:NAMES_SHOWN])
+    listed = ", ".join(f"*{inline(n, NAME_SHOWN)}*" for n in names[:NAMES_SHOWN])
     if len(names) > NAMES_SHOWN:
         listed += f" and {len(names) - NAMES_SHOWN} more"
     text = (

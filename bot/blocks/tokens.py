@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+from bot.blocks.text import BLOCKS_MAX, CONFIRM_MAX, SECTION_MAX, clip, fit, inline
 from storage.tokens import NAME_MAX, IssuedToken, TokenInfo
 
 Message = dict[str, Any]
@@ -27,28 +28,43 @@ def when(at: datetime | None, never: str = "never") -> str:
     return f"<!date^{int(at.timestamp())}^{{date_short_pretty}} {{time}}|{fallback}>"
 
 
+def _mrkdwn(text: str) -> dict[str, Any]:
+    # verbatim: Slack makes no mention or link of its own from the words; only the
+    # app's explicit <@U…> and <!date…> are parsed. The clip is a last guard: builders
+    # keep each piece of user text short enough that it never cuts.
+    return {"type": "mrkdwn", "text": clip(text, SECTION_MAX) or " ", "verbatim": True}
+
+
 def _section(text: str, accessory: dict[str, Any] | None = None) -> dict[str, Any]:
-    block: dict[str, Any] = {"type": "section", "text": {"type": "mrkdwn", "text": text}}
+    block: dict[str, Any] = {"type": "section", "text": _mrkdwn(text)}
     if accessory:
         block["accessory"] = accessory
     return block
 
 
 def _context(text: str) -> dict[str, Any]:
-    return {"type": "context", "elements": [{"type": "mrkdwn", "text": text}]}
+    return {"type": "context", "elements": [_mrkdwn(text)]}
 
 
 def _plain(text: str) -> dict[str, Any]:
     return {"type": "plain_text", "text": text, "emoji": True}
 
 
-def _escape(text: str) -> str:
-    """Slack's mrkdwn escaping, so a token name can never inject a mention or link."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+def _name(info: TokenInfo) -> str:
+    """A token's name as the member typed it, safe inside the app's sentence."""
+    return inline(info.name)
 
 
 def text_message(text: str) -> Message:
+    """A message of the app's own words (mrkdwn); user text in it went through
+    ``bot.blocks.text`` already."""
     return {"text": text, "blocks": [_section(text)]}
+
+
+def refusal_message(refusal: str, after: str = "") -> Message:
+    """A refusal from the domain (which may quote a name the member typed), shown as
+    plain words, followed by the app's own ``after``."""
+    return text_message(f"{inline(refusal)} {after}".strip())
 
 
 def help_message(command: str, notice: str | None = None) -> Message:
@@ -71,7 +87,7 @@ def help_message(command: str, notice: str | None = None) -> Message:
 
 
 def unknown_subcommand_message(command: str, text: str) -> Message:
-    word = _escape(text.split()[0][:40])
+    word = inline(text.split()[0], 40)
     return help_message(command, notice=f"I don't know `{word}`. Here is what I can do:")
 
 
@@ -107,10 +123,10 @@ def generate_modal(initial_name: str, private_metadata: str) -> dict[str, Any]:
 def new_token_message(issued: IssuedToken) -> Message:
     info = issued.info
     return {
-        "text": f"Your new token “{info.name}” is ready. Copy it now: it won't be shown again.",
+        "text": f"Your new token “{_name(info)}” is ready. Copy it now: it won't be shown again.",
         "blocks": [
             _section(
-                f":key: Your new token *{_escape(info.name)}* is ready. "
+                f":key: Your new token *{_name(info)}* is ready. "
                 "Copy it now: it will not be shown again."
             ),
             _section(f"```{issued.secret}```"),
@@ -124,7 +140,7 @@ def new_token_message(issued: IssuedToken) -> Message:
 
 def revoke_button(info: TokenInfo, action_id: str = REVOKE_ACTION) -> dict[str, Any]:
     """A Revoke button with its confirm dialog (R16)."""
-    name = _escape(info.name)
+    name = inline(info.name, CONFIRM_MAX // 2)
     return {
         "type": "button",
         "action_id": action_id,
@@ -146,7 +162,7 @@ def revoke_button(info: TokenInfo, action_id: str = REVOKE_ACTION) -> dict[str, 
 
 def _token_line(info: TokenInfo) -> str:
     return (
-        f"*{_escape(info.name)}*  `{info.hint}`\n"
+        f"*{_name(info)}*  `{info.hint}`\n"
         f"Created {when(info.created_at)} · last used {when(info.last_used_at)} · "
         f"expires if unused by {when(info.cutoff_at)}"
     )
@@ -158,7 +174,12 @@ def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = N
         blocks.append(_section("You have no active tokens. Generate one with `new`."))
         return {"text": notice or "You have no active tokens.", "blocks": blocks}
     blocks.append(_section(f"*Your active tokens* ({len(tokens)} of {cap})"))
-    blocks += [_section(_token_line(t), revoke_button(t)) for t in tokens]
+    fit(
+        blocks,
+        [[_section(_token_line(t), revoke_button(t))] for t in tokens],
+        BLOCKS_MAX - 3,  # the Home tab adds its heading, button and footer
+        lambda left: _context(f"… and {left} more, not shown here."),
+    )
     return {"text": notice or f"You have {len(tokens)} active tokens.", "blocks": blocks}
 
 
@@ -172,11 +193,11 @@ def cap_reached_message(cap: int, tokens: list[TokenInfo]) -> Message:
 
 def revoke_confirm_message(info: TokenInfo) -> Message:
     text = (
-        f"Revoke *{_escape(info.name)}* (`{info.hint}`)? Anything using it stops working "
+        f"Revoke *{_name(info)}* (`{info.hint}`)? Anything using it stops working "
         "at once. This cannot be undone."
     )
     return {
-        "text": f"Revoke “{info.name}”?",
+        "text": f"Revoke “{_name(info)}”?",
         "blocks": [
             _section(text),
             {
@@ -197,7 +218,7 @@ def revoke_confirm_message(info: TokenInfo) -> Message:
 
 
 def revoked_notice(info: TokenInfo) -> str:
-    return f":white_check_mark: Revoked *{_escape(info.name)}* (`{info.hint}`). It no longer works."
+    return f":white_check_mark: Revoked *{_name(info)}* (`{info.hint}`). It no longer works."
 
 
 def home_view(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> dict[str, Any]:
@@ -228,11 +249,8 @@ def home_view(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> d
 def _whose(info: TokenInfo, service_user: str | None) -> str:
     """How a notice names the token: the member's own, or their service user's (R12)."""
     if service_user is None:
-        return f"Your token *{_escape(info.name)}* (`{info.hint}`)"
-    return (
-        f"The token *{_escape(info.name)}* (`{info.hint}`) of the service user "
-        f"*{_escape(service_user)}*"
-    )
+        return f"Your token *{_name(info)}* (`{info.hint}`)"
+    return f"The token *{_name(info)}* (`{info.hint}`) of the service user *{inline(service_user)}*"
 
 
 def reminder_message(
@@ -263,7 +281,7 @@ def reminder_message(
         )
     listing = f"{command} list" if service_user is None else f"{command} service list"
     return {
-        "text": f"The token “{info.name}” expires {when_text} if unused.",
+        "text": f"The token “{_name(info)}” expires {when_text} if unused.",
         "blocks": [
             _section(text),
             {"type": "actions", "elements": buttons},
@@ -277,17 +295,17 @@ def expired_message(info: TokenInfo, command: str, service_user: str | None = No
     if service_user is None:
         next_step = f"generate a new token with `{command} new`"
     else:
-        next_step = f"ask for a new token with `{command} service request` ({service_user})"
+        next_step = f"ask for a new token with `{command} service request` ({inline(service_user)})"
     text = (
         f"{_whose(info, service_user)} expired at {when(info.cutoff_at)} after a period "
         f"without use, and no longer works. If it is still needed, {next_step} and put it "
         "where the old one was."
     )
-    return {"text": f"The token “{info.name}” has expired.", "blocks": [_section(text)]}
+    return {"text": f"The token “{_name(info)}” has expired.", "blocks": [_section(text)]}
 
 
 def kept_notice(info: TokenInfo) -> str:
     return (
-        f":white_check_mark: Kept *{_escape(info.name)}* (`{info.hint}`): it now expires if "
+        f":white_check_mark: Kept *{_name(info)}* (`{info.hint}`): it now expires if "
         f"unused by {when(info.cutoff_at)}."
     )

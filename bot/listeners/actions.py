@@ -11,10 +11,12 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import approvers
 from bot.blocks import tokens as token_blocks
+from bot.blocks.text import inline
 from bot.deps import Deps, org_of
 from bot.listeners.events import publish_home
+from bot.listeners.payload import button_value
 from bot.listeners.service import service_list
-from bot.listeners.views import cap_reached, open_generate_modal
+from bot.listeners.views import COULD_NOT_OPEN, cap_reached, open_generate_modal
 from bot.notify import Responder
 from storage import tokens, usage
 from storage.errors import NotAllowed, PolicyForbids, TokenNotFound
@@ -123,7 +125,8 @@ async def handle_open_generate(
     if full is not None:
         await publish_home(deps, client, org, user_id, notice=str(full))
         return
-    await open_generate_modal(client, body["trigger_id"], "", {})
+    if not await open_generate_modal(client, body["trigger_id"], "", {}):
+        await publish_home(deps, client, org, user_id, notice=f"{COULD_NOT_OPEN} Try again.")
 
 
 async def handle_keep_alive(
@@ -152,10 +155,10 @@ async def _act_on_token(
     done: Callable[[TokenInfo], str],
 ) -> str:
     """Do ``act`` to the token a button names; return the sentence to show."""
-    try:
-        token_id = int(action.get("value", ""))
-        return done(await act(token_id))
-    except ValueError:
+    token_id = button_value(action)
+    if token_id is None:
         return "That button is out of date. Run the command again."
+    try:
+        return done(await act(token_id))
     except (TokenNotFound, NotAllowed, PolicyForbids) as refused:
-        return str(refused)
+        return inline(str(refused))  # it may quote the token's name

@@ -11,7 +11,8 @@ from bot.blocks import tokens as token_blocks
 from bot.config import Settings
 from bot.deps import Deps, org_of
 from bot.listeners import service
-from bot.listeners.views import cap_reached, open_generate_modal
+from bot.listeners.views import COULD_NOT_OPEN, cap_reached, open_generate_modal
+from bot.notify import Responder
 from storage import tokens
 from storage.errors import TokenNotFound
 
@@ -21,7 +22,11 @@ def register(app: AsyncApp, settings: Settings) -> None:
 
 
 async def handle_token_command(
-    ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    ack: AsyncAck,
+    command: dict[str, Any],
+    client: AsyncWebClient,
+    respond: Responder,
+    context: AsyncBoltContext,
 ) -> None:
     """Answers come in the acknowledgement itself (an ephemeral message): one round trip,
     and no second request to Slack. Only ``new`` goes on, to open the modal."""
@@ -43,7 +48,8 @@ async def handle_token_command(
             "response_url": command.get("response_url"),
             "channel_id": command.get("channel_id"),
         }
-        await open_generate_modal(client, command["trigger_id"], rest, where)
+        if not await open_generate_modal(client, command.get("trigger_id"), rest, where):
+            await respond(**token_blocks.text_message(f"{COULD_NOT_OPEN} Run `{name} new` again."))
     elif sub == "list":
         listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
         await _answer(ack, token_blocks.token_list_message(listing.tokens, listing.cap))
@@ -55,7 +61,10 @@ async def handle_token_command(
         await _answer(ack, await service.service_list(deps, client, org, user_id))
     elif sub == "service" and rest.lower() == "request":
         await ack()
-        await service.open_request_modal(deps, client, org, command)
+        if not await service.open_request_modal(deps, client, org, command):
+            await respond(
+                **token_blocks.text_message(f"{COULD_NOT_OPEN} Run `{name} service request` again.")
+            )
     elif sub == "revoke":
         await _answer(ack, await _revoke_confirmation(deps, org, user_id, rest, name))
     else:
@@ -76,5 +85,5 @@ async def _revoke_confirmation(
             tokens.find_user_token, deps.db, org, user_id, raw_name, deps.clock()
         )
     except TokenNotFound as missing:
-        return token_blocks.text_message(f"{missing} See `{command} list`.")
+        return token_blocks.refusal_message(str(missing), f"See `{command} list`.")
     return token_blocks.revoke_confirm_message(info)

@@ -12,9 +12,17 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import approvers
 from bot.blocks import service as blocks
+from bot.blocks.text import inline
 from bot.deps import Deps, org_of
-from bot.listeners.payload import private_metadata
-from bot.notify import Responder, deliver_ephemeral, update_request_copies
+from bot.listeners.payload import button_value, private_metadata, request_id_of, text_of
+from bot.listeners.views import COULD_NOT_OPEN, open_modal
+from bot.notify import (
+    Responder,
+    _why,
+    deliver_ephemeral,
+    is_slack_response_url,
+    update_request_copies,
+)
 from storage import approvals, services, tokens
 from storage.approvals import RequestInfo
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
@@ -33,11 +41,12 @@ def register(app: AsyncApp) -> None:
 
 async def open_request_modal(
     deps: Deps, client: AsyncWebClient, org: str, command: dict[str, Any]
-) -> None:
+) -> bool:
+    """Open the request modal; False if Slack would not."""
     catalogue = await deps.call(approvals.scope_catalogue, deps.db, org)
     where = {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
     view = blocks.service_request_modal(catalogue, json.dumps(where))
-    await client.views_open(trigger_id=command["trigger_id"], view=view)
+    return await open_modal(client, command.get("trigger_id"), view)
 
 
 def _value(view: dict[str, Any], block: str) -> Any:
@@ -56,6 +65,11 @@ async def handle_request_submission(
 ) -> None:
     deps: Deps = context["deps"]
     org, user_id, where = org_of(context), body["user"]["id"], private_metadata(view)
+    # Kept with the request to show the token once approved: only Slack's own URL.
+    response_url = text_of(where, "response_url")
+    if not is_slack_response_url(response_url, deps.settings.slack_api_url):
+        response_url = None
+    channel_id = text_of(where, "channel_id", 32)
     try:
         request = await deps.call(
             approvals.request_service_token,
@@ -67,8 +81,8 @@ async def handle_request_submission(
             scopes=_value(view, blocks.SCOPES_BLOCK) or [],
             justification=_value(view, blocks.WHY_BLOCK),
             now=deps.clock(),
-            response_url=where.get("response_url"),
-            channel_id=where.get("channel_id"),
+            response_url=response_url,
+            channel_id=channel_id,
         )
     except InvalidField as bad:
         await ack(response_action="errors", errors={bad.field: str(bad)})
@@ -79,8 +93,8 @@ async def handle_request_submission(
         client,
         user_id=user_id,
         message=blocks.request_sent_message(request, sent_to),
-        response_url=where.get("response_url"),
-        channel_id=where.get("channel_id"),
+        response_url=response_url,
+        channel_id=channel_id,
     )
 
 
@@ -103,8 +117,17 @@ async def _route(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> st
 
 
 async def _refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
-    channel = body.get("channel", {}).get("id") or body.get("container", {}).get("channel_id")
-    await client.chat_postEphemeral(channel=channel, user=body["user"]["id"], text=text)
+    """Tell the clicker ``text`` where they clicked, only them to see it."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id"
+    )
+    await deliver_ephemeral(
+        client,
+        user_id=body["user"]["id"],
+        message={"text": inline(text)},
+        response_url=None,  # in the channel (or, failing that, the DM), as before
+        channel_id=channel,
+    )
 
 
 async def handle_approve(
@@ -120,23 +143,31 @@ async def handle_approve(
     if (refused := await approvers.refusal(client, deps.settings, user_id)) is not None:
         await _refuse(client, body, refused)
         return
+    request_id = button_value(action)
+    if request_id is None:
+        await _refuse(client, body, "That button is out of date.")
+        return
     try:
         decision = await deps.call(
             approvals.decide,
             deps.db,
             org,
-            int(action["value"]),
+            request_id,
             user_id,
             approve=True,
             reason=None,
             now=deps.clock(),
         )
-    except (AlreadyDecided, NotAllowed, TokenNotFound, CapReached, ValueError) as refused_now:
-        await _refuse(client, body, str(refused_now) or "That button is out of date.")
+    except (AlreadyDecided, NotAllowed, TokenNotFound, CapReached) as refused_now:
+        await _refuse(client, body, str(refused_now))
         return
     await update_request_copies(deps, client, decision.request)
     request, issued = decision.request, decision.issued
-    assert issued is not None
+    if issued is None:  # closed instead: the name was taken meanwhile
+        await _refuse(client, body, decision.refusal or f"This request is {request.state}.")
+        closed = blocks.closed_as_taken_message(request, deps.settings.command)
+        await _tell_requester(client, request, closed)
+        return
     fresh = deps.clock() - request.created_at < RESPONSE_URL_LIFETIME
     delivered = await deliver_ephemeral(
         client,
@@ -148,6 +179,21 @@ async def handle_approve(
     if delivered is None:
         await deps.call(tokens.revoke_undelivered, deps.db, org, issued.info.id, deps.clock())
         log.warning("service token %s could not be delivered and was revoked", issued.info.id)
+        undelivered = blocks.decided_message(
+            request, undelivered=True, command=deps.settings.command
+        )
+        await update_request_copies(deps, client, request, undelivered)
+
+
+async def _tell_requester(
+    client: AsyncWebClient, request: RequestInfo, message: blocks.Message
+) -> None:
+    """A DM to the requester about their request; a failure is logged, not raised."""
+    try:
+        dm = (await client.conversations_open(users=request.requester))["channel"]["id"]
+        await client.chat_postMessage(channel=dm, **message)
+    except Exception as error:
+        log.warning("requester of request %s not told (%s)", request.id, _why(error))
 
 
 async def handle_deny(
@@ -163,18 +209,20 @@ async def handle_deny(
     if (refused := await approvers.refusal(client, deps.settings, user_id)) is not None:
         await _refuse(client, body, refused)
         return
+    request_id = button_value(action)
     try:
-        request = await deps.call(approvals.get_request, deps.db, org, int(action["value"]))
-    except (TokenNotFound, ValueError):
-        await _refuse(client, body, "That request does not exist in this workspace.")
+        if request_id is None:
+            raise TokenNotFound("That request does not exist in this workspace.")
+        request = await deps.call(approvals.get_request, deps.db, org, request_id)
+    except TokenNotFound as missing:
+        await _refuse(client, body, str(missing))
         return
     if request.state != "pending":
         await _refuse(client, body, f"This request is already {request.state}.")
         return
-    await client.views_open(
-        trigger_id=body["trigger_id"],
-        view=blocks.deny_modal(request, json.dumps({"request": request.id})),
-    )
+    view = blocks.deny_modal(request, json.dumps({"request": request.id}))
+    if not await open_modal(client, body["trigger_id"], view):
+        await _refuse(client, body, f"{COULD_NOT_OPEN} Click Deny again.")
 
 
 async def handle_deny_submission(
@@ -186,7 +234,7 @@ async def handle_deny_submission(
 ) -> None:
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
-    request_id = int(private_metadata(view).get("request", 0))
+    request_id = request_id_of(private_metadata(view)) or 0  # payload.malformed checked it
     if (refused := await approvers.refusal(client, deps.settings, user_id)) is not None:
         await ack(response_action="errors", errors={blocks.REASON_BLOCK: refused})
         return
@@ -209,8 +257,7 @@ async def handle_deny_submission(
         return
     await ack()
     await update_request_copies(deps, client, decision.request)
-    dm = (await client.conversations_open(users=decision.request.requester))["channel"]["id"]
-    await client.chat_postMessage(channel=dm, **blocks.denied_message(decision.request))
+    await _tell_requester(client, decision.request, blocks.denied_message(decision.request))
 
 
 async def requests_listing(
@@ -236,14 +283,17 @@ async def handle_cancel_request(
     deps: Deps = context["deps"]
     org, user_id = org_of(context), body["user"]["id"]
     try:
+        request_id = button_value(action)
+        if request_id is None:
+            raise TokenNotFound("That button is out of date.")
         request = await deps.call(
-            approvals.cancel_request, deps.db, org, user_id, int(action["value"]), deps.clock()
+            approvals.cancel_request, deps.db, org, user_id, request_id, deps.clock()
         )
-    except (AlreadyDecided, NotAllowed, TokenNotFound, ValueError) as refused:
+    except (AlreadyDecided, NotAllowed, TokenNotFound) as refused:
         await respond(
             replace_original=False,
             response_type="ephemeral",
-            text=str(refused) or "That button is out of date.",
+            text=inline(str(refused) or "That button is out of date."),
         )
         return
     await update_request_copies(deps, client, request)

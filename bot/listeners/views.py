@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
 from bot.listeners.payload import private_metadata
-from bot.notify import deliver_ephemeral
+from bot.notify import _why, deliver_ephemeral
 from storage import tokens
 from storage.errors import CapReached, InvalidName, NameTaken
 
@@ -32,13 +32,30 @@ async def cap_reached(deps: Deps, org: str, user_id: str) -> CapReached | None:
     return None
 
 
+COULD_NOT_OPEN = "Slack could not open the form just now (the request may have come too late)."
+
+
+async def open_modal(client: AsyncWebClient, trigger_id: str | None, view: dict[str, Any]) -> bool:
+    """Open ``view``; False when Slack would not (an expired trigger, Slack unreachable),
+    for the caller to say so to the person."""
+    if not trigger_id:
+        log.info("no trigger_id to open a modal with")
+        return False
+    try:
+        await client.views_open(trigger_id=trigger_id, view=view)
+    except Exception as error:
+        log.info("views.open failed (%s)", _why(error))
+        return False
+    return True
+
+
 async def open_generate_modal(
-    client: AsyncWebClient, trigger_id: str, initial_name: str, where: dict[str, Any]
-) -> None:
-    """Open the Generate modal. ``where`` (response_url, channel_id) travels in it, to
-    deliver the token once it exists."""
+    client: AsyncWebClient, trigger_id: str | None, initial_name: str, where: dict[str, Any]
+) -> bool:
+    """Open the Generate modal; False if Slack would not. ``where`` (response_url,
+    channel_id) travels in it, to deliver the token once it exists."""
     view = token_blocks.generate_modal(initial_name, json.dumps(where))
-    await client.views_open(trigger_id=trigger_id, view=view)
+    return await open_modal(client, trigger_id, view)
 
 
 async def handle_generate(

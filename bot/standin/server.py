@@ -22,6 +22,89 @@ from starlette.routing import Route
 TEAM_ID = "T0TOKENBOT"
 BOT_USER_ID = "U0BOT"
 
+# Slack's Block Kit limits, as Slack enforces them: beyond one, the whole message or view
+# is refused (``invalid_blocks``). The stand-in refuses the same, so every test that
+# sends something through it checks them.
+MESSAGE_BLOCKS_MAX, VIEW_BLOCKS_MAX = 50, 100
+_TEXT_MAX = {"section": 3000, "header": 150, "context": 3000}
+_FIELDS_MAX, _FIELD_TEXT_MAX, _CONTEXT_ELEMENTS_MAX, _ACTIONS_ELEMENTS_MAX = 10, 2000, 10, 25
+_BUTTON_TEXT_MAX, _BUTTON_VALUE_MAX = 75, 2000
+_CONFIRM_MAX = {"title": 100, "text": 300, "confirm": 30, "deny": 30}
+_VIEW_TEXT_MAX = {"title": 24, "submit": 24, "close": 24}
+_LABEL_MAX, _PRIVATE_METADATA_MAX = 2000, 3000
+
+
+def _too_long(what: str, obj: Any, limit: int) -> list[str]:
+    text = obj.get("text", "") if isinstance(obj, dict) else obj
+    if not isinstance(text, str) or not 1 <= len(text) <= limit:
+        size = len(text) if isinstance(text, str) else type(text).__name__
+        return [f"{what}: {size} characters (1 to {limit})"]
+    return []
+
+
+def _element_problems(where: str, element: dict[str, Any]) -> list[str]:
+    problems: list[str] = []
+    if element.get("type") == "button":
+        problems += _too_long(f"{where} button text", element.get("text"), _BUTTON_TEXT_MAX)
+        if len(str(element.get("value", ""))) > _BUTTON_VALUE_MAX:
+            problems.append(f"{where} button value over {_BUTTON_VALUE_MAX} characters")
+        for key, limit in _CONFIRM_MAX.items() if "confirm" in element else ():
+            problems += _too_long(f"{where} confirm {key}", element["confirm"].get(key), limit)
+    return problems
+
+
+def block_problems(blocks: list[dict[str, Any]], max_blocks: int) -> list[str]:
+    """What Slack would refuse in ``blocks`` (a message's, or a view's with
+    ``VIEW_BLOCKS_MAX``); empty when Slack would take them."""
+    problems = [f"{len(blocks)} blocks (at most {max_blocks})"] if len(blocks) > max_blocks else []
+    for n, block in enumerate(blocks):
+        kind, where = block.get("type"), f"block {n} ({block.get('type')})"
+        if kind in ("section", "header") and ("text" in block or kind == "header"):
+            problems += _too_long(f"{where} text", block.get("text"), _TEXT_MAX[kind])
+        if kind == "section":
+            fields = block.get("fields") or []
+            if len(fields) > _FIELDS_MAX:
+                problems.append(f"{where}: {len(fields)} fields (at most {_FIELDS_MAX})")
+            for field_ in fields:
+                problems += _too_long(f"{where} field", field_, _FIELD_TEXT_MAX)
+            if "accessory" in block:
+                problems += _element_problems(where, block["accessory"])
+        elif kind == "context":
+            elements = block.get("elements") or []
+            if not 1 <= len(elements) <= _CONTEXT_ELEMENTS_MAX:
+                problems.append(f"{where}: {len(elements)} elements")
+            for element in elements:
+                problems += _too_long(f"{where} element", element, _TEXT_MAX["context"])
+        elif kind == "actions":
+            elements = block.get("elements") or []
+            if not 1 <= len(elements) <= _ACTIONS_ELEMENTS_MAX:
+                problems.append(f"{where}: {len(elements)} elements")
+            for element in elements:
+                problems += _element_problems(where, element)
+        elif kind == "input":
+            problems += _too_long(f"{where} label", block.get("label"), _LABEL_MAX)
+            if "hint" in block:
+                problems += _too_long(f"{where} hint", block["hint"], _LABEL_MAX)
+    return problems
+
+
+def view_problems(view: dict[str, Any]) -> list[str]:
+    """What Slack would refuse in a modal or Home tab view."""
+    problems = block_problems(view.get("blocks") or [], VIEW_BLOCKS_MAX)
+    for key, limit in _VIEW_TEXT_MAX.items():
+        if key in view:
+            problems += _too_long(f"view {key}", view[key], limit)
+    if len(view.get("private_metadata") or "") > _PRIVATE_METADATA_MAX:
+        problems.append(f"private_metadata over {_PRIVATE_METADATA_MAX} characters")
+    return problems
+
+
+def message_problems(args: dict[str, Any]) -> list[str]:
+    """What Slack would refuse in a message (chat.* arguments or a response_url body)."""
+    blocks = args.get("blocks") or []
+    blocks = json.loads(blocks) if isinstance(blocks, str) else blocks
+    return block_problems(list(blocks), MESSAGE_BLOCKS_MAX)
+
 
 @dataclass
 class Call:
@@ -74,6 +157,8 @@ class SlackStandin:
         self.views: dict[str, dict[str, Any]] = {}
         self.groups: dict[str, list[str]] = {}  # user group handle -> member ids
         self.response_urls: dict[str, dict[str, Any]] = {}
+        # Calls refused for breaking Slack's limits, with why (they are in ``calls`` too).
+        self.refused: list[tuple[Call, list[str]]] = []
         self._failures: dict[str, list[Failure]] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
@@ -193,13 +278,20 @@ class SlackStandin:
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return JSONResponse({"ok": False, "error": "unknown_method"})
+        if problems := self._limits(method, args):
+            self.refused.append((call, problems))
+            call.result = {"ok": False, "error": "invalid_blocks", "problems": problems}
+            return JSONResponse(call.result)
         call.result = {"ok": True, **handler(args)}
         return JSONResponse(call.result)
 
     async def _response_url(self, request: Request) -> Response:
         key = request.path_params["key"]
         args = await self._args(request)
-        await self._record("response_url", {**args, "_key": key})
+        call = await self._record("response_url", {**args, "_key": key})
+        if problems := message_problems(args):
+            self.refused.append((call, problems))
+            return PlainTextResponse("invalid_blocks", 400)
         failure = self._take_failure("response_url")
         if failure is not None:
             return PlainTextResponse(failure.error or "error", failure.status or 404)
@@ -208,6 +300,15 @@ class SlackStandin:
             return PlainTextResponse("expired_url", 404)
         entry["uses"] += 1
         return PlainTextResponse("ok")
+
+    @staticmethod
+    def _limits(method: str, args: dict[str, Any]) -> list[str]:
+        if method.startswith("views."):
+            view = args.get("view") or {}
+            return view_problems(json.loads(view) if isinstance(view, str) else dict(view))
+        if method in ("chat.postMessage", "chat.postEphemeral", "chat.update"):
+            return message_problems(args)
+        return []
 
     # -- Web API methods ------------------------------------------------------------------
 

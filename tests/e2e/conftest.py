@@ -18,6 +18,8 @@ async def env(database_url: str) -> AsyncIterator[Running]:
         running.standin.add_user(ALICE, "alice")
         running.standin.add_user(BOB, "bob")
         yield running
+        # Nothing the app sent broke Slack's limits (the stand-in refuses what Slack does).
+        assert not running.standin.refused, running.standin.refused[0][1]
         # manifest.yml must grant a scope for every method the app called.
         called = {c.method for c in running.standin.calls} - {"response_url", "auth.test"}
         assert called <= set(SCOPES_FOR_METHODS), f"add to manifest and test: {called}"

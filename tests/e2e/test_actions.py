@@ -61,3 +61,22 @@ async def test_a_tampered_button_value_is_answered_plainly(env: Running) -> None
     answer = await env.standin.wait_for("response_url", after=mark)
     assert "out of date" in answer.text_content()
     assert active_names(env, ALICE) == ["mine"]
+
+
+async def test_a_name_with_markup_is_escaped_in_the_list_and_in_the_second_click(
+    env: Running,
+) -> None:
+    await generate(env, ALICE, "<!here> *boss*")
+    listing = await run_command(env, "list", ALICE)
+    assert "<!here>" not in listing.text_content() and "*boss*" not in listing.text_content()
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_token", ALICE)
+    first = await env.standin.wait_for("response_url", after=mark)
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_token", ALICE)
+    second = await env.standin.wait_for("response_url", after=mark)
+    assert "is no longer active" in second.text_content()
+    for answer in (first, second):
+        assert "<!here>" not in answer.text_content()
+        assert "&lt;!here&gt;" in answer.text_content()
+        assert "*boss*" not in answer.text_content()

@@ -115,3 +115,25 @@ async def test_modal_stays_usable_after_an_error(env: Running) -> None:
     assert bad.json()["response_action"] == "errors"
     good = await env.slack.submit_view(view_id, ALICE, {"token_name": {"name": "ok"}})
     assert good.content == b""
+
+
+async def test_revoke_of_an_unknown_name_cannot_inject_mentions(env: Running) -> None:
+    answer = await run_command(env, "revoke <!channel> *now*", ALICE)
+    content = answer.text_content()
+    assert "<!channel>" not in content and "*now*" not in content
+    assert "&lt;!channel&gt;" in content
+
+
+@pytest.mark.parametrize(
+    ("text", "again"), [("new", "/token new"), ("service request", "/token service request")]
+)
+async def test_a_modal_slack_would_not_open_is_said_plainly(
+    env: Running, text: str, again: str
+) -> None:
+    env.standin.fail_next("views.open", error="expired_trigger_id")
+    mark = len(env.standin.calls)
+    response = await env.slack.command("/token", text, ALICE)
+    assert response.status_code == 200
+    answer = await env.standin.wait_for("response_url", after=mark)
+    assert "Slack could not open the form" in answer.text_content()
+    assert f"Run `{again}` again" in answer.text_content()

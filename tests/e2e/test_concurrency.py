@@ -12,7 +12,7 @@ from storage.models import Token
 from storage.tokenformat import TOKEN_PATTERN
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, open_generate_modal
-from tests.e2e.test_service_requests import GOOD, admins, submit_request
+from tests.e2e.test_service_requests import GOOD, admins, allow_pending, submit_request
 
 
 async def test_24_concurrent_generate_submissions_leave_exactly_10_active_tokens(
@@ -52,6 +52,7 @@ async def test_30_approvals_clicked_at_once_leave_exactly_20_active_service_toke
     env: Running,
 ) -> None:
     admins(env)  # bob and carol approve
+    allow_pending(env, 30)  # all of them from alice
     copies = []
     for n in range(30):
         mark = len(env.standin.calls)

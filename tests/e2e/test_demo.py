@@ -25,7 +25,7 @@ def test_demo_walks_through_every_step_and_exits_zero() -> None:
         "expired at",
         "revokes laptop: owner deactivated",
         "You cannot decide on your own request.",
-        "was denied by @bob: ask for a narrower scope first",
+        "was denied by @bob:\n  │ > ask for a narrower scope first",  # the reason, quoted
         "Approved by @",  # bob or carol: whoever was first
         '"token_type": "service", "sub": "release-bot"',
         "All steps behaved as expected.",
