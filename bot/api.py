@@ -33,7 +33,9 @@ def introspection(token: ValidToken) -> dict[str, Any]:
         "active": True,
         "token_type": token.kind,
         "sub": token.subject,
-        "username": token.display_name or token.subject,
+        # Stable and unique in the organization: the member's Slack user id or the service
+        # user's name, never a display name anyone can set.
+        "username": token.subject,
         "org": token.org,
         "scope": " ".join(token.scopes),
         "iat": _epoch(token.created_at),
@@ -43,6 +45,8 @@ def introspection(token: ValidToken) -> dict[str, Any]:
     }
     if token.kind == "user":
         answer["groups"] = list(token.groups)
+        if token.display_name:
+            answer["display_name"] = token.display_name
     return answer
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from storage import audit
-from tests.e2e.conftest import ALICE
+from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import generate
 
 GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
@@ -46,13 +46,23 @@ async def test_a_valid_token_answers_who_and_what(env: Running) -> None:
     answer = (await introspect(env, secret)).json()
     assert answer["active"] is True
     assert answer["token_type"] == "user"
-    assert (answer["sub"], answer["username"], answer["org"]) == (ALICE, "alice", "T0TOKENBOT")
+    assert (answer["sub"], answer["username"], answer["org"]) == (ALICE, ALICE, "T0TOKENBOT")
+    assert answer["display_name"] == "alice"
     assert answer["scope"] == "api:read api:write"
     assert answer["groups"] == ["platform"]
     assert answer["name"] == "ci"
     assert abs(answer["last_used_at"] - now.timestamp()) < 5  # this call was a use
     assert abs(answer["exp"] - (now + timedelta(days=30)).timestamp()) < 5
     assert answer["iat"] <= answer["last_used_at"]
+
+
+async def test_members_with_the_same_display_name_have_different_usernames(
+    env: Running,
+) -> None:
+    env.standin.add_user(BOB, "alice")  # anyone may call themself alice in Slack
+    answers = [(await introspect(env, await generate(env, u, "ci"))).json() for u in (ALICE, BOB)]
+    assert [a["username"] for a in answers] == [ALICE, BOB]
+    assert [a["display_name"] for a in answers] == ["alice", "alice"]
 
 
 @pytest.mark.parametrize("token", ["", "nonsense", "tbu_" + "A" * 36, "Bearer x"])
