@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.deps import Deps
-from bot.profiles import GroupDirectory, with_current_profile
+from bot.profiles import with_current_profile
 from storage import tokenformat, usage
 from storage.usage import USE_WRITE_INTERVAL, ValidToken
 
@@ -109,7 +109,6 @@ class ValidTokens:
 
 
 def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
-    groups = GroupDirectory(max_age=deps.settings.profile_max_age)
     cache = ValidTokens(deps)
 
     async def check(secret: str, via: str) -> ValidToken | None:
@@ -119,7 +118,7 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
         token = await cache.get(secret, now)
         if token is None:
             return None
-        current = await with_current_profile(deps, client, groups, token, now)
+        current = await with_current_profile(deps, client, token, now)
         if current is not None and (
             current.last_used_at is None or now - current.last_used_at >= USE_WRITE_INTERVAL
         ):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
@@ -18,25 +17,37 @@ from storage.usage import ValidToken
 log = logging.getLogger(__name__)
 
 
-class GroupDirectory:
-    """Which user groups each member belongs to, per organization, from
-    ``usergroups.list``; one call serves every member until it is ``max_age`` old."""
+async def group_memberships(client: AsyncWebClient) -> dict[str, list[str]]:
+    """Slack user id → the handles of the user groups they belong to, sorted: one
+    ``usergroups.list`` call for the whole organization."""
+    answer = await client.usergroups_list(include_users=True)
+    by_user: dict[str, list[str]] = {}
+    for group in answer.get("usergroups") or []:
+        for member in group.get("users") or []:
+            by_user.setdefault(member, []).append(group["handle"])
+    return {user: sorted(handles) for user, handles in by_user.items()}
 
-    def __init__(self, max_age: float) -> None:
-        self.max_age = max_age
-        self._cache: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
-    async def groups_of(self, client: AsyncWebClient, org: str, user_id: str) -> list[str]:
-        fetched = self._cache.get(org)
-        if fetched is None or time.monotonic() - fetched[0] > self.max_age:
-            answer = await client.usergroups_list(include_users=True)
-            by_user: dict[str, list[str]] = {}
-            for group in answer.get("usergroups") or []:
-                for member in group.get("users") or []:
-                    by_user.setdefault(member, []).append(group["handle"])
-            fetched = (time.monotonic(), by_user)
-            self._cache[org] = fetched
-        return sorted(fetched[1].get(user_id, []))
+def _groups_key(org: str) -> str:
+    return f"usergroups:{org}"
+
+
+async def known_groups(deps: Deps, client: AsyncWebClient, org: str) -> dict[str, list[str]]:
+    """The organization's group memberships, fetched at most once per profile age."""
+    max_age = timedelta(seconds=deps.settings.profile_max_age)
+    return await deps.remember(_groups_key(org), max_age, lambda: group_memberships(client))
+
+
+async def fetch_groups(deps: Deps, client: AsyncWebClient, org: str) -> dict[str, list[str]] | None:
+    """The organization's group memberships as Slack has them now (and kept for
+    :func:`known_groups`); None when Slack cannot say."""
+    try:
+        groups = await group_memberships(client)
+    except Exception as error:
+        log.warning("user groups not fetched (%s)", type(error).__name__)
+        return None
+    deps.memo[_groups_key(org)] = (deps.clock(), groups)
+    return groups
 
 
 async def apply_profile(
@@ -47,11 +58,23 @@ async def apply_profile(
     now: datetime,
     *,
     wait: bool = True,
+    add_groups: bool = True,
 ) -> members.Synced:
     """Store a member's profile as Slack gave it, then do in Slack what a deactivation
     asks (R17): the copies of their cancelled requests say so, and the admins hear of the
     service users left with no owner. With ``wait`` False those messages go out in the
-    background, for callers that must answer now."""
+    background, for callers that must answer now.
+
+    A profile without groups (Slack's user object has none) gets them from
+    :func:`known_groups` when ``add_groups``; without them it is stored but not counted
+    as fresh."""
+    if profile.groups is None and add_groups:
+        try:
+            groups = await known_groups(deps, client, org)
+        except Exception as error:
+            log.info("user groups not known (%s)", type(error).__name__)
+        else:
+            profile = replace(profile, groups=groups.get(profile.user_id, []))
     synced = await deps.call(members.sync_member, deps.db, org, profile, now)
     if synced.cancelled or synced.orphaned:
         follow_up = _after_deactivation(deps, client, synced)
@@ -83,7 +106,6 @@ async def _after_deactivation(deps: Deps, client: AsyncWebClient, synced: member
 async def with_current_profile(
     deps: Deps,
     client: AsyncWebClient,
-    groups: GroupDirectory,
     token: ValidToken,
     now: datetime,
 ) -> ValidToken | None:
@@ -95,7 +117,7 @@ async def with_current_profile(
         return token
     try:
         answer = await client.users_info(user=token.owner)
-        user_groups = await groups.groups_of(client, token.org, token.owner)
+        user_groups = (await known_groups(deps, client, token.org)).get(token.owner, [])
     except Exception as error:
         log.warning(
             "profile of %s not refreshed (%s); using the cached one",

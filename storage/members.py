@@ -77,7 +77,8 @@ class Synced:
 
 
 def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime) -> Synced:
-    """Store the member's profile. A member found deactivated loses their user tokens at
+    """Store the member's profile; it counts as fetched at ``now`` only when it comes
+    with the member's groups. A member found deactivated loses their user tokens at
     once, with reason "owner deactivated", and their pending requests (R17); service
     tokens are not touched, and the service users they solely owned are reported to the
     admins through the outbox (once: on the change to deactivated)."""
@@ -93,10 +94,12 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
             "display_name": profile.display_name,
             "role": profile.role,
             "deleted": profile.deleted,
-            "profile_at": now,
         }
         if profile.groups is not None:
+            # Fresh means role *and* groups: without the groups, the stored ones stay,
+            # and so does the age that says when they were last fetched.
             values["groups"] = profile.groups
+            values["profile_at"] = now
         session.execute(
             _SAVE.values({k: sa.bindparam(k) for k in values if k != "member_id"}), values
         )

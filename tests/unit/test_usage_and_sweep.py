@@ -186,3 +186,13 @@ def test_generation_moves_after_invalidating_writes_here_and_after_a_refresh_els
         assert other.generation == seen_there + 1  # nothing new
     finally:
         other.dispose()
+
+
+def test_a_profile_without_groups_is_stored_but_not_counted_as_fresh(db: Database) -> None:
+    issued = issue(db)
+    members.sync_member(db, ORG, members.Profile(ALICE, "alice", "member", False, ["ops"]), NOW)
+    later = NOW + DAY
+    members.sync_member(db, ORG, members.Profile(ALICE, "alice", "admin", False), later)
+    valid = usage.validate(db, issued.secret, later)
+    assert valid.role == "admin" and valid.groups == ("ops",)
+    assert valid.profile_at == NOW  # the groups are as old as they were
