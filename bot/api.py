@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from bot.deps import Deps
-from bot.profiles import with_current_profile
+from bot.profiles import ProfileRefresher
 from storage import tokenformat, usage
 from storage.usage import USE_WRITE_INTERVAL, ValidToken
 
@@ -110,18 +110,19 @@ class ValidTokens:
 
 def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
     cache = ValidTokens(deps)
+    profiles = ProfileRefresher(deps, client)
 
     async def check(secret: str, via: str) -> ValidToken | None:
-        """Validate, bring the profile up to date, and count the use (R1, R11)."""
+        """Validate and count the use (R1, R11). The answer never waits on Slack: a
+        stale profile serves while it is fetched again in the background."""
         now = deps.clock()
         generation = deps.db.generation
         token = await cache.get(secret, now)
         if token is None:
             return None
-        current = await with_current_profile(deps, client, token, now)
-        if current is not None and (
-            current.last_used_at is None or now - current.last_used_at >= USE_WRITE_INTERVAL
-        ):
+        profiles.refresh_if_stale(token, now)
+        current = token
+        if current.last_used_at is None or now - current.last_used_at >= USE_WRITE_INTERVAL:
             current = await deps.call(usage.record_use, deps.db, current, now, via)
         if current is not token:
             cache.remember(tokenformat.digest(secret), generation, current)

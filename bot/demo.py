@@ -39,6 +39,7 @@ class Demo:
         self.clock = clock
         self.standin = env.standin
         self.standin.add_user(ALICE, "alice")
+        self.standin.groups = {"platform": [ALICE]}
         self.slack = env.slack
 
     @staticmethod
@@ -164,7 +165,6 @@ class Demo:
 
     async def token_life(self, secret: str) -> None:
         self.step("6. An API asks tokenbot about a token (RFC 7662 introspection)")
-        self.standin.groups = {"platform": [ALICE]}
         answer = await self.introspect(secret)
         expect(
             answer.get("active") is True

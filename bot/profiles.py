@@ -1,4 +1,5 @@
-"""Members' Slack profiles, fetched when the cached one is older than allowed (R1)."""
+"""Members' Slack profiles, fetched again in the background when the cached one is older
+than allowed (R1)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import logging
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from cachetools import LRUCache
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
@@ -103,37 +105,78 @@ async def _after_deactivation(deps: Deps, client: AsyncWebClient, synced: member
         await deliver_ownerless_reports(deps, client)
 
 
-async def with_current_profile(
-    deps: Deps,
-    client: AsyncWebClient,
-    token: ValidToken,
-    now: datetime,
-) -> ValidToken | None:
-    """``token`` with its member's role and groups no older than the allowed age; None if
-    Slack says the member is gone. If Slack cannot be reached, the cached profile serves.
-    """
-    max_age = timedelta(seconds=deps.settings.profile_max_age)
-    if token.owner is None or (token.profile_at and now - token.profile_at < max_age):
-        return token
-    try:
-        answer = await client.users_info(user=token.owner)
-        user_groups = (await known_groups(deps, client, token.org)).get(token.owner, [])
-    except Exception as error:
-        log.warning(
-            "profile of %s not refreshed (%s); using the cached one",
-            token.owner,
-            type(error).__name__,
-        )
-        return token
-    profile = members.profile_from_slack(answer["user"], user_groups)
-    # The caller is an API waiting for its answer: the Slack messages go in the background.
-    await apply_profile(deps, client, token.org, profile, now, wait=False)
-    if profile.deleted:
-        return None
-    return replace(
-        token,
-        role=profile.role,
-        groups=tuple(user_groups),
-        display_name=profile.display_name,
-        profile_at=now,
+REFRESH_TIMEOUT = 5  # seconds: a refresh that takes longer is tried again on a later use
+
+
+def _without_retries(client: AsyncWebClient) -> AsyncWebClient:
+    """``client`` on the same connections, but with no retries: nothing on the way to
+    an answer, or holding a member's refresh, sleeps on a Retry-After."""
+    return AsyncWebClient(
+        token=client.token,
+        base_url=client.base_url,
+        session=client.session,
+        timeout=REFRESH_TIMEOUT,
+        retry_handlers=[],
     )
+
+
+async def refresh_profile(
+    deps: Deps, client: AsyncWebClient, org: str, user_id: str
+) -> members.Synced | None:
+    """Fetch the member's profile and groups from Slack and store them (a member Slack
+    says is gone loses their user tokens, R17). None when Slack could not be asked; a
+    later attempt will be."""
+    quick = _without_retries(client)
+    try:
+        answer = await quick.users_info(user=user_id)
+        groups = (await known_groups(deps, quick, org)).get(user_id, [])
+    except Exception as error:
+        log.warning("profile of %s not refreshed (%s)", user_id, type(error).__name__)
+        return None
+    profile = members.profile_from_slack(answer["user"], groups)
+    return await apply_profile(deps, client, org, profile, deps.clock(), wait=False)
+
+
+class ProfileRefresher:
+    """Keeps members' cached profiles within their allowed age without making anyone
+    wait (R1): a stale profile serves while one refresh per member runs in the
+    background. A refresh that fails is tried again on a later use, never slept on.
+
+    The profile a refresh stores reaches answers through the validation cache: a change
+    of role, groups, name or standing moves the database's generation. ``fetched``
+    remembers when each member was last refreshed, so that an unchanged profile is not
+    fetched again for every cached answer that still carries the older age.
+    """
+
+    def __init__(self, deps: Deps, client: AsyncWebClient, size: int = 100_000) -> None:
+        self.deps = deps
+        self.client = client
+        self.running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.fetched: LRUCache[tuple[str, str], datetime] = LRUCache(maxsize=size)
+
+    def is_stale(self, token: ValidToken, now: datetime) -> bool:
+        if token.owner is None:
+            return False  # a service token carries no member's profile (R2)
+        ages = [a for a in (token.profile_at, self.fetched.get((token.org, token.owner))) if a]
+        max_age = timedelta(seconds=self.deps.settings.profile_max_age)
+        return not ages or now - max(ages) >= max_age
+
+    def refresh_if_stale(self, token: ValidToken, now: datetime) -> None:
+        """Start a refresh of the token's member unless one is running or none is due."""
+        if token.owner is None or not self.is_stale(token, now):
+            return
+        key = (token.org, token.owner)
+        if key in self.running:
+            return
+        task = asyncio.create_task(self._refresh(key))
+        self.running[key] = task
+        task.add_done_callback(lambda done: self._settled(key, done))
+
+    async def _refresh(self, key: tuple[str, str]) -> None:
+        if await refresh_profile(self.deps, self.client, *key) is not None:
+            self.fetched[key] = self.deps.clock()
+
+    def _settled(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self.running.pop(key, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("profile of %s not refreshed (%s)", key[1], type(error).__name__)

@@ -23,7 +23,9 @@ _ACTIVE_USER_TOKENS = sa.select(*_INFO_COLUMNS).where(
     TOKEN.c.state == TokenState.ACTIVE,
 )
 _SAVE = sa.update(MEMBER).where(MEMBER.c.id == sa.bindparam("member_id"))
-_BEFORE = sa.select(MEMBER.c.deleted, MEMBER.c.role).where(MEMBER.c.id == sa.bindparam("member_id"))
+_BEFORE = sa.select(MEMBER.c.deleted, MEMBER.c.role, MEMBER.c.groups, MEMBER.c.display_name).where(
+    MEMBER.c.id == sa.bindparam("member_id")
+)
 
 
 @dataclass(frozen=True)
@@ -87,8 +89,13 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
         member = ensure_member(session, org.id, profile.user_id, now)
         before = session.execute(_BEFORE, {"member_id": member}).one()
         was_deleted = bool(before.deleted)
-        if profile.deleted != was_deleted or profile.role != before.role:
-            invalidates(session)  # what the member's tokens may do has changed (R1)
+        if (
+            profile.deleted != was_deleted
+            or profile.role != before.role
+            or profile.display_name != before.display_name
+            or (profile.groups is not None and profile.groups != list(before.groups or []))
+        ):
+            invalidates(session)  # what the member's tokens carry has changed (R1)
         values: dict[str, object] = {
             "member_id": member,
             "display_name": profile.display_name,

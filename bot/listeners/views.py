@@ -13,6 +13,7 @@ from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
 from bot.listeners.payload import private_metadata
 from bot.notify import deliver_ephemeral
+from bot.profiles import refresh_profile
 from storage import tokens
 from storage.errors import CapReached, InvalidName, NameTaken
 
@@ -60,6 +61,9 @@ async def handle_generate(
         await ack(response_action="errors", errors={token_blocks.NAME_BLOCK: str(refused)})
         return
     await ack()
+    # Before the token can be used, so that its first answers carry a current profile
+    # (R1) rather than waiting for a refresh; without Slack, a later use fetches it.
+    await refresh_profile(deps, client, org, user_id)
     where = private_metadata(view)
     delivered = await deliver_ephemeral(
         client,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode
 
@@ -53,6 +53,18 @@ async def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: 
     deadline = time.monotonic() + timeout
     while True:
         value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        await asyncio.sleep(0.02)
+
+
+async def eventually_async(
+    read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 5
+) -> T:
+    """:func:`eventually`, for outcomes read through HTTP."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
         if done(value) or time.monotonic() > deadline:
             return value
         await asyncio.sleep(0.02)

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import timedelta
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from storage import audit
+from storage.models import Member
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import generate
+from tests.e2e.flows import eventually, eventually_async, generate
 
 GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
 
@@ -82,15 +86,77 @@ async def test_a_role_change_in_slack_applies_to_existing_tokens(env: Running) -
     assert (await introspect(env, secret)).json()["scope"] == "api:read api:write"
     env.standin.users[ALICE]["is_admin"] = True
     clock.advance(timedelta(seconds=30))  # the cached profile is young enough
+    mark = len(env.standin.calls)
     assert (await introspect(env, secret)).json()["scope"] == "api:read api:write"
+    assert not env.standin.calls_to("users.info")[mark:]
     clock.advance(timedelta(seconds=31))  # now it is not: fetched again from Slack
-    assert (await introspect(env, secret)).json()["scope"] == "api:read api:write api:admin"
+    scope = await eventually_async(
+        lambda: answer(env, secret), lambda a: a["scope"] == "api:read api:write api:admin"
+    )
+    assert scope["scope"] == "api:read api:write api:admin"
 
 
-async def test_a_member_gone_from_slack_is_refused_at_once(env: Running) -> None:
+def profile_at(env: Running, user_id: str):
+    with env.db.read() as session:
+        query = sa.select(Member.profile_at).where(Member.slack_user_id == user_id)
+        return session.execute(query).scalar_one()
+
+
+async def answer(env: Running, secret: str) -> dict:
+    return (await introspect(env, secret)).json()
+
+
+async def test_a_member_gone_from_slack_is_refused_once_the_refresh_has_seen_it(
+    env: Running,
+) -> None:
+    clock = env.deps.clock = Clock()
     secret = await generate(env, ALICE, "ci")
     env.standin.users[ALICE]["deleted"] = True
-    assert (await introspect(env, secret)).json() == {"active": False}
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age))
+    # The answer does not wait for Slack: the refresh it starts revokes the token.
+    assert (await answer(env, secret))["active"] is True
+    assert await eventually_async(lambda: answer(env, secret), lambda a: not a["active"]) == {
+        "active": False
+    }
+    revoked = [e for e in audit.events(env.db, "T0TOKENBOT") if e.action == "token.revoked"]
+    assert [e.detail["reason"] for e in revoked] == ["owner deactivated"]
+
+
+async def test_concurrent_uses_of_a_stale_profile_fetch_it_once(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    env.standin.groups = {"platform": [ALICE]}
+    secret = await generate(env, ALICE, "ci")
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age))
+    mark = len(env.standin.calls)
+    answers = await asyncio.gather(*(answer(env, secret) for _ in range(50)))
+    assert all(a["active"] and a["groups"] == ["platform"] for a in answers)
+    await env.standin.wait_for("users.info", after=mark)
+    await eventually(lambda: profile_at(env, ALICE), lambda at: at == clock())
+    assert (await answer(env, secret))["active"] is True  # fresh again: no new fetch
+    assert len([c for c in env.standin.calls[mark:] if c.method == "users.info"]) == 1
+
+
+async def test_with_slack_rate_limiting_the_cached_profile_answers_at_once(
+    env: Running,
+) -> None:
+    clock = env.deps.clock = Clock()
+    env.standin.groups = {"platform": [ALICE]}
+    secret = await generate(env, ALICE, "ci")
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age))
+    env.standin.fail_next("users.info", status=429, headers={"Retry-After": "5"})
+    mark = len(env.standin.calls)
+    started = time.monotonic()
+    first = await answer(env, secret)
+    assert time.monotonic() - started < 1  # generous: it does not wait for Slack at all
+    assert first["active"] is True and first["groups"] == ["platform"]
+    await env.standin.wait_for("users.info", after=mark)
+    # Not slept on: a later use tries again, and that refresh succeeds.
+    await eventually_async(
+        lambda: answer(env, secret),
+        lambda _: len([c for c in env.standin.calls[mark:] if c.method == "users.info"]) >= 2,
+    )
+    tries = [c for c in env.standin.calls[mark:] if c.method == "users.info"]
+    assert len(tries) == 2 and tries[1].result.get("ok") is True
 
 
 async def test_one_second_before_the_cutoff_valid_one_second_after_not(env: Running) -> None:
