@@ -32,10 +32,11 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
     sent += await deliver_digests(deps, client)
     sent += await deliver_ownerless_reports(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
-    if report.expired or report.reminded or sent:
+    if report.expired or report.reminded or report.undelivered or sent:
         log.info(
-            "sweep: %d expired, %d reminders queued, %d messages sent",
+            "sweep: %d expired, %d revoked as not delivered, %d reminders queued, %d messages sent",
             len(report.expired),
+            len(report.undelivered),
             len(report.reminded),
             sent,
         )

@@ -24,6 +24,7 @@ from bot.jobs import build_scheduler
 from bot.logs import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
+DRAIN_TIMEOUT = 20  # seconds a shutdown waits for token deliveries in flight
 
 
 def build_web(deps: Deps, bolt: AsyncApp, *, scheduler: bool = True) -> Starlette:
@@ -57,6 +58,11 @@ def build_web(deps: Deps, bolt: AsyncApp, *, scheduler: bool = True) -> Starlett
             try:
                 yield
             finally:
+                # Tokens being delivered become valid only once shown: let them finish.
+                if not await deps.deliveries.drain(DRAIN_TIMEOUT):
+                    log.warning(
+                        "stopped with %d token deliveries unfinished", deps.deliveries.count
+                    )
                 if jobs:
                     jobs.shutdown(wait=False)
         await deps.call(deps.db.dispose)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -25,6 +25,8 @@ ROLES = tuple(DEFAULT_ROLE_SCOPES)
 # R2: the permissions a service user may be given, unless the organization sets its own.
 DEFAULT_SCOPE_CATALOGUE = ["api:read", "api:write", "reports:read", "billing:read"]
 DEFAULT_REQUEST_TTL_DAYS = 7  # R25
+# R14: a token not shown to its owner within this time never becomes valid.
+DELIVERY_DEADLINE = timedelta(minutes=5)
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -136,6 +138,11 @@ class Token(SQLModel, table=True):
     created_at: datetime = _at()
     created_by_id: int | None = Field(default=None, foreign_key="member.id")
     last_used_at: datetime | None = _at(nullable=True)
+    # Until the token is delivered (shown to its owner, R14) it is not valid, though it
+    # holds its place under the cap and its name; meanwhile ``cutoff_at`` is the time
+    # by which it must be delivered, after which the sweep revokes it, and no reminder
+    # is due.
+    delivered_at: datetime | None = _at(nullable=True)
     cutoff_at: datetime = _at()
     # When the next reminder (or, after the last one, the expiry) falls due.
     next_notice_at: datetime | None = _at(nullable=True)

@@ -14,8 +14,9 @@ from bot import approvers
 from bot.blocks import service as blocks
 from bot.deps import Deps, org_of
 from bot.listeners.payload import private_metadata
+from bot.listeners.views import deliver_token
 from bot.notify import Responder, deliver_ephemeral, update_request_copies
-from storage import approvals, services, tokens
+from storage import approvals, services
 from storage.approvals import RequestInfo
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
 
@@ -114,9 +115,21 @@ async def handle_approve(
     client: AsyncWebClient,
     context: AsyncBoltContext,
 ) -> None:
-    await ack()
     deps: Deps = context["deps"]
-    org, user_id = org_of(context), body["user"]["id"]
+    # Held from before the acknowledgement: a shutdown waits for the token's delivery.
+    async with deps.deliveries.hold():
+        await ack()
+        await _approve(deps, client, org_of(context), body, action)
+
+
+async def _approve(
+    deps: Deps,
+    client: AsyncWebClient,
+    org: str,
+    body: dict[str, Any],
+    action: dict[str, Any],
+) -> None:
+    user_id = body["user"]["id"]
     if (refused := await approvers.refusal(client, deps.settings, user_id)) is not None:
         await _refuse(client, body, refused)
         return
@@ -138,16 +151,16 @@ async def handle_approve(
     request, issued = decision.request, decision.issued
     assert issued is not None
     fresh = deps.clock() - request.created_at < RESPONSE_URL_LIFETIME
-    delivered = await deliver_ephemeral(
+    await deliver_token(
+        deps,
         client,
+        org,
+        issued,
         user_id=request.requester,
         message=blocks.service_token_message(issued, request),
         response_url=request.response_url if fresh else None,
         channel_id=None,  # later than that, only the requester's DM is sure to reach them
     )
-    if delivered is None:
-        await deps.call(tokens.revoke_undelivered, deps.db, org, issued.info.id, deps.clock())
-        log.warning("service token %s could not be delivered and was revoked", issued.info.id)
 
 
 async def handle_deny(

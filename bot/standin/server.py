@@ -75,6 +75,7 @@ class SlackStandin:
         self.groups: dict[str, list[str]] = {}  # user group handle -> member ids
         self.response_urls: dict[str, dict[str, Any]] = {}
         self._failures: dict[str, list[Failure]] = {}
+        self._holds: dict[str, asyncio.Event] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self.base_url = ""
@@ -124,6 +125,17 @@ class SlackStandin:
         """
         failure = Failure(status=status, error=error, headers=headers or {})
         self._failures.setdefault(method, []).extend([failure] * times)
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of ``method`` (or ``response_url``) are recorded at once but answered
+        only once the returned event is set: a Slack that is slow to answer."""
+        gate = self._holds[method] = asyncio.Event()
+        return gate
+
+    async def _held(self, method: str) -> None:
+        gate = self._holds.get(method)
+        if gate is not None:
+            await gate.wait()
 
     def new_response_url(self, user_id: str, channel_id: str) -> str:
         key = f"R{next(self._ids):06d}"
@@ -185,6 +197,7 @@ class SlackStandin:
         method = request.path_params["method"]
         args = await self._args(request)
         call = await self._record(method, args)
+        await self._held(method)
         failure = self._take_failure(method)
         if failure is not None:
             if failure.status != 200:
@@ -200,6 +213,7 @@ class SlackStandin:
         key = request.path_params["key"]
         args = await self._args(request)
         await self._record("response_url", {**args, "_key": key})
+        await self._held("response_url")
         failure = self._take_failure("response_url")
         if failure is not None:
             return PlainTextResponse(failure.error or "error", failure.status or 404)
@@ -302,8 +316,15 @@ class SlackStandin:
         """Serve on a free loopback port for the duration of the block."""
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        async with serve_in_background(self.app, port):
-            yield self
+        try:
+            async with serve_in_background(self.app, port):
+                try:
+                    yield self
+                finally:
+                    for gate in self._holds.values():  # nothing held keeps it running
+                        gate.set()
+        finally:
+            self._holds.clear()
 
 
 @asynccontextmanager
