@@ -72,10 +72,10 @@ def prepare(url: str) -> list[str]:
         user = f"U{m:07d}"
         profile = members.Profile(user, f"member-{m}", "member", False, ["platform"])
         members.sync_member(db, "T0BENCH", profile, now)
-        secrets += [
-            tokens.issue_user_token(db, "T0BENCH", user, f"bench-{n}", now).secret
-            for n in range(10)
-        ]
+        for n in range(10):
+            issued = tokens.issue_user_token(db, "T0BENCH", user, f"bench-{n}", now)
+            tokens.mark_delivered(db, "T0BENCH", issued.info.id, now, "bench")
+            secrets.append(issued.secret)
     db.dispose()
     return secrets
 

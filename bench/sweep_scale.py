@@ -82,6 +82,7 @@ def fill(url: str, size: int) -> None:
                     "created_at": cutoff - timedelta(days=30),
                     "created_by_id": first_member + n // 10,
                     "last_used_at": None,
+                    "delivered_at": cutoff - timedelta(days=30),
                     "cutoff_at": cutoff,
                     "next_notice_at": cutoff - timedelta(days=7),
                     "state": "active",

@@ -21,7 +21,7 @@ from starlette.routing import Route, request_response
 from starlette.types import Receive, Scope, Send
 
 from bot.deps import Deps
-from bot.profiles import GroupDirectory, with_current_profile
+from bot.profiles import ProfileRefresher
 from storage import tokenformat, usage
 from storage.usage import USE_WRITE_INTERVAL, ValidToken
 
@@ -42,7 +42,9 @@ def introspection(token: ValidToken) -> dict[str, Any]:
         "active": True,
         "token_type": token.kind,
         "sub": token.subject,
-        "username": token.display_name or token.subject,
+        # Stable and unique in the organization: the member's Slack user id or the service
+        # user's name, never a display name anyone can set.
+        "username": token.subject,
         "org": token.org,
         "scope": " ".join(token.scopes),
         "iat": _epoch(token.created_at),
@@ -52,6 +54,8 @@ def introspection(token: ValidToken) -> dict[str, Any]:
     }
     if token.kind == "user":
         answer["groups"] = list(token.groups)
+        if token.display_name:
+            answer["display_name"] = token.display_name
     return answer
 
 
@@ -170,21 +174,21 @@ class AnyMethod:
 
 
 def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
-    groups = GroupDirectory(max_age=deps.settings.profile_max_age)
     cache = ValidTokens(deps)
     throttle = FailureThrottle(deps)
+    profiles = ProfileRefresher(deps, client)
 
     async def check(secret: str, via: str) -> ValidToken | None:
-        """Validate, bring the profile up to date, and count the use (R1, R11)."""
+        """Validate and count the use (R1, R11). The answer never waits on Slack: a
+        stale profile serves while it is fetched again in the background."""
         now = deps.clock()
         generation = deps.db.generation
         token = await cache.get(secret, now)
         if token is None:
             return None
-        current = await with_current_profile(deps, client, groups, token, now)
-        if current is not None and (
-            current.last_used_at is None or now - current.last_used_at >= USE_WRITE_INTERVAL
-        ):
+        profiles.refresh_if_stale(token, now)
+        current = token
+        if current.last_used_at is None or now - current.last_used_at >= USE_WRITE_INTERVAL:
             current = await deps.call(usage.record_use, deps.db, current, now, via)
         if current is not token:
             cache.remember(tokenformat.digest(secret), generation, current)

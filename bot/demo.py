@@ -17,7 +17,7 @@ from bot.jobs import sweep_and_deliver
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running, running_tokenbot
 from bot.standin.render import render_blocks, render_view
 from bot.standin.server import Call
-from storage import audit, tokenformat
+from storage import audit, tokenformat, usage
 
 ALICE = "U0ALICE"
 BOB = "U0BOB"
@@ -39,6 +39,7 @@ class Demo:
         self.clock = clock
         self.standin = env.standin
         self.standin.add_user(ALICE, "alice")
+        self.standin.groups = {"platform": [ALICE]}
         self.slack = env.slack
 
     @staticmethod
@@ -142,7 +143,18 @@ class Demo:
             opened.result["view"]["id"], user, {"token_name": {"name": name}}
         )
         shown = await self.standin.wait_for("response_url", after=mark)
-        return str(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
+        return await self.until_valid(
+            str(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
+        )
+
+    async def until_valid(self, secret: str) -> str:
+        """A token is valid once tokenbot has recorded its delivery, just after Slack
+        took the message."""
+        for _ in range(100):
+            if usage.validate(self.env.db, secret, self.clock()) is not None:
+                return secret
+            await asyncio.sleep(0.05)
+        raise UnexpectedStep("the token shown became valid")
 
     async def introspect(self, secret: str, *, quiet: bool = False) -> dict[str, Any]:
         """Ask as the resource server "gateway" would, with its HTTP Basic credentials."""
@@ -164,7 +176,6 @@ class Demo:
 
     async def token_life(self, secret: str) -> None:
         self.step("6. An API asks tokenbot about a token (RFC 7662 introspection)")
-        self.standin.groups = {"platform": [ALICE]}
         answer = await self.introspect(secret)
         expect(
             answer.get("active") is True
@@ -316,7 +327,7 @@ class Demo:
         expect(len(issued) == 1 and len(updates) == 2, "one token; both copies updated")
         self.show(updates[0], "both copies of the request now read:")
         self.show(shown, "alice sees, once:")
-        secret = tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0]
+        secret = await self.until_valid(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
         answer = await self.introspect(secret)
         expect(
             answer.get("token_type") == "service"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
@@ -21,6 +23,42 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+class InFlight:
+    """Work a shutdown must let finish: the delivery of a new token, which is valid only
+    once shown (R14). Bolt answers Slack before its listener has finished, so the
+    server's graceful shutdown does not wait for that work; the app's lifespan does,
+    through :meth:`drain`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._idle: asyncio.Event | None = None
+
+    def _event(self) -> asyncio.Event:
+        if self._idle is None:
+            self._idle = asyncio.Event()
+            self._idle.set()
+        return self._idle
+
+    @asynccontextmanager
+    async def hold(self) -> AsyncIterator[None]:
+        self.count += 1
+        self._event().clear()
+        try:
+            yield
+        finally:
+            self.count -= 1
+            if not self.count:
+                self._event().set()
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until nothing is held, for at most ``timeout`` seconds; False if cut short."""
+        try:
+            await asyncio.wait_for(self._event().wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -28,6 +66,7 @@ class Deps:
     clock: Callable[[], datetime] = field(default=utcnow)
     # Answers from Slack that change rarely, kept a while by ``remember``.
     memo: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
+    deliveries: InFlight = field(default_factory=InFlight)
 
     async def remember(self, key: str, max_age: timedelta, fetch: Callable[[], Awaitable[T]]) -> T:
         """``fetch()``'s answer, reused while it is younger than ``max_age``."""

@@ -16,7 +16,7 @@ from bot.notify import (
     deliver_ownerless_reports,
     update_request_copies,
 )
-from bot.profiles import apply_profile
+from bot.profiles import apply_profile, fetch_groups
 from storage import approvals, events, members, sweep
 
 log = logging.getLogger(__name__)
@@ -32,10 +32,11 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
     sent += await deliver_digests(deps, client)
     sent += await deliver_ownerless_reports(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
-    if report.expired or report.reminded or sent:
+    if report.expired or report.reminded or report.undelivered or sent:
         log.info(
-            "sweep: %d expired, %d reminders queued, %d messages sent",
+            "sweep: %d expired, %d revoked as not delivered, %d reminders queued, %d messages sent",
             len(report.expired),
+            len(report.undelivered),
             len(report.reminded),
             sent,
         )
@@ -44,15 +45,19 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
 
 async def reconcile_members(deps: Deps, client: AsyncWebClient) -> int:
     """Bring every member's profile in line with ``users.list``: catches deactivations
-    whose events never arrived (R17). Returns how many members were deactivated."""
+    whose events never arrived (R17), and their groups, fetched once for all (without
+    them the profiles are stored but not counted as fresh). Returns how many members
+    were deactivated."""
     org = await workspace_of(client)
+    groups = await fetch_groups(deps, client, org)
     deactivated = 0
     async for page in await client.users_list(limit=200):
         for user in page.get("members") or []:
             if user.get("is_bot") or user.get("id") == "USLACKBOT":
                 continue
-            profile = members.profile_from_slack(user)
-            synced = await apply_profile(deps, client, org, profile, deps.clock())
+            theirs = None if groups is None else groups.get(str(user.get("id")), [])
+            profile = members.profile_from_slack(user, theirs)
+            synced = await apply_profile(deps, client, org, profile, deps.clock(), add_groups=False)
             deactivated += synced.newly_deactivated
     if deactivated:
         log.info("reconciliation: %d member(s) found deactivated", deactivated)

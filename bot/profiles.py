@@ -1,13 +1,14 @@
-"""Members' Slack profiles, fetched when the cached one is older than allowed (R1)."""
+"""Members' Slack profiles, fetched again in the background when the cached one is older
+than allowed (R1)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import replace
 from datetime import datetime, timedelta
 
+from cachetools import LRUCache
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
@@ -18,25 +19,37 @@ from storage.usage import ValidToken
 log = logging.getLogger(__name__)
 
 
-class GroupDirectory:
-    """Which user groups each member belongs to, per organization, from
-    ``usergroups.list``; one call serves every member until it is ``max_age`` old."""
+async def group_memberships(client: AsyncWebClient) -> dict[str, list[str]]:
+    """Slack user id → the handles of the user groups they belong to, sorted: one
+    ``usergroups.list`` call for the whole organization."""
+    answer = await client.usergroups_list(include_users=True)
+    by_user: dict[str, list[str]] = {}
+    for group in answer.get("usergroups") or []:
+        for member in group.get("users") or []:
+            by_user.setdefault(member, []).append(group["handle"])
+    return {user: sorted(handles) for user, handles in by_user.items()}
 
-    def __init__(self, max_age: float) -> None:
-        self.max_age = max_age
-        self._cache: dict[str, tuple[float, dict[str, list[str]]]] = {}
 
-    async def groups_of(self, client: AsyncWebClient, org: str, user_id: str) -> list[str]:
-        fetched = self._cache.get(org)
-        if fetched is None or time.monotonic() - fetched[0] > self.max_age:
-            answer = await client.usergroups_list(include_users=True)
-            by_user: dict[str, list[str]] = {}
-            for group in answer.get("usergroups") or []:
-                for member in group.get("users") or []:
-                    by_user.setdefault(member, []).append(group["handle"])
-            fetched = (time.monotonic(), by_user)
-            self._cache[org] = fetched
-        return sorted(fetched[1].get(user_id, []))
+def _groups_key(org: str) -> str:
+    return f"usergroups:{org}"
+
+
+async def known_groups(deps: Deps, client: AsyncWebClient, org: str) -> dict[str, list[str]]:
+    """The organization's group memberships, fetched at most once per profile age."""
+    max_age = timedelta(seconds=deps.settings.profile_max_age)
+    return await deps.remember(_groups_key(org), max_age, lambda: group_memberships(client))
+
+
+async def fetch_groups(deps: Deps, client: AsyncWebClient, org: str) -> dict[str, list[str]] | None:
+    """The organization's group memberships as Slack has them now (and kept for
+    :func:`known_groups`); None when Slack cannot say."""
+    try:
+        groups = await group_memberships(client)
+    except Exception as error:
+        log.warning("user groups not fetched (%s)", type(error).__name__)
+        return None
+    deps.memo[_groups_key(org)] = (deps.clock(), groups)
+    return groups
 
 
 async def apply_profile(
@@ -47,11 +60,23 @@ async def apply_profile(
     now: datetime,
     *,
     wait: bool = True,
+    add_groups: bool = True,
 ) -> members.Synced:
     """Store a member's profile as Slack gave it, then do in Slack what a deactivation
     asks (R17): the copies of their cancelled requests say so, and the admins hear of the
     service users left with no owner. With ``wait`` False those messages go out in the
-    background, for callers that must answer now."""
+    background, for callers that must answer now.
+
+    A profile without groups (Slack's user object has none) gets them from
+    :func:`known_groups` when ``add_groups``; without them it is stored but not counted
+    as fresh."""
+    if profile.groups is None and add_groups:
+        try:
+            groups = await known_groups(deps, client, org)
+        except Exception as error:
+            log.info("user groups not known (%s)", type(error).__name__)
+        else:
+            profile = replace(profile, groups=groups.get(profile.user_id, []))
     synced = await deps.call(members.sync_member, deps.db, org, profile, now)
     if synced.cancelled or synced.orphaned:
         follow_up = _after_deactivation(deps, client, synced)
@@ -80,38 +105,78 @@ async def _after_deactivation(deps: Deps, client: AsyncWebClient, synced: member
         await deliver_ownerless_reports(deps, client)
 
 
-async def with_current_profile(
-    deps: Deps,
-    client: AsyncWebClient,
-    groups: GroupDirectory,
-    token: ValidToken,
-    now: datetime,
-) -> ValidToken | None:
-    """``token`` with its member's role and groups no older than the allowed age; None if
-    Slack says the member is gone. If Slack cannot be reached, the cached profile serves.
-    """
-    max_age = timedelta(seconds=deps.settings.profile_max_age)
-    if token.owner is None or (token.profile_at and now - token.profile_at < max_age):
-        return token
-    try:
-        answer = await client.users_info(user=token.owner)
-        user_groups = await groups.groups_of(client, token.org, token.owner)
-    except Exception as error:
-        log.warning(
-            "profile of %s not refreshed (%s); using the cached one",
-            token.owner,
-            type(error).__name__,
-        )
-        return token
-    profile = members.profile_from_slack(answer["user"], user_groups)
-    # The caller is an API waiting for its answer: the Slack messages go in the background.
-    await apply_profile(deps, client, token.org, profile, now, wait=False)
-    if profile.deleted:
-        return None
-    return replace(
-        token,
-        role=profile.role,
-        groups=tuple(user_groups),
-        display_name=profile.display_name,
-        profile_at=now,
+REFRESH_TIMEOUT = 5  # seconds: a refresh that takes longer is tried again on a later use
+
+
+def _without_retries(client: AsyncWebClient) -> AsyncWebClient:
+    """``client`` on the same connections, but with no retries: nothing on the way to
+    an answer, or holding a member's refresh, sleeps on a Retry-After."""
+    return AsyncWebClient(
+        token=client.token,
+        base_url=client.base_url,
+        session=client.session,
+        timeout=REFRESH_TIMEOUT,
+        retry_handlers=[],
     )
+
+
+async def refresh_profile(
+    deps: Deps, client: AsyncWebClient, org: str, user_id: str
+) -> members.Synced | None:
+    """Fetch the member's profile and groups from Slack and store them (a member Slack
+    says is gone loses their user tokens, R17). None when Slack could not be asked; a
+    later attempt will be."""
+    quick = _without_retries(client)
+    try:
+        answer = await quick.users_info(user=user_id)
+        groups = (await known_groups(deps, quick, org)).get(user_id, [])
+    except Exception as error:
+        log.warning("profile of %s not refreshed (%s)", user_id, type(error).__name__)
+        return None
+    profile = members.profile_from_slack(answer["user"], groups)
+    return await apply_profile(deps, client, org, profile, deps.clock(), wait=False)
+
+
+class ProfileRefresher:
+    """Keeps members' cached profiles within their allowed age without making anyone
+    wait (R1): a stale profile serves while one refresh per member runs in the
+    background. A refresh that fails is tried again on a later use, never slept on.
+
+    The profile a refresh stores reaches answers through the validation cache: a change
+    of role, groups, name or standing moves the database's generation. ``fetched``
+    remembers when each member was last refreshed, so that an unchanged profile is not
+    fetched again for every cached answer that still carries the older age.
+    """
+
+    def __init__(self, deps: Deps, client: AsyncWebClient, size: int = 100_000) -> None:
+        self.deps = deps
+        self.client = client
+        self.running: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self.fetched: LRUCache[tuple[str, str], datetime] = LRUCache(maxsize=size)
+
+    def is_stale(self, token: ValidToken, now: datetime) -> bool:
+        if token.owner is None:
+            return False  # a service token carries no member's profile (R2)
+        ages = [a for a in (token.profile_at, self.fetched.get((token.org, token.owner))) if a]
+        max_age = timedelta(seconds=self.deps.settings.profile_max_age)
+        return not ages or now - max(ages) >= max_age
+
+    def refresh_if_stale(self, token: ValidToken, now: datetime) -> None:
+        """Start a refresh of the token's member unless one is running or none is due."""
+        if token.owner is None or not self.is_stale(token, now):
+            return
+        key = (token.org, token.owner)
+        if key in self.running:
+            return
+        task = asyncio.create_task(self._refresh(key))
+        self.running[key] = task
+        task.add_done_callback(lambda done: self._settled(key, done))
+
+    async def _refresh(self, key: tuple[str, str]) -> None:
+        if await refresh_profile(self.deps, self.client, *key) is not None:
+            self.fetched[key] = self.deps.clock()
+
+    def _settled(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
+        self.running.pop(key, None)
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.warning("profile of %s not refreshed (%s)", key[1], type(error).__name__)

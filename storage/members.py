@@ -23,7 +23,9 @@ _ACTIVE_USER_TOKENS = sa.select(*_INFO_COLUMNS).where(
     TOKEN.c.state == TokenState.ACTIVE,
 )
 _SAVE = sa.update(MEMBER).where(MEMBER.c.id == sa.bindparam("member_id"))
-_BEFORE = sa.select(MEMBER.c.deleted, MEMBER.c.role).where(MEMBER.c.id == sa.bindparam("member_id"))
+_BEFORE = sa.select(MEMBER.c.deleted, MEMBER.c.role, MEMBER.c.groups, MEMBER.c.display_name).where(
+    MEMBER.c.id == sa.bindparam("member_id")
+)
 
 
 @dataclass(frozen=True)
@@ -77,7 +79,8 @@ class Synced:
 
 
 def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime) -> Synced:
-    """Store the member's profile. A member found deactivated loses their user tokens at
+    """Store the member's profile; it counts as fetched at ``now`` only when it comes
+    with the member's groups. A member found deactivated loses their user tokens at
     once, with reason "owner deactivated", and their pending requests (R17); service
     tokens are not touched, and the service users they solely owned are reported to the
     admins through the outbox (once: on the change to deactivated)."""
@@ -86,17 +89,24 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
         member = ensure_member(session, org.id, profile.user_id, now)
         before = session.execute(_BEFORE, {"member_id": member}).one()
         was_deleted = bool(before.deleted)
-        if profile.deleted != was_deleted or profile.role != before.role:
-            invalidates(session)  # what the member's tokens may do has changed (R1)
+        if (
+            profile.deleted != was_deleted
+            or profile.role != before.role
+            or profile.display_name != before.display_name
+            or (profile.groups is not None and profile.groups != list(before.groups or []))
+        ):
+            invalidates(session)  # what the member's tokens carry has changed (R1)
         values: dict[str, object] = {
             "member_id": member,
             "display_name": profile.display_name,
             "role": profile.role,
             "deleted": profile.deleted,
-            "profile_at": now,
         }
         if profile.groups is not None:
+            # Fresh means role *and* groups: without the groups, the stored ones stay,
+            # and so does the age that says when they were last fetched.
             values["groups"] = profile.groups
+            values["profile_at"] = now
         session.execute(
             _SAVE.values({k: sa.bindparam(k) for k in values if k != "member_id"}), values
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -28,6 +28,8 @@ DEFAULT_REQUEST_TTL_DAYS = 7  # R25
 # Requests one member may have waiting for a decision at once: each is a message to every
 # approver, and a flood of them would bury the others' requests.
 DEFAULT_PENDING_REQUEST_CAP = 5
+# R14: a token not shown to its owner within this time never becomes valid.
+DELIVERY_DEADLINE = timedelta(minutes=5)
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -140,6 +142,11 @@ class Token(SQLModel, table=True):
     created_at: datetime = _at()
     created_by_id: int | None = Field(default=None, foreign_key="member.id")
     last_used_at: datetime | None = _at(nullable=True)
+    # Until the token is delivered (shown to its owner, R14) it is not valid, though it
+    # holds its place under the cap and its name; meanwhile ``cutoff_at`` is the time
+    # by which it must be delivered, after which the sweep revokes it, and no reminder
+    # is due.
+    delivered_at: datetime | None = _at(nullable=True)
     cutoff_at: datetime = _at()
     # When the next reminder (or, after the last one, the expiry) falls due.
     next_notice_at: datetime | None = _at(nullable=True)

@@ -109,6 +109,7 @@ def list_service_users(
             .where(
                 TOKEN.c.service_user_id.in_(ids),
                 TOKEN.c.state == TokenState.ACTIVE,
+                TOKEN.c.delivered_at.is_not(None),  # one being delivered is not valid yet
                 TOKEN.c.cutoff_at > now,
             )
             .order_by(TOKEN.c.created_at, TOKEN.c.id)

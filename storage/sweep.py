@@ -1,4 +1,5 @@
-"""The sweep: reminders before the cutoff (R12) and expiry after it (R13).
+"""The sweep: reminders before the cutoff (R12), expiry after it (R13), and revocation
+of tokens not delivered by their deadline (R14).
 
 Its cost follows the tokens that are due, not all tokens: it reads only through the
 indexes on (state, cutoff_at) and (state, next_notice_at), in batches, one organization
@@ -23,7 +24,7 @@ from storage.db import Database
 from storage.models import Member, Notice, NoticeKind, Organization, Token, TokenState
 from storage.orgs import LockedOrg, _insert_ignore, lock_org
 from storage.services import recipients
-from storage.tokens import _INFO_COLUMNS, TokenInfo, _end, _info
+from storage.tokens import _INFO_COLUMNS, TokenInfo, _info, lapse
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
@@ -36,11 +37,16 @@ BATCH = 500
 class SweepReport:
     expired: list[tuple[str, TokenInfo]] = field(default_factory=list)
     reminded: list[tuple[str, TokenInfo, int]] = field(default_factory=list)
+    undelivered: list[tuple[str, TokenInfo]] = field(default_factory=list)  # revoked
 
     def lines(self) -> list[str]:
         out = [
             f"expired  {org}  {t.name} ({t.hint})  cutoff {t.cutoff_at:%Y-%m-%d %H:%M}"
             for org, t in self.expired
+        ]
+        out += [
+            f"revoked  {org}  {t.name} ({t.hint})  not delivered by {t.cutoff_at:%Y-%m-%d %H:%M}"
+            for org, t in self.undelivered
         ]
         out += [
             f"reminder {org}  {t.name} ({t.hint})  {stage} day(s) before "
@@ -181,9 +187,12 @@ def _expire(
     now: datetime,
     report: SweepReport,
 ) -> bool:
-    expired = _end(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
+    ended = lapse(session, org, token, now)
+    if token.delivered_at is None:  # never shown, so nobody is told (R14)
+        report.undelivered.append((org.slack_id, ended))
+        return True
     _queue(session, org, token, to, NoticeKind.EXPIRED, 0, now)
-    report.expired.append((org.slack_id, expired))
+    report.expired.append((org.slack_id, ended))
     return True
 
 

@@ -17,7 +17,14 @@ from sqlmodel import Session
 from storage import audit, tokenformat
 from storage.db import Database, invalidates
 from storage.errors import CapReached, InvalidName, NameTaken, NotAllowed, TokenNotFound
-from storage.models import DEFAULT_USER_TOKEN_CAP, Member, ServiceOwner, Token, TokenState
+from storage.models import (
+    DEFAULT_USER_TOKEN_CAP,
+    DELIVERY_DEADLINE,
+    Member,
+    ServiceOwner,
+    Token,
+    TokenState,
+)
 from storage.orgs import LockedOrg, ensure_member, find_org, lock_org, member_id
 from storage.tokenformat import TokenKind
 
@@ -40,6 +47,7 @@ class TokenInfo:
     cutoff_at: datetime
     state: str
     state_reason: str | None = None
+    delivered_at: datetime | None = None  # None: not shown to its owner yet, not valid
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,20 @@ _OVERDUE = sa.select(*_INFO_COLUMNS).where(
     TOKEN.c.cutoff_at <= sa.bindparam("now"),
 )
 _INSERT = sa.insert(TOKEN).returning(TOKEN.c.id)
+_DELIVERED = (
+    sa.update(TOKEN)
+    .where(
+        TOKEN.c.id == sa.bindparam("token"),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.delivered_at.is_(None),
+        TOKEN.c.cutoff_at > sa.bindparam("now"),
+    )
+    .values(
+        delivered_at=sa.bindparam("now"),
+        cutoff_at=sa.bindparam("cutoff"),
+        next_notice_at=sa.bindparam("next_notice"),
+    )
+)
 _END = sa.update(TOKEN).where(TOKEN.c.id == sa.bindparam("token"))
 _LOCKED = (
     sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id, TOKEN.c.service_user_id)
@@ -118,8 +140,15 @@ def name_key(name: str) -> str:
 
 
 def _active(session: Session, member: int, now: datetime) -> list[TokenInfo]:
-    """The member's tokens that are active and not past their cutoff, oldest first."""
+    """The member's tokens that are active and not past their cutoff, oldest first;
+    those still being delivered among them: they hold their place under the cap."""
     return [_info(row) for row in session.execute(_ACTIVE, {"member": member, "now": now})]
+
+
+def _shown(active: list[TokenInfo]) -> list[TokenInfo]:
+    """What a member is shown of their tokens: a token being delivered is not, as it is
+    not valid yet, and either becomes valid within moments or is revoked by the sweep."""
+    return [t for t in active if t.delivered_at is not None]
 
 
 def _end(
@@ -149,18 +178,31 @@ def _end(
     return replace(token, state=state, state_reason=reason)
 
 
+def lapse(session: Session, org: LockedOrg, token: TokenInfo, now: datetime) -> TokenInfo:
+    """End an active token past its cutoff: expired for inactivity (R11), or, if it was
+    never delivered in time, revoked as "not delivered" (R14)."""
+    if token.delivered_at is None:
+        return _end(session, org, token, TokenState.REVOKED, "not delivered", audit.SYSTEM, now)
+    return _end(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
+
+
 def _expire_overdue(session: Session, org: LockedOrg, member: int, now: datetime) -> None:
-    """Mark the member's tokens past their cutoff as expired, so that they free their
-    place under the cap and their names."""
+    """End the member's tokens past their cutoff, so that they free their place under
+    the cap and their names."""
     for row in session.execute(_OVERDUE, {"member": member, "now": now}).all():
-        _end(session, org, _info(row), TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
+        lapse(session, org, _info(row), now)
 
 
 def check_room_for_user_token(db: Database, org_slack_id: str, user_id: str, now: datetime) -> None:
     """CapReached when the member has no room left for another token (R9)."""
-    listing = list_user_tokens(db, org_slack_id, user_id, now)
-    if len(listing.tokens) >= listing.cap:
-        raise CapReached(cap=listing.cap, active=listing.tokens)
+    with db.read() as session:
+        org = find_org(session, org_slack_id)
+        member = member_id(session, org.id, user_id) if org is not None else None
+        if org is None or member is None:
+            return
+        active = _active(session, member, now)
+        if len(active) >= org.user_token_cap:
+            raise CapReached(cap=org.user_token_cap, active=_shown(active))
 
 
 def issue_user_token(
@@ -180,7 +222,7 @@ def issue_user_token(
         if any(name_key(t.name) == key for t in active):
             raise NameTaken(f"You already have an active token named “{name}”. Pick another name.")
         if len(active) >= org.user_token_cap:
-            raise CapReached(cap=org.user_token_cap, active=active)
+            raise CapReached(cap=org.user_token_cap, active=_shown(active))
         return insert_token(session, org, TokenKind.USER, name, user_id, now, member=member)
 
 
@@ -197,7 +239,10 @@ def insert_token(
     detail: dict[str, Any] | None = None,
 ) -> IssuedToken:
     """Mint a token and store its digest, with its audit event: the one place tokens are
-    created. The caller holds the organization's lock and has checked cap and name."""
+    created. The caller holds the organization's lock and has checked cap and name.
+
+    The token is not valid until :func:`mark_delivered` says its owner was shown it; if
+    that does not happen within DELIVERY_DEADLINE, the sweep revokes it (R14)."""
     secret = tokenformat.mint(kind)
     values: dict[str, Any] = {
         "org_id": org.id,
@@ -211,8 +256,9 @@ def insert_token(
         "created_at": now,
         "created_by_id": member,
         "last_used_at": None,
-        "cutoff_at": now + org.period,
-        "next_notice_at": org.first_notice(now + org.period),
+        "delivered_at": None,
+        "cutoff_at": now + DELIVERY_DEADLINE,
+        "next_notice_at": None,  # nothing to remind of before it is delivered
         "state": TokenState.ACTIVE,
         "state_reason": None,
     }
@@ -233,14 +279,16 @@ def insert_token(
 
 
 def list_user_tokens(db: Database, org_slack_id: str, user_id: str, now: datetime) -> TokenList:
-    """The member's active tokens, oldest first, and their organization's cap (R5, R10)."""
+    """The member's active tokens, oldest first, and their organization's cap (R5, R10).
+    A token still being delivered is not listed (it counts against the cap all the same).
+    """
     with db.read() as session:
         org = find_org(session, org_slack_id)
         if org is None:
             return TokenList([], DEFAULT_USER_TOKEN_CAP)
         member = member_id(session, org.id, user_id)
         active = _active(session, member, now) if member is not None else []
-        return TokenList(active, org.user_token_cap)
+        return TokenList(_shown(active), org.user_token_cap)
 
 
 def find_user_token(
@@ -327,10 +375,43 @@ def _permitted(
     return token, owns
 
 
+def mark_delivered(
+    db: Database, org_slack_id: str, token_id: int, now: datetime, via: str
+) -> TokenInfo | None:
+    """The token was shown to its owner: from now on it is valid, with the full
+    inactivity period from its creation (R11, R14). None when it can no longer become
+    valid (revoked meanwhile, or past its delivery deadline)."""
+    with db.write() as session:
+        org = lock_org(session, org_slack_id, now)
+        found = _locked_token(session, org, token_id)
+        if found is None:
+            return None
+        token = found[0]
+        cutoff = token.created_at + org.period
+        params = {
+            "token": token_id,
+            "now": now,
+            "cutoff": cutoff,
+            "next_notice": org.first_notice(cutoff),
+        }
+        if not session.execute(_DELIVERED, params).rowcount:  # type: ignore[attr-defined]
+            return None
+        audit.record(
+            session,
+            org,
+            actor=audit.SYSTEM,
+            action="token.delivered",
+            subject=f"token:{token_id}",
+            now=now,
+            detail={"name": token.name, "hint": token.hint, "kind": token.kind, "via": via},
+        )
+        return replace(token, delivered_at=now, cutoff_at=cutoff)
+
+
 def revoke_undelivered(db: Database, org_slack_id: str, token_id: int, now: datetime) -> None:
     """Revoke a token its owner never received: a token nobody can see must not work."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         found = _locked_token(session, org, token_id)
-        if found is not None and found[0].state == TokenState.ACTIVE:
+        if found is not None and found[0].state == TokenState.ACTIVE and not found[0].delivered_at:
             _end(session, org, found[0], TokenState.REVOKED, "not delivered", audit.SYSTEM, now)

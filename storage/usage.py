@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from storage import audit, tokenformat
 from storage.db import Database
-from storage.errors import NotAllowed, PolicyForbids
+from storage.errors import NotAllowed, PolicyForbids, TokenNotFound
 from storage.models import Member, Organization, ServiceUser, Token, TokenState
 from storage.orgs import lock_org
 from storage.tokenformat import TokenKind
@@ -65,6 +65,7 @@ _LOOKUP = (
         TOKEN.c.last_used_at,
         TOKEN.c.cutoff_at,
         TOKEN.c.state,
+        TOKEN.c.delivered_at,
         ORG.c.slack_id.label("org"),
         ORG.c.role_scopes,
         MEMBER.c.slack_user_id.label("owner"),
@@ -88,6 +89,7 @@ _MOVE_CUTOFF = (
     .where(
         TOKEN.c.id == sa.bindparam("token"),
         TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.delivered_at.is_not(None),
         TOKEN.c.cutoff_at > sa.bindparam("now"),
         sa.or_(TOKEN.c.last_used_at.is_(None), TOKEN.c.last_used_at <= sa.bindparam("stale")),
     )
@@ -107,13 +109,20 @@ _KEEP_ALIVE = (
 def validate(db: Database, secret: str, now: datetime) -> ValidToken | None:
     """The token ``secret`` if it is valid at ``now``, else None.
 
-    A token past its cutoff is invalid at once, whether or not a sweep has marked it.
+    A token past its cutoff is invalid at once, whether or not a sweep has marked it;
+    a token not yet delivered to its owner is not valid yet (R14).
     """
     if not tokenformat.has_valid_checksum(secret):
         return None  # no database round trip for strings that are not tokens
     with db.read() as session:
         row = session.execute(_LOOKUP, {"digest": tokenformat.digest(secret)}).first()
-    if row is None or row.state != TokenState.ACTIVE or row.cutoff_at <= now or row.deleted:
+    if (
+        row is None
+        or row.state != TokenState.ACTIVE
+        or row.delivered_at is None
+        or row.cutoff_at <= now
+        or row.deleted
+    ):
         return None
     return ValidToken(
         id=row.id,
@@ -183,6 +192,8 @@ def keep_alive(
         if not org.allow_keep_alive:
             raise PolicyForbids("This workspace does not allow keeping unused tokens.")
         token = owned_active_token(session, org, token_id, actor_user_id, now, "keep", admin)
+        if token.delivered_at is None:  # its cutoff is its delivery deadline: not moved
+            raise TokenNotFound(f"The token “{token.name}” is not in use yet.")
         if admin and token.kind != TokenKind.SERVICE:
             raise NotAllowed("You can keep only your own tokens.")
         cutoff = now + org.period

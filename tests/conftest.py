@@ -12,8 +12,10 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from storage import tokens
 from storage.db import Database
 from storage.migrate import upgrade
+from storage.tokens import IssuedToken
 
 TEST_DATABASE_URL = os.environ.get("TOKENBOT_TEST_DATABASE_URL", "")
 FIXTURES = Path(__file__).parent / "fixtures" / "slack"
@@ -65,3 +67,10 @@ def db(database_url: str) -> Iterator[Database]:
     database = Database(database_url)
     yield database
     database.dispose()
+
+
+def shown(db: Database, org: str, issued: IssuedToken, now: datetime = NOW) -> IssuedToken:
+    """``issued`` once its owner has been shown it, as the app records it: valid."""
+    info = tokens.mark_delivered(db, org, issued.info.id, now, "test")
+    assert info is not None
+    return IssuedToken(info=info, secret=issued.secret)

@@ -15,7 +15,7 @@ from bot.blocks import service as blocks
 from bot.blocks.text import inline
 from bot.deps import Deps, org_of
 from bot.listeners.payload import button_value, private_metadata, request_id_of, text_of
-from bot.listeners.views import COULD_NOT_OPEN, open_modal
+from bot.listeners.views import COULD_NOT_OPEN, deliver_token, open_modal
 from bot.notify import (
     Responder,
     _why,
@@ -23,7 +23,7 @@ from bot.notify import (
     is_slack_response_url,
     update_request_copies,
 )
-from storage import approvals, services, tokens
+from storage import approvals, services
 from storage.approvals import RequestInfo
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
 
@@ -137,9 +137,21 @@ async def handle_approve(
     client: AsyncWebClient,
     context: AsyncBoltContext,
 ) -> None:
-    await ack()
     deps: Deps = context["deps"]
-    org, user_id = org_of(context), body["user"]["id"]
+    # Held from before the acknowledgement: a shutdown waits for the token's delivery.
+    async with deps.deliveries.hold():
+        await ack()
+        await _approve(deps, client, org_of(context), body, action)
+
+
+async def _approve(
+    deps: Deps,
+    client: AsyncWebClient,
+    org: str,
+    body: dict[str, Any],
+    action: dict[str, Any],
+) -> None:
+    user_id = body["user"]["id"]
     if (refused := await approvers.refusal(client, deps.settings, user_id)) is not None:
         await _refuse(client, body, refused)
         return
@@ -169,16 +181,17 @@ async def handle_approve(
         await _tell_requester(client, request, closed)
         return
     fresh = deps.clock() - request.created_at < RESPONSE_URL_LIFETIME
-    delivered = await deliver_ephemeral(
+    delivered = await deliver_token(
+        deps,
         client,
+        org,
+        issued,
         user_id=request.requester,
         message=blocks.service_token_message(issued, request),
         response_url=request.response_url if fresh else None,
         channel_id=None,  # later than that, only the requester's DM is sure to reach them
     )
-    if delivered is None:
-        await deps.call(tokens.revoke_undelivered, deps.db, org, issued.info.id, deps.clock())
-        log.warning("service token %s could not be delivered and was revoked", issued.info.id)
+    if not delivered:
         undelivered = blocks.decided_message(
             request, undelivered=True, command=deps.settings.command
         )

@@ -160,6 +160,7 @@ class SlackStandin:
         # Calls refused for breaking Slack's limits, with why (they are in ``calls`` too).
         self.refused: list[tuple[Call, list[str]]] = []
         self._failures: dict[str, list[Failure]] = {}
+        self._holds: dict[str, asyncio.Event] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
         self.base_url = ""
@@ -209,6 +210,17 @@ class SlackStandin:
         """
         failure = Failure(status=status, error=error, headers=headers or {})
         self._failures.setdefault(method, []).extend([failure] * times)
+
+    def hold(self, method: str) -> asyncio.Event:
+        """Calls of ``method`` (or ``response_url``) are recorded at once but answered
+        only once the returned event is set: a Slack that is slow to answer."""
+        gate = self._holds[method] = asyncio.Event()
+        return gate
+
+    async def _held(self, method: str) -> None:
+        gate = self._holds.get(method)
+        if gate is not None:
+            await gate.wait()
 
     def new_response_url(self, user_id: str, channel_id: str) -> str:
         key = f"R{next(self._ids):06d}"
@@ -270,6 +282,7 @@ class SlackStandin:
         method = request.path_params["method"]
         args = await self._args(request)
         call = await self._record(method, args)
+        await self._held(method)
         failure = self._take_failure(method)
         if failure is not None:
             if failure.status != 200:
@@ -292,6 +305,7 @@ class SlackStandin:
         if problems := message_problems(args):
             self.refused.append((call, problems))
             return PlainTextResponse("invalid_blocks", 400)
+        await self._held("response_url")
         failure = self._take_failure("response_url")
         if failure is not None:
             return PlainTextResponse(failure.error or "error", failure.status or 404)
@@ -403,8 +417,15 @@ class SlackStandin:
         """Serve on a free loopback port for the duration of the block."""
         port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
-        async with serve_in_background(self.app, port):
-            yield self
+        try:
+            async with serve_in_background(self.app, port):
+                try:
+                    yield self
+                finally:
+                    for gate in self._holds.values():  # nothing held keeps it running
+                        gate.set()
+        finally:
+            self._holds.clear()
 
 
 @asynccontextmanager

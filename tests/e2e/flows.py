@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import reprlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 from urllib.parse import parse_qsl, urlencode
 
@@ -13,7 +13,7 @@ import httpx
 
 from bot.standin.harness import Running
 from bot.standin.server import Call
-from storage import tokenformat
+from storage import tokenformat, usage
 from tests.conftest import FIXTURES
 
 COMMAND = "/token"
@@ -46,7 +46,17 @@ async def generate(env: Running, user: str, name: str) -> str:
     shown = await env.standin.wait_for("response_url", after=mark)
     secrets = tokenformat.TOKEN_PATTERN.findall(shown.text_content())
     assert len(secrets) == 1
-    return str(secrets[0])
+    return await until_valid(env, str(secrets[0]))
+
+
+async def until_valid(env: Running, secret: str) -> str:
+    """Wait until the token just shown is valid: it becomes so once the app has
+    recorded its delivery, just after Slack took the message."""
+    valid = await eventually(
+        lambda: usage.validate(env.db, secret, env.deps.clock()), lambda v: v is not None
+    )
+    assert valid is not None, "the token shown never became valid"
+    return secret
 
 
 async def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 5) -> T:
@@ -59,6 +69,18 @@ async def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: 
             return value
         if time.monotonic() > deadline:
             raise AssertionError(f"not done after {timeout} s; last read: {reprlib.repr(value)}")
+        await asyncio.sleep(0.02)
+
+
+async def eventually_async(
+    read: Callable[[], Awaitable[T]], done: Callable[[T], bool], timeout: float = 5
+) -> T:
+    """:func:`eventually`, for outcomes read through HTTP."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = await read()
+        if done(value) or time.monotonic() > deadline:
+            return value
         await asyncio.sleep(0.02)
 
 

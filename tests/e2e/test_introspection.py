@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 import warnings
 from datetime import timedelta
 
 import authlib.deprecate
 import httpx
 import pytest
+import sqlalchemy as sa
 
 # authlib asks for its httpx2 fork, warning at import (and forcing its warnings on).
 with warnings.catch_warnings():
@@ -17,8 +20,9 @@ with warnings.catch_warnings():
 from bot.api import FailureThrottle
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from storage import audit, tokens
-from tests.e2e.conftest import ALICE
-from tests.e2e.flows import generate
+from storage.models import Member
+from tests.e2e.conftest import ALICE, BOB
+from tests.e2e.flows import eventually, eventually_async, generate
 
 GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
 
@@ -58,13 +62,23 @@ async def test_a_valid_token_answers_who_and_what(env: Running) -> None:
     answer = (await introspect(env, secret)).json()
     assert answer["active"] is True
     assert answer["token_type"] == "user"
-    assert (answer["sub"], answer["username"], answer["org"]) == (ALICE, "alice", "T0TOKENBOT")
+    assert (answer["sub"], answer["username"], answer["org"]) == (ALICE, ALICE, "T0TOKENBOT")
+    assert answer["display_name"] == "alice"
     assert answer["scope"] == "api:read api:write"
     assert answer["groups"] == ["platform"]
     assert answer["name"] == "ci"
     assert abs(answer["last_used_at"] - now.timestamp()) < 5  # this call was a use
     assert abs(answer["exp"] - (now + timedelta(days=30)).timestamp()) < 5
     assert answer["iat"] <= answer["last_used_at"]
+
+
+async def test_members_with_the_same_display_name_have_different_usernames(
+    env: Running,
+) -> None:
+    env.standin.add_user(BOB, "alice")  # anyone may call themself alice in Slack
+    answers = [(await introspect(env, await generate(env, u, "ci"))).json() for u in (ALICE, BOB)]
+    assert [a["username"] for a in answers] == [ALICE, BOB]
+    assert [a["display_name"] for a in answers] == ["alice", "alice"]
 
 
 @pytest.mark.parametrize("token", ["", "nonsense", "tbu_" + "A" * 36, "Bearer x"])
@@ -84,15 +98,77 @@ async def test_a_role_change_in_slack_applies_to_existing_tokens(env: Running) -
     assert (await introspect(env, secret)).json()["scope"] == "api:read api:write"
     env.standin.users[ALICE]["is_admin"] = True
     clock.advance(timedelta(seconds=30))  # the cached profile is young enough
+    mark = len(env.standin.calls)
     assert (await introspect(env, secret)).json()["scope"] == "api:read api:write"
+    assert not env.standin.calls_to("users.info")[mark:]
     clock.advance(timedelta(seconds=31))  # now it is not: fetched again from Slack
-    assert (await introspect(env, secret)).json()["scope"] == "api:read api:write api:admin"
+    scope = await eventually_async(
+        lambda: answer(env, secret), lambda a: a["scope"] == "api:read api:write api:admin"
+    )
+    assert scope["scope"] == "api:read api:write api:admin"
 
 
-async def test_a_member_gone_from_slack_is_refused_at_once(env: Running) -> None:
+def profile_at(env: Running, user_id: str):
+    with env.db.read() as session:
+        query = sa.select(Member.profile_at).where(Member.slack_user_id == user_id)
+        return session.execute(query).scalar_one()
+
+
+async def answer(env: Running, secret: str) -> dict:
+    return (await introspect(env, secret)).json()
+
+
+async def test_a_member_gone_from_slack_is_refused_once_the_refresh_has_seen_it(
+    env: Running,
+) -> None:
+    clock = env.deps.clock = Clock()
     secret = await generate(env, ALICE, "ci")
     env.standin.users[ALICE]["deleted"] = True
-    assert (await introspect(env, secret)).json() == {"active": False}
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age))
+    # The answer does not wait for Slack: the refresh it starts revokes the token.
+    assert (await answer(env, secret))["active"] is True
+    assert await eventually_async(lambda: answer(env, secret), lambda a: not a["active"]) == {
+        "active": False
+    }
+    revoked = [e for e in audit.events(env.db, "T0TOKENBOT") if e.action == "token.revoked"]
+    assert [e.detail["reason"] for e in revoked] == ["owner deactivated"]
+
+
+async def test_concurrent_uses_of_a_stale_profile_fetch_it_once(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    env.standin.groups = {"platform": [ALICE]}
+    secret = await generate(env, ALICE, "ci")
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age))
+    mark = len(env.standin.calls)
+    answers = await asyncio.gather(*(answer(env, secret) for _ in range(50)))
+    assert all(a["active"] and a["groups"] == ["platform"] for a in answers)
+    await env.standin.wait_for("users.info", after=mark)
+    await eventually(lambda: profile_at(env, ALICE), lambda at: at == clock())
+    assert (await answer(env, secret))["active"] is True  # fresh again: no new fetch
+    assert len([c for c in env.standin.calls[mark:] if c.method == "users.info"]) == 1
+
+
+async def test_with_slack_rate_limiting_the_cached_profile_answers_at_once(
+    env: Running,
+) -> None:
+    clock = env.deps.clock = Clock()
+    env.standin.groups = {"platform": [ALICE]}
+    secret = await generate(env, ALICE, "ci")
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age))
+    env.standin.fail_next("users.info", status=429, headers={"Retry-After": "5"})
+    mark = len(env.standin.calls)
+    started = time.monotonic()
+    first = await answer(env, secret)
+    assert time.monotonic() - started < 1  # generous: it does not wait for Slack at all
+    assert first["active"] is True and first["groups"] == ["platform"]
+    await env.standin.wait_for("users.info", after=mark)
+    # Not slept on: a later use tries again, and that refresh succeeds.
+    await eventually_async(
+        lambda: answer(env, secret),
+        lambda _: len([c for c in env.standin.calls[mark:] if c.method == "users.info"]) >= 2,
+    )
+    tries = [c for c in env.standin.calls[mark:] if c.method == "users.info"]
+    assert len(tries) == 2 and tries[1].result.get("ok") is True
 
 
 async def test_one_second_before_the_cutoff_valid_one_second_after_not(env: Running) -> None:

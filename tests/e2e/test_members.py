@@ -10,6 +10,7 @@ from storage import audit, members, tokens
 from tests.conftest import FIXTURES
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, generate
+from tests.e2e.test_introspection import introspect
 
 ORG = "T0TOKENBOT"
 
@@ -80,3 +81,16 @@ async def test_reconciliation_catches_a_deactivation_whose_event_never_came(
     assert await reconcile_members(env.deps, env.slack_app_client) == 1
     assert active(env, BOB) == [] and active(env, ALICE) == ["alices"]
     assert await reconcile_members(env.deps, env.slack_app_client) == 0
+
+
+async def test_after_the_daily_sync_introspection_answers_the_members_groups(
+    env: Running,
+) -> None:
+    secret = await generate(env, ALICE, "ci")
+    env.standin.groups = {"platform": [ALICE], "oncall": [BOB]}
+    mark = len(env.standin.calls)
+    await reconcile_members(env.deps, env.slack_app_client)
+    fetched = [c for c in env.standin.calls[mark:] if c.method == "usergroups.list"]
+    assert len(fetched) == 1  # once for everyone
+    answer = (await introspect(env, secret)).json()
+    assert answer["active"] is True and answer["groups"] == ["platform"]

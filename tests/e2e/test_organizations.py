@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from bot.standin.harness import Running
-from storage import tokens
+from storage import tokenformat, tokens
 from tests.e2e.conftest import ALICE
-from tests.e2e.flows import generate, post_fixture_command
+from tests.e2e.flows import generate, post_fixture_command, until_valid
 
 
 async def test_org_wide_install_keeps_tokens_under_the_enterprise(env: Running) -> None:
@@ -21,7 +21,8 @@ async def test_org_wide_install_keeps_tokens_under_the_enterprise(env: Running) 
     env.slack.org_wide = True
     mark = len(env.standin.calls)
     await env.slack.submit_view(view_id, "W111", {"token_name": {"name": "grid-token"}})
-    await env.standin.wait_for("response_url", after=mark)
+    shown = await env.standin.wait_for("response_url", after=mark)
+    await until_valid(env, tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
     now = env.deps.clock()
     assert [t.name for t in tokens.list_user_tokens(env.db, "E111", "W111", now).tokens] == [
         "grid-token"

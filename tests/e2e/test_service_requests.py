@@ -16,7 +16,7 @@ from bot.standin.server import Call, message_problems
 from storage import approvals, audit, tokenformat
 from storage.orgs import ORG, lock_org
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import run_command
+from tests.e2e.flows import run_command, until_valid
 
 CAROL, GUEST = "U0CAROL", "U0GUEST"
 GOOD = {
@@ -96,6 +96,7 @@ async def test_approval_updates_every_copy_and_shows_the_token_once(env: Running
         "response_url", lambda c: "tbs_" in c.text_content(), after=mark
     )
     [secret] = tokenformat.TOKEN_PATTERN.findall(shown.text_content())
+    await until_valid(env, secret)
     carrying = [c for c in env.standin.calls if secret in c.text_content()]
     assert carrying == [shown] and shown.args["response_type"] == "ephemeral"  # once, R14
     assert secret not in "\n".join(audit.export_jsonl(env.db, "T0TOKENBOT"))

@@ -15,7 +15,7 @@ from bot.standin.server import Call
 from storage import approvals, audit, members, tokenformat
 from storage.models import Member, OwnerlessReport
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import eventually, run_command
+from tests.e2e.flows import eventually, run_command, until_valid
 from tests.e2e.test_members import deliver, envelope
 from tests.e2e.test_service_requests import CAROL, admins, approve, requested
 
@@ -33,7 +33,7 @@ async def approved(env: Running) -> str:
         "response_url", lambda c: "tbs_" in c.text_content(), after=mark
     )
     env.standin.add_user(NOBODY, "nobody")
-    return str(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
+    return await until_valid(env, str(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0]))
 
 
 async def introspect(env: Running, secret: str) -> dict:

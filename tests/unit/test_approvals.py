@@ -5,7 +5,7 @@ import pytest
 from storage import approvals, audit, usage
 from storage.db import Database
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed
-from tests.conftest import NOW
+from tests.conftest import NOW, shown
 
 ORG = "T0ORG"
 REQUESTER, APPROVER, OTHER = "U0REQ", "U0APPROVER", "U0OTHER"
@@ -42,7 +42,7 @@ def test_approval_mints_one_service_token_that_introspects_as_the_service_user(d
     request = ask(db)
     decision = approvals.decide(db, ORG, request.id, APPROVER, approve=True, reason=None, now=NOW)
     assert decision.request.state == "approved" and decision.request.decided_by == APPROVER
-    secret = decision.issued.secret
+    secret = shown(db, ORG, decision.issued).secret
     assert secret.startswith("tbs_")
     valid = usage.validate(db, secret, NOW)
     assert (valid.kind, valid.subject, valid.owner, valid.scopes) == (
@@ -141,6 +141,7 @@ def test_a_service_token_outlives_its_requesters_deactivation(db: Database) -> N
 
     request = ask(db)
     decision = approvals.decide(db, ORG, request.id, APPROVER, approve=True, reason=None, now=NOW)
+    shown(db, ORG, decision.issued)
     gone = members.Profile(REQUESTER, "req", "member", deleted=True)
     assert members.sync_member(db, ORG, gone, NOW).revoked == []
     assert usage.validate(db, decision.issued.secret, NOW) is not None

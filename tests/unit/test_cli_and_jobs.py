@@ -12,7 +12,7 @@ from bot.deps import Deps
 from bot.jobs import build_scheduler
 from storage import notices, tokens
 from storage.db import Database
-from tests.conftest import NOW
+from tests.conftest import NOW, shown
 
 
 def run_sweep(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -30,8 +30,10 @@ def run_sweep(database_url: str, *args: str) -> subprocess.CompletedProcess[str]
 def test_sweep_dry_run_says_what_it_would_do_and_does_nothing(
     db: Database, database_url: str
 ) -> None:
-    tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW)
-    tokens.issue_user_token(db, "T0ORG", "U0ALICE", "old", NOW - timedelta(days=10))
+    shown(db, "T0ORG", tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW))
+    ten_days_ago = NOW - timedelta(days=10)
+    old = tokens.issue_user_token(db, "T0ORG", "U0ALICE", "old", ten_days_ago)
+    shown(db, "T0ORG", old, ten_days_ago)
     at = (NOW + timedelta(days=23)).isoformat()
     result = run_sweep(database_url, "--now", at, "--dry-run")
     assert result.returncode == 0, result.stderr
@@ -43,7 +45,7 @@ def test_sweep_dry_run_says_what_it_would_do_and_does_nothing(
 def test_sweep_queues_and_says_who_will_send_without_a_bot_token(
     db: Database, database_url: str
 ) -> None:
-    tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW)
+    shown(db, "T0ORG", tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW))
     result = run_sweep(database_url, "--now", (NOW + timedelta(days=23)).isoformat())
     assert result.returncode == 0, result.stderr
     assert "1 reminder(s) were queued" in result.stdout

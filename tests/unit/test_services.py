@@ -11,7 +11,7 @@ from storage.db import Database
 from storage.errors import NotAllowed, TokenNotFound
 from storage.models import Notice, ServiceOwner
 from storage.orgs import ensure_member, find_org
-from tests.conftest import NOW
+from tests.conftest import NOW, shown
 
 ORG = "T0ORG"
 OWNER, CO_OWNER, APPROVER, OTHER = "U0OWNER", "U0COOWNER", "U0APPROVER", "U0OTHER"
@@ -31,7 +31,7 @@ def service_token(db: Database, name: str = "ci-deployer", requester: str = OWNE
         now=NOW,
     )
     decision = approvals.decide(db, ORG, request.id, APPROVER, approve=True, reason=None, now=NOW)
-    return decision.issued
+    return shown(db, ORG, decision.issued)
 
 
 def add_owner(db: Database, service_name: str, user_id: str) -> None:
@@ -84,7 +84,7 @@ def test_a_co_owner_may_act_on_the_token_a_stranger_may_not(db: Database) -> Non
 
 def test_an_admin_revokes_any_token_of_the_organization_with_that_reason(db: Database) -> None:
     issued = service_token(db)
-    personal = tokens.issue_user_token(db, ORG, OWNER, "laptop", NOW)
+    personal = shown(db, ORG, tokens.issue_user_token(db, ORG, OWNER, "laptop", NOW))
     with pytest.raises(NotAllowed, match="only your own tokens"):
         tokens.revoke_token(db, ORG, APPROVER, personal.info.id, NOW)
     for token in (issued, personal):
@@ -189,7 +189,7 @@ def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
 
 def test_an_admin_keeps_service_tokens_alive_but_not_members_own(db: Database) -> None:
     issued = service_token(db)
-    personal = tokens.issue_user_token(db, ORG, OWNER, "laptop", NOW)
+    personal = shown(db, ORG, tokens.issue_user_token(db, ORG, OWNER, "laptop", NOW))
     kept = usage.keep_alive(db, ORG, APPROVER, issued.info.id, NOW + DAY, admin=True)
     assert kept.cutoff_at == NOW + DAY + timedelta(days=30)
     with pytest.raises(NotAllowed, match="only your own tokens"):

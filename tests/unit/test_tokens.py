@@ -7,14 +7,14 @@ from storage import audit, tokenformat, tokens
 from storage.db import Database
 from storage.errors import CapReached, InvalidName, NameTaken, NotAllowed, TokenNotFound
 from storage.models import AuditEvent, Token
-from tests.conftest import NOW
+from tests.conftest import NOW, shown
 
 ORG, OTHER_ORG = "T0ORG", "T0OTHER"
 ALICE, BOB = "U0ALICE", "U0BOB"
 
 
 def issue(db: Database, name: str, user: str = ALICE, org: str = ORG, now=NOW):
-    return tokens.issue_user_token(db, org, user, name, now)
+    return shown(db, org, tokens.issue_user_token(db, org, user, name, now), now)
 
 
 @pytest.mark.parametrize(
@@ -141,9 +141,10 @@ def test_every_change_writes_a_chained_audit_event_without_secrets(db: Database)
     events = audit.events(db, ORG)
     assert [(e.action, e.actor, e.subject) for e in events] == [
         ("token.issued", ALICE, f"token:{first.info.id}"),
+        ("token.delivered", "system", f"token:{first.info.id}"),
         ("token.revoked", ALICE, f"token:{first.info.id}"),
     ]
-    assert events[1].prev_digest == events[0].digest
+    assert events[2].prev_digest == events[1].digest
     assert audit.verify_chain(db, ORG)
     exported = "\n".join(audit.export_jsonl(db, ORG))
     assert first.secret not in exported

@@ -4,15 +4,16 @@ import pytest
 
 from storage import audit, events, members, notices, sweep, tokens, usage
 from storage.db import Database
-from storage.errors import NotAllowed
-from tests.conftest import NOW
+from storage.errors import CapReached, NameTaken, NotAllowed
+from storage.models import DELIVERY_DEADLINE
+from tests.conftest import NOW, shown
 
 ORG, ALICE, BOB = "T0ORG", "U0ALICE", "U0BOB"
 DAY = timedelta(days=1)
 
 
 def issue(db: Database, name: str = "ci", user: str = ALICE, now=NOW):
-    return tokens.issue_user_token(db, ORG, user, name, now)
+    return shown(db, ORG, tokens.issue_user_token(db, ORG, user, name, now), now)
 
 
 def actions(db: Database) -> list[str]:
@@ -215,3 +216,57 @@ def test_generation_moves_after_invalidating_writes_here_and_after_a_refresh_els
         assert other.generation == seen_there + 1  # nothing new
     finally:
         other.dispose()
+
+
+def test_a_profile_without_groups_is_stored_but_not_counted_as_fresh(db: Database) -> None:
+    issued = issue(db)
+    members.sync_member(db, ORG, members.Profile(ALICE, "alice", "member", False, ["ops"]), NOW)
+    later = NOW + DAY
+    members.sync_member(db, ORG, members.Profile(ALICE, "alice", "admin", False), later)
+    valid = usage.validate(db, issued.secret, later)
+    assert valid.role == "admin" and valid.groups == ("ops",)
+    assert valid.profile_at == NOW  # the groups are as old as they were
+
+
+def test_a_token_not_yet_delivered_is_not_valid_and_not_listed_but_holds_its_place(
+    db: Database,
+) -> None:
+    pending = tokens.issue_user_token(db, ORG, ALICE, "ci", NOW)
+    assert usage.validate(db, pending.secret, NOW) is None
+    assert tokens.list_user_tokens(db, ORG, ALICE, NOW).tokens == []
+    with pytest.raises(NameTaken):
+        tokens.issue_user_token(db, ORG, ALICE, "CI", NOW)
+    for n in range(9):
+        issue(db, f"t{n}")
+    with pytest.raises(CapReached):  # nine listed, one on its way: the cap is reached
+        tokens.issue_user_token(db, ORG, ALICE, "eleventh", NOW)
+    assert tokens.mark_delivered(db, ORG, pending.info.id, NOW + timedelta(seconds=2), "dm")
+    valid = usage.validate(db, pending.secret, NOW + timedelta(seconds=2))
+    assert valid is not None and valid.cutoff_at == NOW + 30 * DAY  # R11: from its creation
+
+
+def test_the_sweep_revokes_a_token_not_delivered_in_time_and_reminds_nobody(
+    db: Database,
+) -> None:
+    pending = tokens.issue_user_token(db, ORG, ALICE, "ci", NOW)
+    almost = NOW + DELIVERY_DEADLINE - timedelta(seconds=1)
+    assert sweep.sweep(db, almost).undelivered == []
+    assert "token.revoked" not in actions(db)
+    report = sweep.sweep(db, NOW + DELIVERY_DEADLINE)
+    assert [t.id for _, t in report.undelivered] == [pending.info.id]
+    revoked = [e for e in audit.events(db, ORG) if e.action == "token.revoked"]
+    assert [e.detail["reason"] for e in revoked] == ["not delivered"]
+    assert tokens.mark_delivered(db, ORG, pending.info.id, NOW + DELIVERY_DEADLINE, "dm") is None
+    assert usage.validate(db, pending.secret, NOW + DELIVERY_DEADLINE) is None
+    later = sweep.sweep(db, NOW + 23 * DAY)  # when a delivered token would be reminded
+    assert later.reminded == [] and later.expired == [] and notices.pending_count(db) == 0
+
+
+def test_a_late_delivery_is_not_valid_either(db: Database) -> None:
+    pending = tokens.issue_user_token(db, ORG, ALICE, "ci", NOW)
+    late = NOW + DELIVERY_DEADLINE
+    assert tokens.mark_delivered(db, ORG, pending.info.id, late, "dm") is None
+    assert usage.validate(db, pending.secret, late) is None
+    issue(db, "ci", now=late)  # the name and the place under the cap are free again
+    revoked = [e for e in audit.events(db, ORG) if e.action == "token.revoked"]
+    assert [e.detail["reason"] for e in revoked] == ["not delivered"]

@@ -1,8 +1,8 @@
 """per-organization cap on a member's pending service-token requests
 
-Revision ID: 0005_pending_request_cap
+Revision ID: 0005
 Revises: 0004
-Create Date: 2026-11-29 10:00:00.000000
+Create Date: 2026-11-28 19:45:00.000000
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 
 import storage.models
 
-revision: str = "0005_pending_request_cap"
+revision: str = "0005"
 down_revision: str | None = "0004"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
