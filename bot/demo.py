@@ -102,6 +102,7 @@ class Demo:
             "the new token is shown once, with a valid checksum",
         )
         expect(shown.args.get("response_type") == "ephemeral", "the token message is ephemeral")
+        await self.until_valid(secrets[0])
 
         self.step("3. List tokens")
         listing = await self.command("list")

@@ -275,7 +275,8 @@ def insert_token(
         now=now,
         detail={"name": name, "hint": info.hint, "kind": kind, **(detail or {})},
     )
-    return IssuedToken(info=info, secret=secret)
+    # Described as its owner will have it once shown: the whole inactivity period ahead.
+    return IssuedToken(info=replace(info, cutoff_at=now + org.period), secret=secret)
 
 
 def list_user_tokens(db: Database, org_slack_id: str, user_id: str, now: datetime) -> TokenList:

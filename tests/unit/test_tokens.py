@@ -50,6 +50,15 @@ def test_issue_stores_only_digest_and_hint(db: Database) -> None:
     assert issued.secret not in repr(issued)
 
 
+def test_a_new_token_is_described_with_the_cutoff_it_has_once_shown(db: Database) -> None:
+    # The message that shows a new token says when it expires if unused: the whole
+    # inactivity period from its creation, not the few minutes it has to be delivered.
+    issued = tokens.issue_user_token(db, ORG, ALICE, "ci", NOW)
+    assert issued.info.cutoff_at == NOW + timedelta(days=30)
+    delivered = tokens.mark_delivered(db, ORG, issued.info.id, NOW, "test")
+    assert delivered is not None and delivered.cutoff_at == issued.info.cutoff_at
+
+
 def test_duplicate_names_are_refused_case_insensitively(db: Database) -> None:
     issue(db, "Deploy Key")
     with pytest.raises(NameTaken, match="Deploy KEY"):
