@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hmac
+import ipaddress
 import logging
 import math
 from collections.abc import Awaitable, Callable
@@ -143,15 +144,16 @@ class FailureThrottle:
 
     def retry_after(self, address: str) -> int | None:
         """Seconds until ``address`` may try again, or None when it may now."""
-        seen = self.failures.get(address)
+        seen = self.failures.get(_client_key(address))
         if seen is None or seen.count < self.deps.settings.introspection_max_failures:
             return None
         return max(1, math.ceil(seen.until - self.now()))
 
     def failed(self, address: str) -> None:
-        seen = self.failures.get(address)
+        key = _client_key(address)
+        seen = self.failures.get(key)
         if seen is None:
-            seen = self.failures[address] = FailureWindow(self.now() + self.window)
+            seen = self.failures[key] = FailureWindow(self.now() + self.window)
         seen.count += 1
         if seen.count == self.deps.settings.introspection_max_failures:
             log.warning(
@@ -160,6 +162,18 @@ class FailureThrottle:
                 address,
                 self.window,
             )
+
+
+def _client_key(address: str) -> str:
+    """Whom the throttle counts: an IPv4 address, or an IPv6 client's /64, since one host
+    usually holds a whole /64 and could take a fresh address for every guess."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip.ipv4_mapped if isinstance(ip, ipaddress.IPv6Address) else ip)
 
 
 class AnyMethod:

@@ -319,7 +319,7 @@ class Demo:
             "response_url", lambda c: "tbs_" in c.text_content(), after=mark
         )
         await self.standin.wait_for("chat.postEphemeral", after=mark)
-        updates = [c for c in self.standin.calls[mark:] if c.method == "chat.update"]
+        updates = await self.standin.wait_for_count("chat.update", 2, after=mark)
         issued = [
             e
             for e in audit.events(self.env.db, self.slack.team_id)

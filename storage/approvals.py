@@ -37,7 +37,7 @@ from storage.orgs import (
     lock_org,
 )
 from storage.tokenformat import TokenKind
-from storage.tokens import _INFO_COLUMNS, IssuedToken, _info, insert_token, name_key
+from storage.tokens import _INFO_COLUMNS, IssuedToken, _info, end_overdue, insert_token, name_key
 
 REQUEST = ApprovalRequest.__table__  # type: ignore[attr-defined]
 SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
@@ -400,6 +400,8 @@ def _mint_service_token(
         ).scalar_one()
         requester = ensure_member(session, org.id, request.requester, now)
         session.execute(sa.insert(OWNER), {"service_user_id": service_id, "member_id": requester})
+    else:
+        end_overdue(session, org, now, service_user=service_id)
     taken = {name_key(t.name) for t in active}
     token_name = (
         request.name if name_key(request.name) not in taken else f"{request.name}-{request.id}"
@@ -543,15 +545,23 @@ class Report:
 
 
 def report(db: Database, org_slack_id: str, now: datetime) -> Report:
-    """The organization's seats and tokens. A token past its cutoff counts as expired,
-    whether or not a sweep has marked it."""
+    """The organization's seats and tokens. A token past its cutoff counts as expired (or
+    revoked, if it was never delivered), whether or not a sweep has marked it."""
     with db.read() as session:
         org = find_org(session, org_slack_id)
         if org is None:
             return Report(0, 0, {})
-        live = sa.and_(TOKEN.c.state == TokenState.ACTIVE, TOKEN.c.cutoff_at > now)
+        active = TOKEN.c.state == TokenState.ACTIVE
+        delivered = TOKEN.c.delivered_at.is_not(None)
+        live = sa.and_(active, delivered, TOKEN.c.cutoff_at > now)
+        # Not yet shown to its owner: not valid, and never a seat (R14, R6). Past its
+        # delivery deadline it is as good as revoked ("not delivered") by the next sweep.
         state = sa.case(
-            (live, "active"), (TOKEN.c.state == TokenState.ACTIVE, "expired"), else_=TOKEN.c.state
+            (live, "active"),
+            (sa.and_(active, delivered), "expired"),
+            (sa.and_(active, TOKEN.c.cutoff_at > now), "being delivered"),
+            (active, TokenState.REVOKED),
+            else_=TOKEN.c.state,
         )
         counts: dict[str, dict[str, int]] = {}
         for row in session.execute(

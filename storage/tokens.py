@@ -76,11 +76,14 @@ _ACTIVE = (
     )
     .order_by(TOKEN.c.created_at, TOKEN.c.id)
 )
-_OVERDUE = sa.select(*_INFO_COLUMNS).where(
-    TOKEN.c.member_id == sa.bindparam("member"),
-    TOKEN.c.state == TokenState.ACTIVE,
-    TOKEN.c.cutoff_at <= sa.bindparam("now"),
-)
+_OVERDUE = {
+    owner: sa.select(*_INFO_COLUMNS).where(
+        TOKEN.c[owner] == sa.bindparam("owner"),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.cutoff_at <= sa.bindparam("now"),
+    )
+    for owner in ("member_id", "service_user_id")
+}
 _INSERT = sa.insert(TOKEN).returning(TOKEN.c.id)
 _DELIVERED = (
     sa.update(TOKEN)
@@ -186,10 +189,19 @@ def lapse(session: Session, org: LockedOrg, token: TokenInfo, now: datetime) -> 
     return _end(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
 
 
-def _expire_overdue(session: Session, org: LockedOrg, member: int, now: datetime) -> None:
-    """End the member's tokens past their cutoff, so that they free their place under
-    the cap and their names."""
-    for row in session.execute(_OVERDUE, {"member": member, "now": now}).all():
+def end_overdue(
+    session: Session,
+    org: LockedOrg,
+    now: datetime,
+    *,
+    member: int | None = None,
+    service_user: int | None = None,
+) -> None:
+    """End the tokens of a member, or of a service user, that are past their cutoff but
+    not yet swept, so that they free their place under the cap and their names (the
+    unique index on names counts every token still marked active)."""
+    owner, key = ("member_id", member) if member is not None else ("service_user_id", service_user)
+    for row in session.execute(_OVERDUE[owner], {"owner": key, "now": now}).all():
         lapse(session, org, _info(row), now)
 
 
@@ -217,9 +229,16 @@ def issue_user_token(
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org.id, user_id, now)
-        _expire_overdue(session, org, member, now)
+        end_overdue(session, org, now, member=member)
         active = _active(session, member, now)
-        if any(name_key(t.name) == key for t in active):
+        clash = next((t for t in active if name_key(t.name) == key), None)
+        if clash is not None and clash.delivered_at is None:
+            # Not listed yet, so "you already have one" would contradict /token list.
+            raise NameTaken(
+                f"A token named “{name}” is still being delivered to you; if it never "
+                "arrives, the name is free again within a few minutes. Pick another name."
+            )
+        if clash is not None:
             raise NameTaken(f"You already have an active token named “{name}”. Pick another name.")
         if len(active) >= org.user_token_cap:
             raise CapReached(cap=org.user_token_cap, active=_shown(active))

@@ -305,7 +305,10 @@ def report_message(report: Report) -> Message:
     ]
     for kind in ("user", "service"):
         states = report.tokens.get(kind, {})
-        summary = ", ".join(f"{states.get(s, 0)} {s}" for s in ("active", "revoked", "expired"))
+        shown = ("active", "revoked", "expired")
+        if states.get("being delivered"):
+            shown += ("being delivered",)
+        summary = ", ".join(f"{states.get(s, 0)} {s}" for s in shown)
         lines.append(f"*{kind.title()} tokens:* {summary}")
     return {"text": "tokenbot report", "blocks": [_section("\n".join(lines))]}
 

@@ -173,9 +173,9 @@ async def _approve(
     except (AlreadyDecided, NotAllowed, TokenNotFound, CapReached) as refused_now:
         await _refuse(client, body, str(refused_now))
         return
-    await update_request_copies(deps, client, decision.request)
     request, issued = decision.request, decision.issued
     if issued is None:  # closed instead: the name was taken meanwhile
+        await update_request_copies(deps, client, request)
         await _refuse(client, body, decision.refusal or f"This request is {request.state}.")
         closed = blocks.closed_as_taken_message(request, deps.settings.command)
         await _tell_requester(client, request, closed)
@@ -191,11 +191,11 @@ async def _approve(
         response_url=request.response_url if fresh else None,
         channel_id=None,  # later than that, only the requester's DM is sure to reach them
     )
-    if not delivered:
-        undelivered = blocks.decided_message(
-            request, undelivered=True, command=deps.settings.command
-        )
-        await update_request_copies(deps, client, request, undelivered)
+    # The token first: it has a deadline, and updating every copy may wait on Slack.
+    message = blocks.decided_message(
+        request, undelivered=not delivered, command=deps.settings.command
+    )
+    await update_request_copies(deps, client, request, message)
 
 
 async def _tell_requester(

@@ -256,6 +256,27 @@ class SlackStandin:
         assert result is not None
         return result
 
+    async def wait_for_count(
+        self,
+        method: str,
+        count: int,
+        predicate: Callable[[Call], bool] = lambda c: True,
+        *,
+        after: int = 0,
+        timeout: float = 5.0,
+    ) -> list[Call]:
+        """The calls of ``method`` at index ``after`` or later that match ``predicate``,
+        once there are ``count`` of them; TimeoutError when they don't come in time."""
+
+        def matching() -> list[Call]:
+            return [c for c in self.calls[after:] if c.method == method and predicate(c)]
+
+        async with self._changed:
+            await asyncio.wait_for(
+                self._changed.wait_for(lambda: len(matching()) >= count), timeout
+            )
+        return matching()
+
     async def _record(self, method: str, args: dict[str, Any]) -> Call:
         call = Call(method, args)
         async with self._changed:

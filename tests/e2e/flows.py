@@ -62,14 +62,11 @@ async def until_valid(env: Running, secret: str) -> str:
 async def eventually(read: Callable[[], T], done: Callable[[T], bool], timeout: float = 5) -> T:
     """Poll ``read`` until ``done`` holds, for outcomes that send nothing to wait on; fail
     the test when it still does not hold after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = read()
-        if done(value):
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not done after {timeout} s; last read: {reprlib.repr(value)}")
-        await asyncio.sleep(0.02)
+
+    async def read_now() -> T:
+        return read()
+
+    return await eventually_async(read_now, done, timeout)
 
 
 async def eventually_async(
@@ -79,8 +76,10 @@ async def eventually_async(
     deadline = time.monotonic() + timeout
     while True:
         value = await read()
-        if done(value) or time.monotonic() > deadline:
+        if done(value):
             return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not done after {timeout} s; last read: {reprlib.repr(value)}")
         await asyncio.sleep(0.02)
 
 

@@ -208,9 +208,9 @@ async def test_a_server_told_to_stop_finishes_the_delivery_in_flight(
             held.set()
             shown = await standin.wait_for("chat.postEphemeral", after=mark, timeout=15)
             assert secret_in(shown) == secret_in(call)
-            # Stopped by the signal once the delivery was recorded (uvicorn re-raises it).
+            # Stopped gracefully once the delivery was recorded.
             stopped = await asyncio.to_thread(server.process.wait, timeout=30)
-            assert stopped in (0, -signal.SIGTERM), server.log.read_text()
+            assert stopped == 0, server.log.read_text()
     db = Database(database_url)
     try:
         assert usage.validate(db, secret_in(call), utcnow()) is not None

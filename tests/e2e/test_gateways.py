@@ -4,6 +4,7 @@ with the README's own block: nginx (`auth_request`), Caddy (`forward_auth`) and 
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from pathlib import Path
@@ -26,17 +27,15 @@ WHY_MISSING = {
 }
 
 
-@pytest.fixture(
-    params=[
-        pytest.param(
-            name, marks=pytest.mark.skipif(gateway.find() is None, reason=WHY_MISSING[name])
-        )
-        for name, gateway in GATEWAYS.items()
-    ]
-)
+@pytest.fixture(params=list(GATEWAYS))
 async def gateway(
     request: pytest.FixtureRequest, env: Running, tmp_path: Path
 ) -> AsyncIterator[str]:
+    if GATEWAYS[request.param].find() is None:
+        # .ci/run installs every gateway: there, a missing one is a failure, not a skip.
+        if os.environ.get("CI"):
+            pytest.fail(WHY_MISSING[request.param])
+        pytest.skip(WHY_MISSING[request.param])
     async with in_front_of_api(GATEWAYS[request.param], env.url, tmp_path) as url:
         yield url
 

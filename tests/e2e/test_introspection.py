@@ -302,6 +302,15 @@ async def test_the_failure_throttle_keeps_a_bounded_number_of_addresses(env: Run
     assert len(throttle.failures) == 100
 
 
+async def test_the_failure_throttle_counts_an_ipv6_client_by_its_64(env: Running) -> None:
+    throttle = FailureThrottle(env.deps)
+    for n in range(env.deps.settings.introspection_max_failures):
+        throttle.failed(f"2001:db8::{n + 1:x}")  # a fresh address for every guess
+    assert throttle.retry_after("2001:db8::ffff") is not None
+    assert throttle.retry_after("2001:db8:0:1::1") is None  # another /64
+    assert throttle.retry_after("::ffff:192.0.2.1") is None  # IPv4, as itself
+
+
 async def test_an_rfc7662_client_reads_the_answers(env: Running) -> None:
     """authlib's introspection client, authenticating with client_secret_basic."""
     secret = await generate(env, ALICE, "ci")

@@ -121,9 +121,10 @@ async def test_two_approvers_at_once_give_one_token(env: Running) -> None:
     await env.standin.wait_for(
         "chat.postEphemeral", lambda c: "already" in c.text_content(), after=mark
     )
+    updates = await env.standin.wait_for_count("chat.update", 2, after=mark)
     issued = [e for e in audit.events(env.db, "T0TOKENBOT") if e.action == "token.issued"]
     assert len(issued) == 1
-    assert len([c for c in env.standin.calls[mark:] if c.method == "chat.update"]) == 2
+    assert len(updates) == 2
 
 
 async def test_a_double_click_gives_one_token_and_updates_each_copy_once(env: Running) -> None:
@@ -135,9 +136,9 @@ async def test_a_double_click_gives_one_token_and_updates_each_copy_once(env: Ru
         "chat.postEphemeral", lambda c: "already approved" in c.text_content(), after=mark
     )
     assert refusal.args["user"] == BOB
+    updates = await env.standin.wait_for_count("chat.update", 2, after=mark)
     issued = [e for e in audit.events(env.db, "T0TOKENBOT") if e.action == "token.issued"]
     assert len(issued) == 1
-    updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
     assert sorted(c.args["channel"] for c in updates) == ["D0BOB", "D0CAROL"]
 
 

@@ -1,10 +1,12 @@
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 
 import pytest
 
-from storage import approvals, audit, usage
+from storage import approvals, audit, tokens, usage
 from storage.db import Database
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed
+from storage.models import DELIVERY_DEADLINE
 from tests.conftest import NOW, shown
 
 ORG = "T0ORG"
@@ -117,6 +119,30 @@ def test_a_second_request_for_an_existing_service_user_needs_an_owner(db: Databa
     assert second.issued.info.name == f"ci-deployer-{again.id}"
 
 
+def test_an_approval_after_an_undelivered_token_lapsed_but_before_the_sweep_succeeds(
+    db: Database,
+) -> None:
+    first = ask(db)
+    approvals.decide(db, ORG, first.id, APPROVER, approve=True, reason=None, now=NOW)
+    # Never delivered (the server died); asked for again and approved after the delivery
+    # deadline, before any sweep has revoked the first token: its name is free again.
+    later = NOW + DELIVERY_DEADLINE + timedelta(seconds=1)
+    again = approvals.request_service_token(
+        db,
+        ORG,
+        REQUESTER,
+        name="ci-deployer",
+        purpose="p",
+        scopes=["api:write"],
+        justification="again",
+        now=later,
+    )
+    second = approvals.decide(db, ORG, again.id, APPROVER, approve=True, reason=None, now=later)
+    assert second.request.state == "approved" and second.issued.info.name == "ci-deployer"
+    ended = [e for e in audit.events(db, ORG) if e.action == "token.revoked"]
+    assert [e.detail.get("reason") for e in ended] == ["not delivered"]
+
+
 def test_30_concurrent_approvals_leave_exactly_20_active_service_tokens(db: Database) -> None:
     # from 30 members: each may have only 5 requests pending at once
     requests = [ask(db, name=f"svc-{n:02d}", requester=f"U0REQ{n:02d}") for n in range(30)]
@@ -169,3 +195,13 @@ def test_a_deactivated_requesters_pending_requests_are_cancelled(db: Database) -
         (request.id, "cancelled", "requester deactivated")
     ]
     assert members.sync_member(db, ORG, gone, NOW).cancelled == []
+
+
+def test_the_report_counts_no_seat_or_active_token_before_it_is_shown(db: Database) -> None:
+    tokens.issue_user_token(db, ORG, REQUESTER, "in-flight", NOW)  # not shown yet
+    shown(db, ORG, tokens.issue_user_token(db, ORG, OTHER, "shown", NOW))
+    report = approvals.report(db, ORG, NOW)
+    assert report.seats == 1
+    assert report.tokens["user"] == {"active": 1, "being delivered": 1}
+    late = approvals.report(db, ORG, NOW + DELIVERY_DEADLINE)  # never shown in time
+    assert late.tokens["user"] == {"active": 1, "revoked": 1}

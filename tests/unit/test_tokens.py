@@ -59,6 +59,12 @@ def test_a_new_token_is_described_with_the_cutoff_it_has_once_shown(db: Database
     assert delivered is not None and delivered.cutoff_at == issued.info.cutoff_at
 
 
+def test_a_name_held_by_a_token_still_being_delivered_is_refused_as_such(db: Database) -> None:
+    tokens.issue_user_token(db, ORG, ALICE, "ci", NOW)  # not shown yet, so not listed
+    with pytest.raises(NameTaken, match="still being delivered"):
+        tokens.issue_user_token(db, ORG, ALICE, "CI", NOW)
+
+
 def test_duplicate_names_are_refused_case_insensitively(db: Database) -> None:
     issue(db, "Deploy Key")
     with pytest.raises(NameTaken, match="Deploy KEY"):

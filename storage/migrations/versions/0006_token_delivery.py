@@ -2,7 +2,7 @@
 
 Revision ID: 0006
 Revises: 0005
-Create Date: 2026-11-28 19:40:00.000000
+Create Date: 2026-11-28 19:50:00.000000
 """
 
 from collections.abc import Sequence
