@@ -83,17 +83,12 @@ async def apply_profile(
         if wait:
             await follow_up
         else:
-            task = asyncio.create_task(follow_up)
-            _background.add(task)
-            task.add_done_callback(_settled)
+            # Messages about a deactivation already stored: a shutdown lets them finish.
+            deps.background.start(follow_up, finish=True).add_done_callback(_settled)
     return synced
 
 
-_background: set[asyncio.Task[None]] = set()  # held, so that they are not collected
-
-
 def _settled(task: asyncio.Task[None]) -> None:
-    _background.discard(task)
     if not task.cancelled() and (error := task.exception()) is not None:
         log.warning("follow-up of a deactivation failed (%s)", type(error).__name__)
 
@@ -168,7 +163,8 @@ class ProfileRefresher:
         key = (token.org, token.owner)
         if key in self.running:
             return
-        task = asyncio.create_task(self._refresh(key))
+        # A shutdown cancels it: the next use after a restart fetches the profile again.
+        task = self.deps.background.start(self._refresh(key), finish=False)
         self.running[key] = task
         task.add_done_callback(lambda done: self._settled(key, done))
 
