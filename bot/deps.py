@@ -122,16 +122,38 @@ class Deps:
     memo: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     deliveries: InFlight = field(default_factory=InFlight)
     background: Background = field(default_factory=Background)
+    # The fetches of ``remember`` running now, by key.
+    fetching: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
 
     async def remember(self, key: str, max_age: timedelta, fetch: Callable[[], Awaitable[T]]) -> T:
-        """``fetch()``'s answer, reused while it is younger than ``max_age``."""
+        """``fetch()``'s answer, reused while it is younger than ``max_age``. One fetch of
+        a key runs at a time: whoever asks meanwhile awaits it too (when many members'
+        profiles go stale together, Slack is asked once), and its error, which is not
+        remembered, is raised to each of them."""
         kept = self.memo.get(key)
         now = self.clock()
-        if kept is None or now - kept[0] > max_age:
-            kept = (now, await fetch())
-            self.memo[key] = kept
-        answer: T = kept[1]
+        if kept is not None and now - kept[0] <= max_age:
+            answer: T = kept[1]
+            return answer
+        running = self.fetching.get(key)
+        if running is None:
+            running = self.background.start(self._fetch(key, now, fetch), finish=False)
+            self.fetching[key] = running
+            running.add_done_callback(partial(self._fetched, key))
+        # Shielded: a caller that gives up does not cancel the others' fetch.
+        shared: T = await asyncio.shield(running)
+        return shared
+
+    async def _fetch(self, key: str, now: datetime, fetch: Callable[[], Awaitable[T]]) -> T:
+        answer = await fetch()
+        self.memo[key] = (now, answer)
         return answer
+
+    def _fetched(self, key: str, task: asyncio.Task[Any]) -> None:
+        if self.fetching.get(key) is task:
+            del self.fetching[key]
+        if not task.cancelled():
+            task.exception()  # seen by the callers; marked as retrieved when none is left
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous storage function in a worker thread: the loop never blocks."""
