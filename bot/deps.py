@@ -153,7 +153,8 @@ class Deps:
         if self.fetching.get(key) is task:
             del self.fetching[key]
         if not task.cancelled():
-            task.exception()  # seen by the callers; marked as retrieved when none is left
+            # Read here too: a failure whose callers all gave up is not "never retrieved".
+            task.exception()
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous storage function in a worker thread: the loop never blocks."""
