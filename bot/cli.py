@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
+import signal
 import sys
 from datetime import UTC, datetime
 
 from bot.config import Mode, Settings, SettingsError, load_settings, parse_listen
-from bot.deps import Deps
+from bot.deps import Deps, wind_down
 from bot.logs import setup_logging
 from storage.db import Database
 from storage.migrate import upgrade
@@ -130,23 +132,44 @@ def serve(host: str, port: int, api_listen: tuple[str, int] | None) -> None:
 
 
 def socket_mode() -> None:
+    """``tokenbot socket``: Socket Mode until Ctrl-C or SIGTERM."""
+    settings = _settings("socket")
+    deps = _prepare(settings)
+    assert settings.slack_app_token is not None
+    with contextlib.suppress(asyncio.CancelledError):  # SIGTERM: stopped as asked
+        asyncio.run(serve_socket_mode(deps, settings.slack_app_token.get_secret_value()))
+
+
+async def serve_socket_mode(deps: Deps, app_token: str) -> None:
+    """Socket Mode until cancelled (Ctrl-C, or SIGTERM, which cancels it too). Then, as in
+    HTTP mode, no new events are taken and the work in flight ends (token deliveries
+    finish, see :func:`bot.deps.wind_down`) before the Slack session closes and the
+    database is disposed."""
     from slack_bolt.adapter.socket_mode.websockets import AsyncSocketModeHandler
 
     from bot.app import build_app, shared_session
     from bot.jobs import build_scheduler
 
-    settings = _settings("socket")
-    deps = _prepare(settings)
-    assert settings.slack_app_token is not None
-
-    async def run() -> None:
+    loop = asyncio.get_running_loop()
+    main = asyncio.current_task()
+    assert main is not None
+    loop.add_signal_handler(signal.SIGTERM, main.cancel)
+    try:
         app = build_app(deps)
         async with shared_session(app):
-            build_scheduler(deps, app.client).start()
-            handler = AsyncSocketModeHandler(app, settings.slack_app_token.get_secret_value())
-            await handler.start_async()
-
-    asyncio.run(run())
+            jobs = build_scheduler(deps, app.client)
+            jobs.start()
+            handler = AsyncSocketModeHandler(app, app_token)
+            try:
+                await handler.start_async()
+            finally:
+                # Slack sends new events to the app's other connections meanwhile.
+                await handler.close_async()
+                await wind_down(deps)
+                jobs.shutdown(wait=False)
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        await deps.call(deps.db.dispose)
 
 
 def main(argv: list[str] | None = None) -> int:

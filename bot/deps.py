@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -15,8 +16,11 @@ import anyio.to_thread
 from bot.config import Settings
 from storage.db import Database
 
+log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
+DRAIN_TIMEOUT = 20  # seconds a shutdown waits for token deliveries in flight
+FOLLOW_UP_TIMEOUT = 5  # seconds a shutdown waits for background work that must finish
 
 
 def utcnow() -> datetime:
@@ -59,6 +63,56 @@ class InFlight:
         return True
 
 
+class Background:
+    """Work started to outlive the answer that started it: a member's profile refresh,
+    the Slack side of a deactivation. Held here so that a shutdown reaches it before the
+    Slack session closes and the database is disposed under it (:meth:`stop`)."""
+
+    def __init__(self) -> None:
+        # Each task, with whether a shutdown lets it finish (else it is cancelled).
+        self.tasks: dict[asyncio.Task[Any], bool] = {}
+
+    def start(self, work: Coroutine[Any, Any, T], *, finish: bool) -> asyncio.Task[T]:
+        """Run ``work`` in the background. ``finish``: a shutdown waits for it a moment
+        (it cannot be done again later); otherwise a shutdown cancels it."""
+        task = asyncio.create_task(work)
+        self.tasks[task] = finish
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self.tasks.pop(task, None)
+
+    async def stop(self, timeout: float) -> int:
+        """Cancel what may be cancelled, wait up to ``timeout`` seconds for the rest, then
+        cancel that too. Returns how many were cut short that should have finished."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.tasks and (left := deadline - loop.time()) > 0:
+            for task, finish in list(self.tasks.items()):
+                if not finish:
+                    task.cancel()
+            # Until these are done; what they start meanwhile is seen on the next round.
+            await asyncio.wait(list(self.tasks), timeout=left)
+        cut = sum(self.tasks.values())
+        for task in self.tasks:
+            task.cancel()
+        if self.tasks:
+            await asyncio.wait(list(self.tasks), timeout=1)
+        return cut
+
+
+async def wind_down(deps: Deps) -> None:
+    """What a shutdown does before the Slack session closes and the database is disposed,
+    in HTTP and in Socket Mode alike: the token deliveries in flight finish (a token is
+    valid only once shown, R14), refreshes are cancelled (a later use fetches again), and
+    the Slack side of deactivations gets a moment to finish."""
+    if not await deps.deliveries.drain(DRAIN_TIMEOUT):
+        log.warning("stopped with %d token deliveries unfinished", deps.deliveries.count)
+    if cut := await deps.background.stop(FOLLOW_UP_TIMEOUT):
+        log.warning("stopped with %d follow-ups of deactivations unfinished", cut)
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -67,16 +121,40 @@ class Deps:
     # Answers from Slack that change rarely, kept a while by ``remember``.
     memo: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
     deliveries: InFlight = field(default_factory=InFlight)
+    background: Background = field(default_factory=Background)
+    # The fetches of ``remember`` running now, by key.
+    fetching: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
 
     async def remember(self, key: str, max_age: timedelta, fetch: Callable[[], Awaitable[T]]) -> T:
-        """``fetch()``'s answer, reused while it is younger than ``max_age``."""
+        """``fetch()``'s answer, reused while it is younger than ``max_age``. One fetch of
+        a key runs at a time: whoever asks meanwhile awaits it too (when many members'
+        profiles go stale together, Slack is asked once), and its error, which is not
+        remembered, is raised to each of them."""
         kept = self.memo.get(key)
         now = self.clock()
-        if kept is None or now - kept[0] > max_age:
-            kept = (now, await fetch())
-            self.memo[key] = kept
-        answer: T = kept[1]
+        if kept is not None and now - kept[0] <= max_age:
+            answer: T = kept[1]
+            return answer
+        running = self.fetching.get(key)
+        if running is None:
+            running = self.background.start(self._fetch(key, now, fetch), finish=False)
+            self.fetching[key] = running
+            running.add_done_callback(partial(self._fetched, key))
+        # Shielded: a caller that gives up does not cancel the others' fetch.
+        shared: T = await asyncio.shield(running)
+        return shared
+
+    async def _fetch(self, key: str, now: datetime, fetch: Callable[[], Awaitable[T]]) -> T:
+        answer = await fetch()
+        self.memo[key] = (now, answer)
         return answer
+
+    def _fetched(self, key: str, task: asyncio.Task[Any]) -> None:
+        if self.fetching.get(key) is task:
+            del self.fetching[key]
+        if not task.cancelled():
+            # Read here too: a failure whose callers all gave up is not "never retrieved".
+            task.exception()
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous storage function in a worker thread: the loop never blocks."""

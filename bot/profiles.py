@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from cachetools import LRUCache
@@ -83,17 +83,12 @@ async def apply_profile(
         if wait:
             await follow_up
         else:
-            task = asyncio.create_task(follow_up)
-            _background.add(task)
-            task.add_done_callback(_settled)
+            # Messages about a deactivation already stored: a shutdown lets them finish.
+            deps.background.start(follow_up, finish=True).add_done_callback(_settled)
     return synced
 
 
-_background: set[asyncio.Task[None]] = set()  # held, so that they are not collected
-
-
 def _settled(task: asyncio.Task[None]) -> None:
-    _background.discard(task)
     if not task.cancelled() and (error := task.exception()) is not None:
         log.warning("follow-up of a deactivation failed (%s)", type(error).__name__)
 
@@ -120,27 +115,65 @@ def _without_retries(client: AsyncWebClient) -> AsyncWebClient:
     )
 
 
-async def refresh_profile(
-    deps: Deps, client: AsyncWebClient, org: str, user_id: str
-) -> members.Synced | None:
+@dataclass(frozen=True)
+class Refreshed:
+    """What a refresh did: ``synced`` is None when Slack gave no profile; ``failure`` is
+    what Slack refused (the profile, or only the groups), for when to ask again."""
+
+    synced: members.Synced | None
+    failure: Exception | None = None
+
+
+async def refresh_profile(deps: Deps, client: AsyncWebClient, org: str, user_id: str) -> Refreshed:
     """Fetch the member's profile and groups from Slack and store them (a member Slack
-    says is gone loses their user tokens, R17). None when Slack could not be asked; a
-    later attempt will be."""
+    says is gone loses their user tokens, R17). A profile whose groups Slack would not
+    give is stored all the same, without them (its role and standing apply at once; it
+    is not counted as fresh)."""
     quick = _without_retries(client)
     try:
         answer = await quick.users_info(user=user_id)
-        groups = (await known_groups(deps, quick, org)).get(user_id, [])
     except Exception as error:
         log.warning("profile of %s not refreshed (%s)", user_id, type(error).__name__)
-        return None
+        return Refreshed(None, error)
+    groups: list[str] | None = None
+    failure: Exception | None = None
+    try:
+        groups = (await known_groups(deps, quick, org)).get(user_id, [])
+    except Exception as error:
+        log.warning("groups of %s not refreshed (%s)", user_id, type(error).__name__)
+        failure = error
     profile = members.profile_from_slack(answer["user"], groups)
-    return await apply_profile(deps, client, org, profile, deps.clock(), wait=False)
+    synced = await apply_profile(
+        deps, client, org, profile, deps.clock(), wait=False, add_groups=False
+    )
+    return Refreshed(synced, failure)
+
+
+BACKOFF_FIRST = timedelta(seconds=30)  # after a failure that says nothing of when to retry
+BACKOFF_MAX = timedelta(minutes=15)
+
+
+def _retry_after(error: Exception) -> timedelta | None:
+    """Slack's ``Retry-After`` on a refused call (slack_sdk's SlackApiError keeps the
+    response), if it gave one."""
+    headers = getattr(getattr(error, "response", None), "headers", None) or {}
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            value = value[0] if isinstance(value, list | tuple) and value else value
+            try:
+                seconds = float(value)
+            except (TypeError, ValueError):
+                return None
+            return timedelta(seconds=min(max(seconds, 0), BACKOFF_MAX.total_seconds()))
+    return None
 
 
 class ProfileRefresher:
     """Keeps members' cached profiles within their allowed age without making anyone
     wait (R1): a stale profile serves while one refresh per member runs in the
-    background. A refresh that fails is tried again on a later use, never slept on.
+    background. A refresh that fails is not slept on, and not tried again before Slack's
+    ``Retry-After`` (else a backoff that doubles with each failure, up to 15 minutes):
+    a busy token would otherwise ask Slack again with every use.
 
     The profile a refresh stores reaches answers through the validation cache: a change
     of role, groups, name or standing moves the database's generation. ``fetched``
@@ -153,6 +186,9 @@ class ProfileRefresher:
         self.client = client
         self.running: dict[tuple[str, str], asyncio.Task[None]] = {}
         self.fetched: LRUCache[tuple[str, str], datetime] = LRUCache(maxsize=size)
+        # Members whose last refresh failed: not before when to try again, and how many
+        # failures in a row.
+        self.backoff: LRUCache[tuple[str, str], tuple[datetime, int]] = LRUCache(maxsize=size)
 
     def is_stale(self, token: ValidToken, now: datetime) -> bool:
         if token.owner is None:
@@ -162,19 +198,33 @@ class ProfileRefresher:
         return not ages or now - max(ages) >= max_age
 
     def refresh_if_stale(self, token: ValidToken, now: datetime) -> None:
-        """Start a refresh of the token's member unless one is running or none is due."""
+        """Start a refresh of the token's member unless one is running, none is due, or
+        the last one failed too recently."""
         if token.owner is None or not self.is_stale(token, now):
             return
         key = (token.org, token.owner)
         if key in self.running:
             return
-        task = asyncio.create_task(self._refresh(key))
+        held = self.backoff.get(key)
+        if held is not None and now < held[0]:
+            return
+        # A shutdown cancels it: the next use after a restart fetches the profile again.
+        task = self.deps.background.start(self._refresh(key), finish=False)
         self.running[key] = task
         task.add_done_callback(lambda done: self._settled(key, done))
 
     async def _refresh(self, key: tuple[str, str]) -> None:
-        if await refresh_profile(self.deps, self.client, *key) is not None:
-            self.fetched[key] = self.deps.clock()
+        refreshed = await refresh_profile(self.deps, self.client, *key)
+        now = self.deps.clock()
+        if refreshed.failure is None:
+            self.fetched[key] = now
+            self.backoff.pop(key, None)
+            return
+        failures = self.backoff[key][1] + 1 if key in self.backoff else 1
+        wait = _retry_after(refreshed.failure) or min(
+            BACKOFF_FIRST * 2 ** min(failures - 1, 10), BACKOFF_MAX
+        )
+        self.backoff[key] = (now + wait, failures)
 
     def _settled(self, key: tuple[str, str], task: asyncio.Task[None]) -> None:
         self.running.pop(key, None)

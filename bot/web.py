@@ -25,12 +25,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bot import api
 from bot.app import shared_session
-from bot.deps import Deps
+from bot.deps import Deps, wind_down
 from bot.jobs import build_scheduler
 from bot.logs import RequestIdMiddleware
 
 log = logging.getLogger(__name__)
-DRAIN_TIMEOUT = 20  # seconds a shutdown waits for token deliveries in flight
 
 # Slack's rule, as Bolt applies it: a request more than 5 minutes from now is refused.
 STALE_AFTER = 5 * 60
@@ -204,11 +203,7 @@ def build_web(
             try:
                 yield
             finally:
-                # Tokens being delivered become valid only once shown: let them finish.
-                if not await deps.deliveries.drain(DRAIN_TIMEOUT):
-                    log.warning(
-                        "stopped with %d token deliveries unfinished", deps.deliveries.count
-                    )
+                await wind_down(deps)
                 if jobs:
                     jobs.shutdown(wait=False)
         await deps.call(deps.db.dispose)

@@ -148,7 +148,17 @@ async def test_concurrent_uses_of_a_stale_profile_fetch_it_once(env: Running) ->
     assert len([c for c in env.standin.calls[mark:] if c.method == "users.info"]) == 1
 
 
-async def test_with_slack_rate_limiting_the_cached_profile_answers_at_once(
+async def settled(env: Running) -> None:
+    """Wait until the background work (profile refreshes, their follow-ups) is done."""
+    while env.deps.background.tasks:
+        await asyncio.wait_for(asyncio.wait(list(env.deps.background.tasks)), 5)
+
+
+def calls_since(env: Running, method: str, mark: int) -> list:
+    return [c for c in env.standin.calls[mark:] if c.method == method]
+
+
+async def test_with_slack_rate_limiting_the_cached_profile_answers_at_once_until_retry_after(
     env: Running,
 ) -> None:
     clock = env.deps.clock = Clock()
@@ -162,13 +172,96 @@ async def test_with_slack_rate_limiting_the_cached_profile_answers_at_once(
     assert time.monotonic() - started < 1  # generous: it does not wait for Slack at all
     assert first["active"] is True and first["groups"] == ["platform"]
     await env.standin.wait_for("users.info", after=mark)
-    # Not slept on: a later use tries again, and that refresh succeeds.
-    await eventually_async(
-        lambda: answer(env, secret),
-        lambda _: len([c for c in env.standin.calls[mark:] if c.method == "users.info"]) >= 2,
-    )
-    tries = [c for c in env.standin.calls[mark:] if c.method == "users.info"]
+    await settled(env)
+    # Within Slack's Retry-After, a busy token's uses do not ask Slack again.
+    for _ in range(20):
+        assert (await answer(env, secret))["groups"] == ["platform"]  # the stale profile
+        clock.advance(timedelta(seconds=0.2))
+        await settled(env)
+    assert len(calls_since(env, "users.info", mark)) == 1
+    clock.advance(timedelta(seconds=1))  # 5 s since the refusal: the next use tries again
+    assert (await answer(env, secret))["active"] is True
+    await settled(env)
+    tries = calls_since(env, "users.info", mark)
     assert len(tries) == 2 and tries[1].result.get("ok") is True
+    assert profile_at(env, ALICE) == clock()
+
+
+async def test_a_refresh_that_keeps_failing_waits_longer_each_time(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    secret = await generate(env, ALICE, "ci")
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age))
+    env.standin.fail_next("users.info", status=500, times=2)  # no Retry-After to follow
+    mark = len(env.standin.calls)
+    for wait in (30, 60):  # seconds until the next try: doubled after each failure
+        assert (await answer(env, secret))["active"] is True
+        await settled(env)
+        tries = len(calls_since(env, "users.info", mark))
+        clock.advance(timedelta(seconds=wait - 1))
+        assert (await answer(env, secret))["active"] is True
+        await settled(env)
+        assert len(calls_since(env, "users.info", mark)) == tries  # not yet
+        clock.advance(timedelta(seconds=1))
+    assert (await answer(env, secret))["active"] is True
+    await settled(env)
+    tries = calls_since(env, "users.info", mark)
+    assert len(tries) == 3 and tries[-1].result.get("ok") is True
+
+
+async def test_stale_profiles_refreshed_together_fetch_the_groups_once(env: Running) -> None:
+    clock = env.deps.clock = Clock()
+    people = [ALICE, BOB, *(f"U0P{n}" for n in range(6))]
+    for person in people[2:]:
+        env.standin.add_user(person, person.lower())
+    env.standin.groups = {"platform": people}
+    secrets = [await generate(env, person, "ci") for person in people]
+    # Past the age of the profiles and of the organization's groups fetched with them.
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age + 1))
+    gate = env.standin.hold("usergroups.list")
+    mark = len(env.standin.calls)
+    answers = await asyncio.gather(*(answer(env, secret) for secret in secrets))
+    assert all(a["active"] and a["groups"] == ["platform"] for a in answers)
+    first = await env.standin.wait_for("usergroups.list", after=mark)
+    await eventually(
+        lambda: calls_since(env, "users.info", mark),
+        lambda calls: len(calls) == len(people) and all(c.result for c in calls),
+    )
+    # Every refresh now wants the groups: none asks Slack a second time.
+    with pytest.raises(TimeoutError):
+        await env.standin.wait_for(
+            "usergroups.list", lambda call: call is not first, after=mark, timeout=0.5
+        )
+    gate.set()
+    await settled(env)
+    assert len(calls_since(env, "usergroups.list", mark)) == 1
+    assert all(profile_at(env, person) == clock() for person in people)
+
+
+async def test_a_role_change_arrives_even_when_the_groups_cannot_be_fetched(
+    env: Running,
+) -> None:
+    clock = env.deps.clock = Clock()
+    env.standin.groups = {"platform": [ALICE]}
+    secret = await generate(env, ALICE, "ci")
+    fetched_at = profile_at(env, ALICE)
+    env.standin.users[ALICE]["is_admin"] = True
+    clock.advance(timedelta(seconds=env.deps.settings.profile_max_age + 1))
+    env.standin.fail_next("usergroups.list", status=429, headers={"Retry-After": "30"})
+    mark = len(env.standin.calls)
+    assert (await answer(env, secret))["scope"] == "api:read api:write"
+    await env.standin.wait_for("usergroups.list", after=mark)
+    await settled(env)
+    now = await answer(env, secret)
+    assert now["scope"] == "api:read api:write api:admin"  # the role, stored at once
+    assert now["groups"] == ["platform"]  # the groups as last known
+    assert profile_at(env, ALICE) == fetched_at  # without groups, not counted as fresh
+    await settled(env)
+    assert len(calls_since(env, "users.info", mark)) == 1  # the groups' Retry-After holds
+    clock.advance(timedelta(seconds=30))
+    assert (await answer(env, secret))["active"] is True
+    await settled(env)
+    assert len(calls_since(env, "usergroups.list", mark)) == 2
+    assert profile_at(env, ALICE) == clock()
 
 
 async def test_one_second_before_the_cutoff_valid_one_second_after_not(env: Running) -> None:
