@@ -100,7 +100,8 @@ async def test_approval_updates_every_copy_and_shows_the_token_once(env: Running
     carrying = [c for c in env.standin.calls if secret in c.text_content()]
     assert carrying == [shown] and shown.args["response_type"] == "ephemeral"  # once, R14
     assert secret not in "\n".join(audit.export_jsonl(env.db, "T0TOKENBOT"))
-    updates = [c for c in env.standin.calls[mark:] if c.method == "chat.update"]
+    # The copies are updated once the token is on its way.
+    updates = await env.standin.wait_for_count("chat.update", 2, after=mark)
     assert sorted(c.args["channel"] for c in updates) == ["D0BOB", "D0CAROL"]
     assert all("Approved by <@U0BOB>" in c.text_content() for c in updates)
     async with httpx.AsyncClient(base_url=env.url, auth=httpx.BasicAuth(*RESOURCE_SERVER)) as h:
@@ -235,7 +236,10 @@ async def test_report_counts_seats_service_users_and_tokens_for_admins_only(
     copies = await requested(env)  # bob and carol are admins
     mark = len(env.standin.calls)
     await approve(env, copies[0], BOB)
-    await env.standin.wait_for("response_url", lambda c: "tbs_" in c.text_content(), after=mark)
+    shown = await env.standin.wait_for(
+        "response_url", lambda c: "tbs_" in c.text_content(), after=mark
+    )
+    await until_valid(env, tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
     await generate(env, ALICE, "one")
     await generate(env, ALICE, "two")
     await generate(env, CAROL, "carols")
