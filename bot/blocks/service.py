@@ -62,8 +62,29 @@ def _text_input(multiline: bool = False, max_length: int = 500) -> dict[str, Any
     }
 
 
+# Slack offers at most 10 checkboxes; past that, a multi-select, which offers 100.
+CHECKBOXES_MAX, SELECT_OPTIONS_MAX = 10, 100
+OPTION_TEXT_MAX, OPTION_VALUE_MAX = 75, 150
+
+
+def _permission_picker(catalogue: list[str]) -> dict[str, Any]:
+    """The catalogue's permissions to choose from, as checkboxes while Slack allows them."""
+    options = [
+        {"text": _plain(clip(scope, OPTION_TEXT_MAX)), "value": scope}
+        for scope in catalogue[:SELECT_OPTIONS_MAX]
+        if len(scope) <= OPTION_VALUE_MAX  # a value Slack would refuse could not be sent back
+    ]
+    if len(options) <= CHECKBOXES_MAX:
+        return {"type": "checkboxes", "action_id": INPUT, "options": options}
+    return {
+        "type": "multi_static_select",
+        "action_id": INPUT,
+        "placeholder": _plain("Choose permissions"),
+        "options": options,
+    }
+
+
 def service_request_modal(catalogue: list[str], private_metadata: str) -> dict[str, Any]:
-    options = [{"text": _plain(scope), "value": scope} for scope in catalogue]
     return {
         "type": "modal",
         "callback_id": REQUEST_CALLBACK,
@@ -89,7 +110,7 @@ def service_request_modal(catalogue: list[str], private_metadata: str) -> dict[s
             _input(
                 SCOPES_BLOCK,
                 "Permissions",
-                {"type": "checkboxes", "action_id": INPUT, "options": options},
+                _permission_picker(catalogue),
                 optional=True,
                 hint="For a new service user.",
             ),

@@ -32,6 +32,10 @@ _BUTTON_TEXT_MAX, _BUTTON_VALUE_MAX = 75, 2000
 _CONFIRM_MAX = {"title": 100, "text": 300, "confirm": 30, "deny": 30}
 _VIEW_TEXT_MAX = {"title": 24, "submit": 24, "close": 24}
 _LABEL_MAX, _PRIVATE_METADATA_MAX = 2000, 3000
+# Options an element may offer, and the length of each option's text and value.
+_OPTIONS_MAX = {"checkboxes": 10, "radio_buttons": 10, "static_select": 100}
+_OPTIONS_MAX["multi_static_select"] = _OPTIONS_MAX["static_select"]
+_OPTION_TEXT_MAX, _OPTION_VALUE_MAX = 75, 150
 
 
 def _too_long(what: str, obj: Any, limit: int) -> list[str]:
@@ -50,6 +54,13 @@ def _element_problems(where: str, element: dict[str, Any]) -> list[str]:
             problems.append(f"{where} button value over {_BUTTON_VALUE_MAX} characters")
         for key, limit in _CONFIRM_MAX.items() if "confirm" in element else ():
             problems += _too_long(f"{where} confirm {key}", element["confirm"].get(key), limit)
+    if (most := _OPTIONS_MAX.get(str(element.get("type")))) is not None:
+        options = element.get("options") or []
+        if not 1 <= len(options) <= most:
+            problems.append(f"{where} {element['type']}: {len(options)} options (1 to {most})")
+        for option in options:
+            problems += _too_long(f"{where} option text", option.get("text"), _OPTION_TEXT_MAX)
+            problems += _too_long(f"{where} option value", option.get("value"), _OPTION_VALUE_MAX)
     return problems
 
 
@@ -83,6 +94,7 @@ def block_problems(blocks: list[dict[str, Any]], max_blocks: int) -> list[str]:
                 problems += _element_problems(where, element)
         elif kind == "input":
             problems += _too_long(f"{where} label", block.get("label"), _LABEL_MAX)
+            problems += _element_problems(where, block.get("element") or {})
             if "hint" in block:
                 problems += _too_long(f"{where} hint", block["hint"], _LABEL_MAX)
     return problems

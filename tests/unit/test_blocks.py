@@ -203,3 +203,23 @@ def test_user_text_cannot_make_markup_or_pass_for_the_apps_own_lines() -> None:
     lines = quoted(typed).splitlines()
     assert len(lines) == 3 and all(line.startswith("> ") for line in lines)
     assert not any(mark in line[2:] for line in lines for mark in "*`~_<>")
+
+
+@pytest.mark.parametrize(
+    ("size", "element", "offered"),
+    [
+        (4, "checkboxes", 4),
+        (10, "checkboxes", 10),
+        (11, "multi_static_select", 11),
+        (150, "multi_static_select", 100),
+    ],
+)
+def test_the_permission_picker_stays_within_slacks_option_limits(
+    size: int, element: str, offered: int
+) -> None:
+    catalogue = [f"scope-{n:03d}:" + "x" * 90 for n in range(size)]  # text longer than 75
+    view = blocks.service_request_modal(catalogue, "{}")
+    assert view_problems(view) == []
+    [picker] = [b["element"] for b in view["blocks"] if b.get("block_id") == blocks.SCOPES_BLOCK]
+    assert picker["type"] == element and len(picker["options"]) == offered
+    assert picker["options"][0]["value"] == catalogue[0]  # the value is the scope itself
