@@ -127,24 +127,27 @@ async def deliver_ephemeral(
                 return "response_url"
             log.info("response_url answered %s; trying the channel", response.status_code)
         except Exception as error:  # a dead URL must not stop the fallbacks
-            log.info("response_url failed (%s); trying the channel", _why(error))
+            log.info("response_url failed (%s); trying the channel", failure_reason(error))
     if channel_id:
         try:
             await client.chat_postEphemeral(channel=channel_id, user=user_id, **message)
             return "channel"
         except Exception as error:
-            log.info("chat.postEphemeral in the channel failed (%s); trying the DM", _why(error))
+            log.info(
+                "chat.postEphemeral in the channel failed (%s); trying the DM",
+                failure_reason(error),
+            )
     try:
         opened = await client.conversations_open(users=user_id)
         dm = opened["channel"]["id"]
         await client.chat_postEphemeral(channel=dm, user=user_id, **message)
         return "dm"
     except Exception as error:
-        log.warning("could not reach %s in their DM (%s)", user_id, _why(error))
+        log.warning("could not reach %s in their DM (%s)", user_id, failure_reason(error))
     return None
 
 
-def _why(error: Exception) -> str:
+def failure_reason(error: Exception) -> str:
     """What went wrong, in words safe to log: Slack's error code or the exception type."""
     if isinstance(error, SlackApiError):
         data = error.response.data
@@ -199,7 +202,7 @@ async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
                 opened = await client.conversations_open(users=notice.recipient)
                 await client.chat_postMessage(channel=opened["channel"]["id"], **message)
             except Exception as error:
-                reason = _why(error)
+                reason = failure_reason(error)
                 if reason in _PERMANENT:
                     await deps.call(notices.mark_failed, deps.db, notice, reason)
                     log.warning("notice %s to %s dropped: %s", notice.id, notice.recipient, reason)
@@ -226,7 +229,11 @@ async def update_request_copies(
             await client.chat_update(channel=channel, ts=ts, **message)
         except Exception as error:  # one copy out of reach must not keep the others stale
             log.warning(
-                "copy %s/%s of request %s not updated (%s)", channel, ts, request.id, _why(error)
+                "copy %s/%s of request %s not updated (%s)",
+                channel,
+                ts,
+                request.id,
+                failure_reason(error),
             )
 
 
@@ -264,7 +271,7 @@ async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
             lambda: approvers.approvers(client, deps.settings),
         )
     except Exception as error:
-        log.info("approvers not known (%s); digests wait for a later sweep", _why(error))
+        log.info("approvers not known (%s); digests wait for a later sweep", failure_reason(error))
         return 0
     pending = await deps.call(approvals.pending_requests, deps.db, org)
     sent = 0
@@ -280,7 +287,7 @@ async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
             )
         except Exception as error:
             await deps.call(digests.release, deps.db, org, approver, now)
-            log.info("digest to %s not delivered (%s); will retry", approver, _why(error))
+            log.info("digest to %s not delivered (%s); will retry", approver, failure_reason(error))
             continue
         sent += 1
     return sent
@@ -294,7 +301,7 @@ async def deliver_ownerless_reports(deps: Deps, client: AsyncWebClient) -> int:
     try:
         org = await _own_workspace(deps, client)
     except Exception as error:
-        log.info("workspace not known (%s); reports wait for a later sweep", _why(error))
+        log.info("workspace not known (%s); reports wait for a later sweep", failure_reason(error))
         return 0
     while report := await deps.call(ownerless.claim_next, deps.db, org, deps.clock()):
         message = service_blocks.orphaned_message(
@@ -311,7 +318,12 @@ async def deliver_ownerless_reports(deps: Deps, client: AsyncWebClient) -> int:
                     reached += 1
                 except Exception as failed:
                     error = failed
-                    log.info("admin %s not told of report %s (%s)", admin, report.id, _why(failed))
+                    log.info(
+                        "admin %s not told of report %s (%s)",
+                        admin,
+                        report.id,
+                        failure_reason(failed),
+                    )
         except Exception as failed:  # the admins are not known just now
             error = failed
         if reached:

@@ -18,8 +18,8 @@ from bot.listeners.payload import button_value, private_metadata, request_id_of,
 from bot.listeners.views import COULD_NOT_OPEN, deliver_token, open_modal
 from bot.notify import (
     Responder,
-    _why,
     deliver_ephemeral,
+    failure_reason,
     is_slack_response_url,
     update_request_copies,
 )
@@ -206,7 +206,7 @@ async def _tell_requester(
         dm = (await client.conversations_open(users=request.requester))["channel"]["id"]
         await client.chat_postMessage(channel=dm, **message)
     except Exception as error:
-        log.warning("requester of request %s not told (%s)", request.id, _why(error))
+        log.warning("requester of request %s not told (%s)", request.id, failure_reason(error))
 
 
 async def handle_deny(

@@ -12,7 +12,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
 from bot.listeners.payload import private_metadata
-from bot.notify import _why, deliver_ephemeral
+from bot.notify import deliver_ephemeral, failure_reason
 from bot.profiles import refresh_profile
 from storage import tokens
 from storage.errors import CapReached, InvalidName, NameTaken
@@ -46,7 +46,7 @@ async def open_modal(client: AsyncWebClient, trigger_id: str | None, view: dict[
     try:
         await client.views_open(trigger_id=trigger_id, view=view)
     except Exception as error:
-        log.info("views.open failed (%s)", _why(error))
+        log.info("views.open failed (%s)", failure_reason(error))
         return False
     return True
 
