@@ -10,6 +10,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps, workspace_of
+from bot.members import profile_from_slack
 from bot.notify import (
     deliver_digests,
     deliver_notices,
@@ -17,7 +18,7 @@ from bot.notify import (
     update_request_copies,
 )
 from bot.profiles import apply_profile, fetch_groups
-from storage import approvals, events, members, sweep
+from storage import approvals, events, sweep
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,7 @@ async def reconcile_members(deps: Deps, client: AsyncWebClient) -> int:
             if user.get("is_bot") or user.get("id") == "USLACKBOT":
                 continue
             theirs = None if groups is None else groups.get(str(user.get("id")), [])
-            profile = members.profile_from_slack(user, theirs)
+            profile = profile_from_slack(user, theirs)
             synced = await apply_profile(deps, client, org, profile, deps.clock(), add_groups=False)
             deactivated += synced.newly_deactivated
     if deactivated:

@@ -12,6 +12,7 @@ from cachetools import LRUCache
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
+from bot.members import profile_from_slack
 from bot.notify import deliver_ownerless_reports, update_request_copies
 from storage import members
 from storage.usage import ValidToken
@@ -142,7 +143,7 @@ async def refresh_profile(deps: Deps, client: AsyncWebClient, org: str, user_id:
     except Exception as error:
         log.warning("groups of %s not refreshed (%s)", user_id, type(error).__name__)
         failure = error
-    profile = members.profile_from_slack(answer["user"], groups)
+    profile = profile_from_slack(answer["user"], groups)
     synced = await apply_profile(
         deps, client, org, profile, deps.clock(), wait=False, add_groups=False
     )

@@ -16,7 +16,7 @@ from sqlmodel import Session
 
 from storage import audit
 from storage.db import Database
-from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
+from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, RequestNotFound
 from storage.models import (
     DEFAULT_SCOPE_CATALOGUE,
     ApprovalMessage,
@@ -31,13 +31,20 @@ from storage.orgs import (
     MEMBER,
     ORG,
     LockedOrg,
-    _insert_ignore,
     ensure_member,
     find_org,
+    insert_ignore,
     lock_org,
 )
 from storage.tokenformat import TokenKind
-from storage.tokens import _INFO_COLUMNS, IssuedToken, _info, end_overdue, insert_token, name_key
+from storage.tokens import (
+    TOKEN_INFO_COLUMNS,
+    IssuedToken,
+    end_overdue,
+    insert_token,
+    name_key,
+    token_info,
+)
 
 REQUEST = ApprovalRequest.__table__  # type: ignore[attr-defined]
 SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
@@ -131,7 +138,7 @@ _IS_OWNER = sa.select(OWNER.c.member_id).where(
     OWNER.c.service_user_id == sa.bindparam("service"), OWNER.c.member_id == sa.bindparam("member")
 )
 _ACTIVE_SERVICE_TOKENS = (
-    sa.select(*_INFO_COLUMNS)
+    sa.select(*TOKEN_INFO_COLUMNS)
     .where(
         TOKEN.c.org_id == sa.bindparam("org"),
         TOKEN.c.kind == TokenKind.SERVICE,
@@ -146,7 +153,7 @@ def _request(session: Session, org: LockedOrg, request_id: int, lock: bool = Fal
     query = _REQUEST.with_for_update(of=REQUEST) if lock else _REQUEST
     row = session.execute(query, {"request": request_id, "org": org.id}).first()
     if row is None:
-        raise TokenNotFound("That request does not exist in this workspace.")
+        raise RequestNotFound("That request does not exist in this workspace.")
     return RequestInfo(**row._mapping)
 
 
@@ -382,7 +389,7 @@ def _mint_service_token(
     session: Session, org: LockedOrg, request: RequestInfo, approver: str, now: datetime
 ) -> IssuedToken:
     active = [
-        _info(r) for r in session.execute(_ACTIVE_SERVICE_TOKENS, {"org": org.id, "now": now})
+        token_info(r) for r in session.execute(_ACTIVE_SERVICE_TOKENS, {"org": org.id, "now": now})
     ]
     if len(active) >= org.service_token_cap:
         raise CapReached(cap=org.service_token_cap, active=active, per="organization")
@@ -422,11 +429,11 @@ MESSAGE = ApprovalMessage.__table__  # type: ignore[attr-defined]
 
 
 def get_request(db: Database, org_slack_id: str, request_id: int) -> RequestInfo:
-    """The organization's request ``request_id``, or TokenNotFound."""
+    """The organization's request ``request_id``, or RequestNotFound."""
     with db.read() as session:
         org = find_org(session, org_slack_id)
         if org is None:
-            raise TokenNotFound("That request does not exist in this workspace.")
+            raise RequestNotFound("That request does not exist in this workspace.")
         return _request(session, org, request_id)
 
 
@@ -443,7 +450,7 @@ def scope_catalogue(db: Database, org_slack_id: str) -> list[str]:
 def add_message(db: Database, request_id: int, channel: str, ts: str) -> None:
     """Remember a copy of the request's message, to update it when the request is decided."""
     with db.write() as session:
-        _insert_ignore(session, MESSAGE, {"request_id": request_id, "channel": channel, "ts": ts})
+        insert_ignore(session, MESSAGE, {"request_id": request_id, "channel": channel, "ts": ts})
 
 
 def messages(db: Database, request_id: int) -> list[tuple[str, str]]:
@@ -532,50 +539,3 @@ def pending_requests(db: Database, org_slack_id: str) -> list[RequestInfo]:
             .order_by(REQUEST.c.created_at, REQUEST.c.id)
         )
         return [RequestInfo(**row._mapping) for row in session.execute(query)]
-
-
-@dataclass(frozen=True)
-class Report:
-    """R6: seats (members holding an active user token) and service users, and tokens by
-    kind and state."""
-
-    seats: int
-    service_users: int
-    tokens: dict[str, dict[str, int]]  # kind -> state -> count
-
-
-def report(db: Database, org_slack_id: str, now: datetime) -> Report:
-    """The organization's seats and tokens. A token past its cutoff counts as expired (or
-    revoked, if it was never delivered), whether or not a sweep has marked it."""
-    with db.read() as session:
-        org = find_org(session, org_slack_id)
-        if org is None:
-            return Report(0, 0, {})
-        active = TOKEN.c.state == TokenState.ACTIVE
-        delivered = TOKEN.c.delivered_at.is_not(None)
-        live = sa.and_(active, delivered, TOKEN.c.cutoff_at > now)
-        # Not yet shown to its owner: not valid, and never a seat (R14, R6). Past its
-        # delivery deadline it is as good as revoked ("not delivered") by the next sweep.
-        state = sa.case(
-            (live, "active"),
-            (sa.and_(active, delivered), "expired"),
-            (sa.and_(active, TOKEN.c.cutoff_at > now), "being delivered"),
-            (active, TokenState.REVOKED),
-            else_=TOKEN.c.state,
-        )
-        counts: dict[str, dict[str, int]] = {}
-        for row in session.execute(
-            sa.select(TOKEN.c.kind, state.label("state"), sa.func.count())
-            .where(TOKEN.c.org_id == org.id)
-            .group_by(TOKEN.c.kind, state)
-        ):
-            counts.setdefault(row.kind, {})[row.state] = row[2]
-        seats = session.execute(
-            sa.select(sa.func.count(sa.distinct(TOKEN.c.member_id))).where(
-                TOKEN.c.org_id == org.id, TOKEN.c.kind == TokenKind.USER, live
-            )
-        ).scalar_one()
-        services = session.execute(
-            sa.select(sa.func.count()).select_from(SERVICE).where(SERVICE.c.org_id == org.id)
-        ).scalar_one()
-        return Report(seats=seats, service_users=services, tokens=counts)

@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from storage.db import Database
 from storage.models import ApprovalDigest, ApprovalRequest, RequestState
-from storage.orgs import ORG, _insert_ignore, find_org
+from storage.orgs import ORG, find_org, insert_ignore
 
 DIGEST = ApprovalDigest.__table__  # type: ignore[attr-defined]
 REQUEST = ApprovalRequest.__table__  # type: ignore[attr-defined]
@@ -44,7 +44,7 @@ def claim(db: Database, org_slack_id: str, recipient: str, now: datetime) -> boo
         org = find_org(session, org_slack_id)
         if org is None:
             return False
-        return _insert_ignore(session, DIGEST, {**_key(org.id, recipient, now), "sent_at": now})
+        return insert_ignore(session, DIGEST, {**_key(org.id, recipient, now), "sent_at": now})
 
 
 def release(db: Database, org_slack_id: str, recipient: str, now: datetime) -> None:

@@ -25,6 +25,10 @@ class TokenNotFound(TokenbotError):
     pass
 
 
+class RequestNotFound(TokenbotError):
+    """No such service-token request in the organization."""
+
+
 class NotAllowed(TokenbotError):
     """The member may not do this to that token (an admin might)."""
 

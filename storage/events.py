@@ -8,7 +8,7 @@ import sqlalchemy as sa
 
 from storage.db import Database
 from storage.models import SlackEvent
-from storage.orgs import _insert_ignore
+from storage.orgs import insert_ignore
 
 EVENT = SlackEvent.__table__  # type: ignore[attr-defined]
 KEPT_FOR = timedelta(days=2)  # Slack retries for hours, not days
@@ -17,7 +17,7 @@ KEPT_FOR = timedelta(days=2)  # Slack retries for hours, not days
 def first_delivery(db: Database, event_id: str, now: datetime) -> bool:
     """True the first time ``event_id`` is seen; False for every later delivery."""
     with db.write() as session:
-        return _insert_ignore(session, EVENT, {"event_id": event_id, "received_at": now})
+        return insert_ignore(session, EVENT, {"event_id": event_id, "received_at": now})
 
 
 def forget_old_events(db: Database, now: datetime) -> int:

@@ -13,11 +13,11 @@ from storage.db import Database, invalidates
 from storage.models import ROLES, Token, TokenState
 from storage.orgs import MEMBER, ensure_member, find_org, lock_org
 from storage.tokenformat import TokenKind
-from storage.tokens import _INFO_COLUMNS, TokenInfo, _end, _info
+from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, end_token, token_info
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 
-_ACTIVE_USER_TOKENS = sa.select(*_INFO_COLUMNS).where(
+_ACTIVE_USER_TOKENS = sa.select(*TOKEN_INFO_COLUMNS).where(
     TOKEN.c.member_id == sa.bindparam("member"),
     TOKEN.c.kind == TokenKind.USER,
     TOKEN.c.state == TokenState.ACTIVE,
@@ -42,31 +42,6 @@ class Profile:
     def __post_init__(self) -> None:
         if self.role not in ROLES:
             raise ValueError(f"unknown role {self.role!r}")
-
-
-def role_of(user: dict[str, object]) -> str:
-    """The role tokenbot gives a Slack user object: owner, admin, member or guest."""
-    if user.get("is_owner") or user.get("is_primary_owner"):
-        return "owner"
-    if user.get("is_admin"):
-        return "admin"
-    if user.get("is_restricted") or user.get("is_ultra_restricted"):
-        return "guest"
-    return "member"
-
-
-def profile_from_slack(user: dict[str, object], groups: list[str] | None = None) -> Profile:
-    """A Profile from a Slack user object (users.info, users.list, user_change)."""
-    profile = user.get("profile")
-    names = profile if isinstance(profile, dict) else {}
-    display = names.get("display_name") or names.get("real_name") or user.get("name")
-    return Profile(
-        user_id=str(user["id"]),
-        display_name=str(display) if display else None,
-        role=role_of(user),
-        deleted=bool(user.get("deleted")),
-        groups=groups,
-    )
 
 
 @dataclass(frozen=True)
@@ -114,10 +89,10 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
         if profile.deleted:
             for row in session.execute(_ACTIVE_USER_TOKENS, {"member": member}).all():
                 revoked.append(
-                    _end(
+                    end_token(
                         session,
                         org,
-                        _info(row),
+                        token_info(row),
                         TokenState.REVOKED,
                         "owner deactivated",
                         audit.SYSTEM,

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from storage.db import Database
 from storage.models import Notice, Organization, ServiceUser, Token, TokenState
-from storage.tokens import _INFO_COLUMNS, TokenInfo, _info
+from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, token_info
 
 NOTICE = Notice.__table__  # type: ignore[attr-defined]
 TOKEN = Token.__table__  # type: ignore[attr-defined]
@@ -43,7 +43,7 @@ _DUE = (
         ORG.c.slack_id.label("org"),
         ORG.c.allow_keep_alive,
         SERVICE.c.name.label("service_user"),
-        *_INFO_COLUMNS,
+        *TOKEN_INFO_COLUMNS,
     )
     .select_from(
         NOTICE.join(TOKEN, NOTICE.c.token_id == TOKEN.c.id)
@@ -68,7 +68,7 @@ def claim_due(db: Database, now: datetime, limit: int = 50) -> list[NoticeToSend
     claimed: list[NoticeToSend] = []
     with db.write() as session:
         for row in session.execute(_DUE, {"now": now, "limit": limit}).all():
-            token = _info(row)
+            token = token_info(row)
             stale = row.notice_kind == "reminder" and (
                 token.state != TokenState.ACTIVE or token.cutoff_at != row.notice_cutoff
             )

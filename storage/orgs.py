@@ -43,7 +43,7 @@ class LockedOrg:
         return cutoff - timedelta(days=max(self.reminder_days, default=0))
 
 
-def _insert_ignore(session: Session, table: sa.Table, values: dict[str, Any]) -> bool:
+def insert_ignore(session: Session, table: sa.Table, values: dict[str, Any]) -> bool:
     """Insert a row unless one with the same unique key exists; True if inserted."""
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
@@ -83,7 +83,7 @@ def lock_org(session: Session, slack_id: str, now: datetime) -> LockedOrg:
     """
     row = session.execute(_LOCK_ORG, {"slack_id": slack_id}).first()
     if row is None:
-        _insert_ignore(session, ORG, {**_org_defaults(), "slack_id": slack_id, "created_at": now})
+        insert_ignore(session, ORG, {**_org_defaults(), "slack_id": slack_id, "created_at": now})
         row = session.execute(_LOCK_ORG, {"slack_id": slack_id}).one()
     return LockedOrg(**row._mapping)
 
@@ -109,7 +109,7 @@ def ensure_member(session: Session, org_id: int, slack_user_id: str, now: dateti
     found = member_id(session, org_id, slack_user_id)
     if found is None:
         values = {"org_id": org_id, "slack_user_id": slack_user_id, "created_at": now}
-        _insert_ignore(session, MEMBER, values)
+        insert_ignore(session, MEMBER, values)
         found = member_id(session, org_id, slack_user_id)
         assert found is not None
     return found

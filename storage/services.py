@@ -12,7 +12,7 @@ from sqlmodel import Session
 from storage.db import Database
 from storage.models import ServiceOwner, ServiceUser, Token, TokenState
 from storage.orgs import MEMBER, find_org, member_id
-from storage.tokens import _INFO_COLUMNS, TokenInfo, _info
+from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, token_info
 
 SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
 OWNER = ServiceOwner.__table__  # type: ignore[attr-defined]
@@ -105,7 +105,7 @@ def list_service_users(
             owners.setdefault(row.service_user_id, []).append(row.slack_user_id)
         tokens: dict[int, list[TokenInfo]] = {}
         for row in session.execute(
-            sa.select(*_INFO_COLUMNS, TOKEN.c.service_user_id)
+            sa.select(*TOKEN_INFO_COLUMNS, TOKEN.c.service_user_id)
             .where(
                 TOKEN.c.service_user_id.in_(ids),
                 TOKEN.c.state == TokenState.ACTIVE,
@@ -114,7 +114,7 @@ def list_service_users(
             )
             .order_by(TOKEN.c.created_at, TOKEN.c.id)
         ):
-            tokens.setdefault(row.service_user_id, []).append(_info(row))
+            tokens.setdefault(row.service_user_id, []).append(token_info(row))
         return [
             ServiceUserInfo(
                 id=s.id,

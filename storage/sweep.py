@@ -22,9 +22,9 @@ from sqlmodel import Session
 from storage import audit
 from storage.db import Database
 from storage.models import Member, Notice, NoticeKind, Organization, Token, TokenState
-from storage.orgs import LockedOrg, _insert_ignore, lock_org
+from storage.orgs import LockedOrg, insert_ignore, lock_org
 from storage.services import recipients
-from storage.tokens import _INFO_COLUMNS, TokenInfo, _info, lapse
+from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, lapse, token_info
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
@@ -68,7 +68,9 @@ def _due(column: sa.Column[datetime]) -> tuple[sa.ColumnElement[bool], ...]:
 def _batch(column: sa.Column[datetime]) -> sa.Select[Any]:
     """The next batch of them, locked, skipping rows another sweeper holds."""
     return (
-        sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id.label("owner"), TOKEN.c.service_user_id)
+        sa.select(
+            *TOKEN_INFO_COLUMNS, MEMBER.c.slack_user_id.label("owner"), TOKEN.c.service_user_id
+        )
         .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
         .where(*_due(column))
         .order_by(column)
@@ -127,7 +129,7 @@ def _queue(
 ) -> bool:
     """Queue a notice to each of ``to``; False if every one of them exists already."""
     queued = [
-        _insert_ignore(
+        insert_ignore(
             session,
             NOTICE,
             {
@@ -170,7 +172,9 @@ def _sweep_org(
                 org = lock_org(session, slack_id, now)
                 rows = session.execute(query, {"org": org.id, "now": now}).all()
                 moved = [
-                    handle(session, org, _info(row), _recipients(session, org, row), now, report)
+                    handle(
+                        session, org, token_info(row), _recipients(session, org, row), now, report
+                    )
                     for row in rows
                 ]
             # A full batch means there may be more; none moved means the rest is someone

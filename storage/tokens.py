@@ -62,13 +62,13 @@ class TokenList:
     cap: int
 
 
-_INFO_COLUMNS = [TOKEN.c[name] for name in TokenInfo.__dataclass_fields__]
+TOKEN_INFO_COLUMNS = [TOKEN.c[name] for name in TokenInfo.__dataclass_fields__]
 
 
 # Built once, with named parameters: building statements per call costs more than
 # running them.
 _ACTIVE = (
-    sa.select(*_INFO_COLUMNS)
+    sa.select(*TOKEN_INFO_COLUMNS)
     .where(
         TOKEN.c.member_id == sa.bindparam("member"),
         TOKEN.c.state == TokenState.ACTIVE,
@@ -77,7 +77,7 @@ _ACTIVE = (
     .order_by(TOKEN.c.created_at, TOKEN.c.id)
 )
 _OVERDUE = {
-    owner: sa.select(*_INFO_COLUMNS).where(
+    owner: sa.select(*TOKEN_INFO_COLUMNS).where(
         TOKEN.c[owner] == sa.bindparam("owner"),
         TOKEN.c.state == TokenState.ACTIVE,
         TOKEN.c.cutoff_at <= sa.bindparam("now"),
@@ -101,7 +101,7 @@ _DELIVERED = (
 )
 _END = sa.update(TOKEN).where(TOKEN.c.id == sa.bindparam("token"))
 _LOCKED = (
-    sa.select(*_INFO_COLUMNS, MEMBER.c.slack_user_id, TOKEN.c.service_user_id)
+    sa.select(*TOKEN_INFO_COLUMNS, MEMBER.c.slack_user_id, TOKEN.c.service_user_id)
     .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
     .where(TOKEN.c.id == sa.bindparam("token"), TOKEN.c.org_id == sa.bindparam("org"))
     .with_for_update(of=TOKEN)
@@ -121,7 +121,7 @@ _SERVICE_OWNER = (
 )
 
 
-def _info(row: Any) -> TokenInfo:
+def token_info(row: Any) -> TokenInfo:
     return TokenInfo(**{name: row._mapping[name] for name in TokenInfo.__dataclass_fields__})
 
 
@@ -145,7 +145,7 @@ def name_key(name: str) -> str:
 def _active(session: Session, member: int, now: datetime) -> list[TokenInfo]:
     """The member's tokens that are active and not past their cutoff, oldest first;
     those still being delivered among them: they hold their place under the cap."""
-    return [_info(row) for row in session.execute(_ACTIVE, {"member": member, "now": now})]
+    return [token_info(row) for row in session.execute(_ACTIVE, {"member": member, "now": now})]
 
 
 def _shown(active: list[TokenInfo]) -> list[TokenInfo]:
@@ -154,7 +154,7 @@ def _shown(active: list[TokenInfo]) -> list[TokenInfo]:
     return [t for t in active if t.delivered_at is not None]
 
 
-def _end(
+def end_token(
     session: Session,
     org: LockedOrg,
     token: TokenInfo,
@@ -185,8 +185,10 @@ def lapse(session: Session, org: LockedOrg, token: TokenInfo, now: datetime) -> 
     """End an active token past its cutoff: expired for inactivity (R11), or, if it was
     never delivered in time, revoked as "not delivered" (R14)."""
     if token.delivered_at is None:
-        return _end(session, org, token, TokenState.REVOKED, "not delivered", audit.SYSTEM, now)
-    return _end(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
+        return end_token(
+            session, org, token, TokenState.REVOKED, "not delivered", audit.SYSTEM, now
+        )
+    return end_token(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
 
 
 def end_overdue(
@@ -202,7 +204,7 @@ def end_overdue(
     unique index on names counts every token still marked active)."""
     owner, key = ("member_id", member) if member is not None else ("service_user_id", service_user)
     for row in session.execute(_OVERDUE[owner], {"owner": key, "now": now}).all():
-        lapse(session, org, _info(row), now)
+        lapse(session, org, token_info(row), now)
 
 
 def check_room_for_user_token(db: Database, org_slack_id: str, user_id: str, now: datetime) -> None:
@@ -325,7 +327,7 @@ def find_user_token(
 def _locked_token(session: Session, org: LockedOrg, token_id: int) -> tuple[TokenInfo, Any] | None:
     """The organization's token ``token_id`` and its owner (the row), locked; or None."""
     row = session.execute(_LOCKED, {"token": token_id, "org": org.id}).first()
-    return (_info(row), row) if row else None
+    return (token_info(row), row) if row else None
 
 
 def revoke_token(
@@ -348,7 +350,7 @@ def revoke_token(
         org = lock_org(session, org_slack_id, now)
         token, as_owner = _permitted(session, org, token_id, actor_user_id, now, "revoke", admin)
         reason = "revoked by owner" if as_owner else "revoked by admin"
-        return _end(session, org, token, TokenState.REVOKED, reason, actor_user_id, now)
+        return end_token(session, org, token, TokenState.REVOKED, reason, actor_user_id, now)
 
 
 def owned_active_token(
@@ -434,4 +436,6 @@ def revoke_undelivered(db: Database, org_slack_id: str, token_id: int, now: date
         org = lock_org(session, org_slack_id, now)
         found = _locked_token(session, org, token_id)
         if found is not None and found[0].state == TokenState.ACTIVE and not found[0].delivered_at:
-            _end(session, org, found[0], TokenState.REVOKED, "not delivered", audit.SYSTEM, now)
+            end_token(
+                session, org, found[0], TokenState.REVOKED, "not delivered", audit.SYSTEM, now
+            )

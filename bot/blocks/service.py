@@ -15,7 +15,8 @@ from bot.blocks.tokens import (
     revoke_button,
     when,
 )
-from storage.approvals import Report, RequestInfo
+from storage.approvals import RequestInfo
+from storage.reports import Report
 from storage.services import ServiceUserInfo
 from storage.tokens import IssuedToken, TokenInfo
 

@@ -10,8 +10,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
+from bot.members import profile_from_slack
 from bot.profiles import apply_profile
-from storage import members, tokens
+from storage import tokens
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ async def handle_member_profile(
     """``user_change`` and ``team_join`` carry the whole user: keep the profile current.
     A deactivated member's user tokens are revoked at once (R17)."""
     deps: Deps = context["deps"]
-    profile = members.profile_from_slack(event["user"])
+    profile = profile_from_slack(event["user"])
     synced = await apply_profile(deps, client, org_of(context), profile, deps.clock())
     if synced.newly_deactivated:
         log.info(

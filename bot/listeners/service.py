@@ -25,7 +25,13 @@ from bot.notify import (
 )
 from storage import approvals, services
 from storage.approvals import RequestInfo
-from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed, TokenNotFound
+from storage.errors import (
+    AlreadyDecided,
+    CapReached,
+    InvalidField,
+    NotAllowed,
+    RequestNotFound,
+)
 
 log = logging.getLogger(__name__)
 RESPONSE_URL_LIFETIME = timedelta(minutes=30)  # Slack's, for a command's response_url
@@ -170,7 +176,7 @@ async def _approve(
             reason=None,
             now=deps.clock(),
         )
-    except (AlreadyDecided, NotAllowed, TokenNotFound, CapReached) as refused_now:
+    except (AlreadyDecided, NotAllowed, RequestNotFound, CapReached) as refused_now:
         await _refuse(client, body, str(refused_now))
         return
     request, issued = decision.request, decision.issued
@@ -225,9 +231,9 @@ async def handle_deny(
     request_id = button_value(action)
     try:
         if request_id is None:
-            raise TokenNotFound("That request does not exist in this workspace.")
+            raise RequestNotFound("That request does not exist in this workspace.")
         request = await deps.call(approvals.get_request, deps.db, org, request_id)
-    except TokenNotFound as missing:
+    except RequestNotFound as missing:
         await _refuse(client, body, str(missing))
         return
     if request.state != "pending":
@@ -265,7 +271,7 @@ async def handle_deny_submission(
     except InvalidField as bad:
         await ack(response_action="errors", errors={blocks.REASON_BLOCK: str(bad)})
         return
-    except (AlreadyDecided, NotAllowed, TokenNotFound) as refused_now:
+    except (AlreadyDecided, NotAllowed, RequestNotFound) as refused_now:
         await ack(response_action="errors", errors={blocks.REASON_BLOCK: str(refused_now)})
         return
     await ack()
@@ -298,11 +304,11 @@ async def handle_cancel_request(
     try:
         request_id = button_value(action)
         if request_id is None:
-            raise TokenNotFound("That button is out of date.")
+            raise RequestNotFound("That button is out of date.")
         request = await deps.call(
             approvals.cancel_request, deps.db, org, user_id, request_id, deps.clock()
         )
-    except (AlreadyDecided, NotAllowed, TokenNotFound) as refused:
+    except (AlreadyDecided, NotAllowed, RequestNotFound) as refused:
         await respond(
             replace_original=False,
             response_type="ephemeral",

@@ -3,7 +3,7 @@ from datetime import timedelta
 
 import pytest
 
-from storage import approvals, audit, tokens, usage
+from storage import approvals, audit, reports, tokens, usage
 from storage.db import Database
 from storage.errors import AlreadyDecided, CapReached, InvalidField, NotAllowed
 from storage.models import DELIVERY_DEADLINE
@@ -200,8 +200,8 @@ def test_a_deactivated_requesters_pending_requests_are_cancelled(db: Database) -
 def test_the_report_counts_no_seat_or_active_token_before_it_is_shown(db: Database) -> None:
     tokens.issue_user_token(db, ORG, REQUESTER, "in-flight", NOW)  # not shown yet
     shown(db, ORG, tokens.issue_user_token(db, ORG, OTHER, "shown", NOW))
-    report = approvals.report(db, ORG, NOW)
+    report = reports.report(db, ORG, NOW)
     assert report.seats == 1
     assert report.tokens["user"] == {"active": 1, "being delivered": 1}
-    late = approvals.report(db, ORG, NOW + DELIVERY_DEADLINE)  # never shown in time
+    late = reports.report(db, ORG, NOW + DELIVERY_DEADLINE)  # never shown in time
     assert late.tokens["user"] == {"active": 1, "revoked": 1}

@@ -15,7 +15,8 @@ from bot.blocks import service as blocks
 from bot.blocks import tokens as token_blocks
 from bot.blocks.text import clip, escape, inline, quoted
 from bot.standin.server import message_problems, view_problems
-from storage.approvals import Report, RequestInfo
+from storage.approvals import RequestInfo
+from storage.reports import Report
 from storage.services import ServiceUserInfo
 from storage.tokens import IssuedToken, TokenInfo
 from tests.conftest import NOW

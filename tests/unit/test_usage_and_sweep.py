@@ -2,6 +2,7 @@ from datetime import timedelta
 
 import pytest
 
+from bot.members import role_of
 from storage import audit, events, members, notices, sweep, tokens, usage
 from storage.db import Database
 from storage.errors import CapReached, NameTaken, NotAllowed
@@ -183,11 +184,11 @@ def test_role_and_groups_come_from_the_current_profile(db: Database) -> None:
 
 
 def test_slack_roles_map_to_tokenbot_roles() -> None:
-    assert members.role_of({"is_owner": True, "is_admin": True}) == "owner"
-    assert members.role_of({"is_admin": True}) == "admin"
-    assert members.role_of({"is_restricted": True}) == "guest"
-    assert members.role_of({"is_ultra_restricted": True}) == "guest"
-    assert members.role_of({}) == "member"
+    assert role_of({"is_owner": True, "is_admin": True}) == "owner"
+    assert role_of({"is_admin": True}) == "admin"
+    assert role_of({"is_restricted": True}) == "guest"
+    assert role_of({"is_ultra_restricted": True}) == "guest"
+    assert role_of({}) == "member"
 
 
 def test_an_event_id_is_handled_once(db: Database) -> None:
