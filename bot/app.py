@@ -22,7 +22,7 @@ from bot import listeners
 from bot.deps import Deps
 from bot.listeners import payload
 from bot.logs import quiet_slack_libraries
-from bot.notify import Responder, retry_handlers
+from bot.sender import Responder, retry_handlers
 from storage import events
 
 log = logging.getLogger(__name__)

@@ -17,7 +17,7 @@ from bot.listeners.events import publish_home
 from bot.listeners.payload import button_value
 from bot.listeners.service import service_list
 from bot.listeners.views import COULD_NOT_OPEN, cap_reached, open_generate_modal
-from bot.notify import Responder
+from bot.sender import Responder
 from storage import tokens, usage
 from storage.errors import NotAllowed, PolicyForbids, TokenNotFound
 from storage.tokens import TokenInfo

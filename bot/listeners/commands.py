@@ -12,7 +12,7 @@ from bot.config import Settings
 from bot.deps import Deps, org_of
 from bot.listeners import service
 from bot.listeners.views import COULD_NOT_OPEN, cap_reached, open_generate_modal
-from bot.notify import Responder
+from bot.sender import Responder
 from storage import tokens
 from storage.errors import TokenNotFound
 

@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import sender
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
 from bot.members import profile_from_slack
@@ -29,7 +30,7 @@ async def publish_home(
     """Show the member their tokens on the app's Home tab."""
     listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
     view = token_blocks.home_view(listing.tokens, listing.cap, notice)
-    await client.views_publish(user_id=user_id, view=view)
+    await sender.publish_home(client, user_id, view)
 
 
 async def handle_app_home_opened(

@@ -15,15 +15,18 @@ from bot.blocks import service as blocks
 from bot.blocks.text import inline
 from bot.deps import Deps, org_of
 from bot.listeners.payload import button_value, private_metadata, request_id_of, text_of
-from bot.listeners.views import COULD_NOT_OPEN, deliver_token, open_modal
-from bot.notify import (
+from bot.listeners.views import COULD_NOT_OPEN, deliver_token
+from bot.notify import update_request_copies
+from bot.sender import (
     Responder,
     deliver_ephemeral,
+    dm,
     failure_reason,
     is_slack_response_url,
-    update_request_copies,
+    open_modal,
+    post,
 )
-from storage import approvals, services
+from storage import approvals, reports, services
 from storage.approvals import RequestInfo
 from storage.errors import (
     AlreadyDecided,
@@ -105,21 +108,18 @@ async def handle_request_submission(
 
 
 async def _route(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> str:
-    """Post the request to the approvals channel, or to each approver by DM (R20)."""
+    """Post the request to the approvals channel, or to each approver by DM (R20); each
+    copy is recorded as it goes out, to be updated with the decision (R22)."""
     message = blocks.approval_request_message(request)
-    if deps.settings.approvals_channel:
-        targets = [deps.settings.approvals_channel]
-        where = f"<#{deps.settings.approvals_channel}>"
-    else:
-        people = [
-            u for u in await approvers.approvers(client, deps.settings) if u != request.requester
-        ]
-        targets = [(await client.conversations_open(users=u))["channel"]["id"] for u in people]
-        where = f"{len(people)} approver(s) by DM"
-    for channel in targets:
-        posted = await client.chat_postMessage(channel=channel, **message)
-        await deps.call(approvals.add_message, deps.db, request.id, posted["channel"], posted["ts"])
-    return where
+    if channel := deps.settings.approvals_channel:
+        copy = await post(client, channel, message)
+        await deps.call(approvals.add_message, deps.db, request.id, *copy)
+        return f"<#{channel}>"
+    people = [u for u in await approvers.approvers(client, deps.settings) if u != request.requester]
+    for person in people:
+        copy = await dm(client, person, message)
+        await deps.call(approvals.add_message, deps.db, request.id, *copy)
+    return f"{len(people)} approver(s) by DM"
 
 
 async def _refuse(client: AsyncWebClient, body: dict[str, Any], text: str) -> None:
@@ -209,8 +209,7 @@ async def _tell_requester(
 ) -> None:
     """A DM to the requester about their request; a failure is logged, not raised."""
     try:
-        dm = (await client.conversations_open(users=request.requester))["channel"]["id"]
-        await client.chat_postMessage(channel=dm, **message)
+        await dm(client, request.requester, message)
     except Exception as error:
         log.warning("requester of request %s not told (%s)", request.id, failure_reason(error))
 
@@ -324,7 +323,7 @@ async def report(deps: Deps, client: AsyncWebClient, org: str, user_id: str) -> 
     """``/token report``: for admins and owners only (R6)."""
     if not await approvers.is_admin(client, user_id):
         return {"text": "Only workspace admins and owners can see the report."}
-    return blocks.report_message(await deps.call(approvals.report, deps.db, org, deps.clock()))
+    return blocks.report_message(await deps.call(reports.report, deps.db, org, deps.clock()))
 
 
 async def service_list(

@@ -12,8 +12,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.blocks import tokens as token_blocks
 from bot.deps import Deps, org_of
 from bot.listeners.payload import private_metadata
-from bot.notify import deliver_ephemeral, failure_reason
 from bot.profiles import refresh_profile
+from bot.sender import deliver_ephemeral, open_modal
 from storage import tokens
 from storage.errors import CapReached, InvalidName, NameTaken
 from storage.tokens import IssuedToken
@@ -35,20 +35,6 @@ async def cap_reached(deps: Deps, org: str, user_id: str) -> CapReached | None:
 
 
 COULD_NOT_OPEN = "Slack could not open the form just now (the request may have come too late)."
-
-
-async def open_modal(client: AsyncWebClient, trigger_id: str | None, view: dict[str, Any]) -> bool:
-    """Open ``view``; False when Slack would not (an expired trigger, Slack unreachable),
-    for the caller to say so to the person."""
-    if not trigger_id:
-        log.info("no trigger_id to open a modal with")
-        return False
-    try:
-        await client.views_open(trigger_id=trigger_id, view=view)
-    except Exception as error:
-        log.info("views.open failed (%s)", failure_reason(error))
-        return False
-    return True
 
 
 async def open_generate_modal(

@@ -9,7 +9,7 @@ import logging
 
 import pytest
 
-from bot.notify import is_slack_response_url
+from bot.sender import is_slack_response_url
 from bot.standin.harness import Running
 from bot.standin.server import SlackStandin
 from storage import tokenformat

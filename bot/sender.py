@@ -1,0 +1,208 @@
+"""The one place that talks to Slack's Web API to show things to people: messages in
+channels and DMs, ephemeral messages, updates, modals and the Home tab. Everything else
+renders blocks and calls these. Retries (connection errors, 429 with Retry-After, 5xx)
+come from slack_sdk's retry handlers, set on the client in :func:`retry_handlers`."""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+from typing import Any
+
+import aiohttp
+import yarl
+from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+    AsyncServerErrorRetryHandler,
+)
+from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook import WebhookResponse
+from slack_sdk.webhook.async_client import AsyncWebhookClient
+
+log = logging.getLogger(__name__)
+
+
+def _webhook(url: str, session: aiohttp.ClientSession | None) -> AsyncWebhookClient:
+    return AsyncWebhookClient(url, session=session, retry_handlers=retry_handlers())
+
+
+# Where Slack's response URLs live. Anything else in a payload is not Slack's, and a
+# message posted there (a new token, say) would go to whoever forged it.
+_SLACK_HOSTS = ("slack.com", "slack-gov.com")
+
+
+def is_slack_response_url(url: object, api_url: str) -> bool:
+    """True when ``url`` may be posted to: https on Slack's own hosts (``hooks.slack.com``,
+    ``*.slack.com``, ``*.slack-gov.com``), or the scheme, host and port of the Web API the
+    app is pointed at (``SLACK_API_URL``: the stand-in in tests and the demo)."""
+    if not isinstance(url, str):
+        return False
+    try:  # parsed as aiohttp will parse it to connect, so both see the same host
+        target, api = yarl.URL(url), yarl.URL(api_url)
+    except (ValueError, TypeError):
+        return False
+    if not target.is_absolute() or target.user is not None or target.password is not None:
+        return False
+    if (target.scheme, target.host, target.port) == (api.scheme, api.host, api.port):
+        return True
+    host = (target.host or "").lower()
+    return (
+        target.scheme == "https"
+        and target.port == 443
+        and any(host == h or host.endswith("." + h) for h in _SLACK_HOSTS)
+    )
+
+
+class Responder:
+    """Bolt's ``respond()``, over the app's shared HTTP session and with retries, and only
+    to a response URL on Slack's hosts.
+
+    Bolt's own opens a new connection for every message; under load that costs more
+    than the rest of the request.
+    """
+
+    def __init__(
+        self, response_url: str, session: aiohttp.ClientSession | None, api_url: str
+    ) -> None:
+        self.response_url = response_url
+        self.session = session
+        self.allowed = is_slack_response_url(response_url, api_url)
+
+    async def __call__(self, **message: Any) -> WebhookResponse:
+        if not self.allowed:
+            log.warning("not answering at a response_url outside Slack's hosts")
+            return WebhookResponse(
+                url=self.response_url, status_code=403, body="not_slack", headers={}
+            )
+        return await _webhook(self.response_url, self.session).send_dict(message)
+
+
+def retry_handlers() -> list[Any]:
+    """Retries with backoff on connection errors, 429 (honouring Retry-After) and 5xx.
+
+    The backoff is short (0.2 s, then 0.4 s): a person is waiting for the answer.
+    """
+    backoff = BackoffRetryIntervalCalculator(backoff_factor=0.2)
+    return [
+        AsyncConnectionErrorRetryHandler(max_retry_count=2, interval_calculator=backoff),
+        AsyncRateLimitErrorRetryHandler(max_retry_count=2),
+        AsyncServerErrorRetryHandler(max_retry_count=2, interval_calculator=backoff),
+    ]
+
+
+async def deliver_ephemeral(
+    client: AsyncWebClient,
+    *,
+    user_id: str,
+    message: dict[str, Any],
+    response_url: str | None,
+    channel_id: str | None,
+) -> str | None:
+    """Show ``message`` to ``user_id`` alone; return where it went, or None if nowhere.
+
+    Tries the command's ``response_url``, then an ephemeral message in the channel, then
+    an ephemeral message in the member's DM with the app. Never a message Slack keeps.
+    """
+    if response_url and not is_slack_response_url(response_url, client.base_url):
+        log.warning("response_url outside Slack's hosts ignored; trying the channel")
+        response_url = None
+    if response_url:
+        webhook = _webhook(response_url, client.session)
+        try:
+            response = await webhook.send(
+                response_type="ephemeral", replace_original=False, **message
+            )
+            if response.status_code == 200:
+                return "response_url"
+            log.info("response_url answered %s; trying the channel", response.status_code)
+        except Exception as error:  # a dead URL must not stop the fallbacks
+            log.info("response_url failed (%s); trying the channel", failure_reason(error))
+    if channel_id:
+        try:
+            await client.chat_postEphemeral(channel=channel_id, user=user_id, **message)
+            return "channel"
+        except Exception as error:
+            log.info(
+                "chat.postEphemeral in the channel failed (%s); trying the DM",
+                failure_reason(error),
+            )
+    try:
+        opened = await client.conversations_open(users=user_id)
+        dm = opened["channel"]["id"]
+        await client.chat_postEphemeral(channel=dm, user=user_id, **message)
+        return "dm"
+    except Exception as error:
+        log.warning("could not reach %s in their DM (%s)", user_id, failure_reason(error))
+    return None
+
+
+def failure_reason(error: Exception) -> str:
+    """What went wrong, in words safe to log: Slack's error code or the exception type."""
+    if isinstance(error, SlackApiError):
+        data = error.response.data
+        if isinstance(data, dict) and data.get("error"):
+            return str(data["error"])
+        return f"HTTP {error.response.status_code}"
+    return type(error).__name__
+
+
+# Slack errors after which a DM can never be delivered: give up rather than retry.
+PERMANENT = {
+    "user_not_found",
+    "account_inactive",
+    "user_disabled",
+    "cannot_dm_bot",
+    "not_allowed_token_type",
+    "invalid_auth",
+    "channel_not_found",
+}
+
+
+def retry_delay(error: Exception, attempts: int) -> timedelta:
+    """Slack's Retry-After when it gave one, else exponential backoff up to an hour."""
+    if isinstance(error, SlackApiError):
+        retry_after = error.response.headers.get("Retry-After") or error.response.headers.get(
+            "retry-after"
+        )
+        if retry_after and str(retry_after).isdigit():
+            return timedelta(seconds=int(retry_after))
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
+
+
+async def dm(client: AsyncWebClient, user_id: str, message: dict[str, Any]) -> tuple[str, str]:
+    """Post ``message`` in the member's DM with the app; its (channel, ts)."""
+    opened = await client.conversations_open(users=user_id)
+    return await post(client, opened["channel"]["id"], message)
+
+
+async def post(client: AsyncWebClient, channel: str, message: dict[str, Any]) -> tuple[str, str]:
+    """Post ``message`` in ``channel``; its (channel, ts), to update it later."""
+    posted = await client.chat_postMessage(channel=channel, **message)
+    return str(posted["channel"]), str(posted["ts"])
+
+
+async def update(client: AsyncWebClient, channel: str, ts: str, message: dict[str, Any]) -> None:
+    """Replace the message at (``channel``, ``ts``) with ``message``."""
+    await client.chat_update(channel=channel, ts=ts, **message)
+
+
+async def open_modal(client: AsyncWebClient, trigger_id: str | None, view: dict[str, Any]) -> bool:
+    """Open ``view``; False when Slack would not (an expired trigger, Slack unreachable),
+    for the caller to say so to the person."""
+    if not trigger_id:
+        log.info("no trigger_id to open a modal with")
+        return False
+    try:
+        await client.views_open(trigger_id=trigger_id, view=view)
+    except Exception as error:
+        log.info("views.open failed (%s)", failure_reason(error))
+        return False
+    return True
+
+
+async def publish_home(client: AsyncWebClient, user_id: str, view: dict[str, Any]) -> None:
+    """Show ``view`` on the member's Home tab."""
+    await client.views_publish(user_id=user_id, view=view)
