@@ -19,8 +19,9 @@ from slack_bolt.request.internals import (
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import listeners
-from bot.deps import Deps
-from bot.listeners import payload
+from bot.approvers import Standing
+from bot.deps import Deps, org_of
+from bot.listeners import payload, replies
 from bot.logs import quiet_slack_libraries
 from bot.sender import Responder, retry_handlers
 from storage import events
@@ -60,7 +61,13 @@ def build_app(deps: Deps) -> AsyncApp:
             events.first_delivery, deps.db, str(event_id), deps.clock()
         ):
             return BoltResponse(status=200, body="")  # a repeated delivery: no second effect
+        # What every listener and guard takes as parameters (Bolt passes context keys
+        # by name): the dependencies, the organization, and the member acting, if any.
         context["deps"] = deps
+        context["org"] = org_of(context)
+        context["actor"] = actor = payload.actor_of(req.body)
+        if actor is not None:
+            context["standing"] = Standing(context.client or app.client, deps.settings, actor)
         # Always ours, so no answer goes to a response_url that is not Slack's.
         context["respond"] = Responder(
             context.response_url or "", app.client.session, deps.settings.slack_api_url
@@ -68,11 +75,7 @@ def build_app(deps: Deps) -> AsyncApp:
         await next()
         return None
 
-    @app.error
-    async def on_error(error: Exception, body: dict[str, Any]) -> None:
-        # The type and where it came from, never the payload: it may carry a secret.
-        log.error("handling %s failed: %s", _kind(body), type(error).__name__, exc_info=error)
-
+    app.error(replies.answer_error)
     listeners.register(app, deps.settings)
     return app
 
@@ -92,15 +95,10 @@ class RefuseMalformed(AsyncMiddleware):
         if not _identifies_sender(req.body):
             return BoltResponse(status=400, body="malformed request: no team or user")
         if (why := payload.malformed(req.body)) is not None:
-            log.info("refused a malformed %s (%s)", _kind(req.body), why)
+            log.info("refused a malformed %s (%s)", payload.kind_of(req.body), why)
             return BoltResponse(status=400, body="malformed request")
         await next()
         return resp
-
-
-def _kind(body: dict[str, Any]) -> str:
-    kind = body.get("type") or body.get("command")
-    return kind if isinstance(kind, str) else "request"
 
 
 def _identifies_sender(body: dict[str, Any]) -> bool:

@@ -1,16 +1,27 @@
-"""Standing in the workspace, checked against Slack when it matters. Who may decide on
-service-token requests (R20, R21): the members of the configured user group, or else the
-workspace's admins and owners; never a deactivated member or a guest. Who is an admin
-(R5, R6, R16, R17): a workspace admin or owner who is not deactivated."""
+"""Standing in the workspace, as Slack says it is. Who may decide on service-token
+requests (R20, R21): the members of the configured user group, or else the workspace's
+admins and owners; never a deactivated member or a guest. Who is an admin (R5, R6, R16,
+R17): a workspace admin or owner (:func:`bot.members.is_admin`) who is not deactivated.
+
+The lists of people serve the messages sent to them; :class:`Standing` serves the guards
+(:mod:`bot.guards`) and the screens that show admins more."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.members import is_admin
+from bot.sender import failure_reason
+from storage.errors import NotAllowed
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+UNCONFIRMED = "Slack could not confirm your standing just now. Try again."
 
 
 def _eligible(user: dict[str, Any]) -> bool:
@@ -30,10 +41,6 @@ async def _group_members(client: AsyncWebClient, handle: str) -> set[str]:
     return set()
 
 
-def _admin(user: dict[str, Any]) -> bool:
-    return bool(user.get("is_admin") or user.get("is_owner"))
-
-
 async def _people(client: AsyncWebClient, chosen: Callable[[dict[str, Any]], bool]) -> list[str]:
     """The workspace's eligible people for whom ``chosen`` holds, from ``users.list``."""
     found = []
@@ -49,30 +56,55 @@ async def approvers(client: AsyncWebClient, settings: Settings) -> list[str]:
     if settings.approver_group:
         group = await _group_members(client, settings.approver_group)
         return await _people(client, lambda user: user["id"] in group)
-    return await _people(client, _admin)
+    return await _people(client, is_admin)
 
 
 async def admins(client: AsyncWebClient) -> list[str]:
     """The workspace's admins and owners, to tell them what needs an admin (R17)."""
-    return await _people(client, _admin)
+    return await _people(client, is_admin)
 
 
-async def is_admin(client: AsyncWebClient, user_id: str) -> bool:
-    """Whether ``user_id`` is, as of now, an admin or owner who is not deactivated."""
-    user = (await client.users_info(user=user_id))["user"]
-    return _admin(user) and not user.get("deleted")
+class Standing:
+    """What Slack says of the member acting in one request: asked at click time (R21),
+    at most once per request, and only when a guard or a screen needs it. When Slack
+    cannot say, the member is told so (NotAllowed), and nothing is done."""
 
+    def __init__(self, client: AsyncWebClient, settings: Settings, user_id: str) -> None:
+        self.client = client
+        self.settings = settings
+        self.user_id = user_id
+        self._user: dict[str, Any] | None = None
 
-async def refusal(client: AsyncWebClient, settings: Settings, user_id: str) -> str | None:
-    """Why ``user_id`` may not decide, as of now; None if they may (R21)."""
-    user = (await client.users_info(user=user_id))["user"]
-    if user.get("deleted"):
-        return "Your account is deactivated."
-    if user.get("is_restricted") or user.get("is_ultra_restricted"):
-        return "Guests cannot decide on requests."
-    if settings.approver_group:
-        if user_id not in await _group_members(client, settings.approver_group):
-            return f"Only members of @{settings.approver_group} can decide on requests."
-    elif not _admin(user):
-        return "Only workspace admins and owners can decide on requests."
-    return None
+    async def _ask(self, what: str, question: Awaitable[T]) -> T:
+        try:
+            return await question
+        except Exception as error:
+            log.warning("%s of %s not checked (%s)", what, self.user_id, failure_reason(error))
+            raise NotAllowed(UNCONFIRMED) from error
+
+    async def user(self) -> dict[str, Any]:
+        """The member's Slack user object, as of this request."""
+        if self._user is None:
+            answer = await self._ask("standing", self.client.users_info(user=self.user_id))
+            self._user = dict(answer["user"])
+        return self._user
+
+    async def is_admin(self) -> bool:
+        """Whether the member is, as of now, an admin or owner who is not deactivated."""
+        user = await self.user()
+        return is_admin(user) and not user.get("deleted")
+
+    async def refusal_to_decide(self) -> str | None:
+        """Why the member may not decide on requests, as of now; None if they may (R21)."""
+        user = await self.user()
+        if user.get("deleted"):
+            return "Your account is deactivated."
+        if user.get("is_restricted") or user.get("is_ultra_restricted"):
+            return "Guests cannot decide on requests."
+        if group := self.settings.approver_group:
+            members = await self._ask("group", _group_members(self.client, group))
+            if self.user_id not in members:
+                return f"Only members of @{group} can decide on requests."
+        elif not is_admin(user):
+            return "Only workspace admins and owners can decide on requests."
+        return None

@@ -12,6 +12,7 @@ from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
 import anyio.to_thread
+from cachetools import TLRUCache
 
 from bot.config import Settings
 from storage.db import Database
@@ -113,40 +114,62 @@ async def wind_down(deps: Deps) -> None:
         log.warning("stopped with %d follow-ups of deactivations unfinished", cut)
 
 
-@dataclass
-class Deps:
-    settings: Settings
-    db: Database
-    clock: Callable[[], datetime] = field(default=utcnow)
-    # Answers from Slack that change rarely, kept a while by ``remember``.
-    memo: dict[str, tuple[datetime, Any]] = field(default_factory=dict)
-    deliveries: InFlight = field(default_factory=InFlight)
-    background: Background = field(default_factory=Background)
-    # The fetches of ``remember`` running now, by key.
-    fetching: dict[str, asyncio.Task[Any]] = field(default_factory=dict)
+@dataclass(frozen=True)
+class _Kept:
+    answer: Any
+    until: float  # POSIX time on the injected clock
+
+
+class Directory:
+    """Answers from Slack that change rarely, kept a while: who the approvers and admins
+    are, the organization the bot token serves, the user groups. One TLRU cache on the
+    injected clock: each answer is kept for the max age given when it was fetched (a
+    key is always asked with the same one), and the least recently used go first when
+    it is full. One fetch of a key runs at a time (:meth:`remember`)."""
+
+    def __init__(
+        self, clock: Callable[[], datetime], background: Background, size: int = 1024
+    ) -> None:
+        self.clock = clock
+        self.background = background
+        self.kept: TLRUCache[str, _Kept] = TLRUCache(
+            maxsize=size, ttu=lambda _key, kept, _now: kept.until, timer=self._now
+        )
+        # The fetches running now, by key.
+        self.fetching: dict[str, asyncio.Task[Any]] = {}
+
+    def _now(self) -> float:
+        return self.clock().timestamp()
+
+    def keep(self, key: str, answer: Any, max_age: timedelta) -> None:
+        """Keep ``answer`` for ``key``, fetched now, for ``max_age``."""
+        self._keep(key, answer, self.clock() + max_age)
+
+    def _keep(self, key: str, answer: Any, until: datetime) -> None:
+        self.kept[key] = _Kept(answer, until.timestamp())
 
     async def remember(self, key: str, max_age: timedelta, fetch: Callable[[], Awaitable[T]]) -> T:
         """``fetch()``'s answer, reused while it is younger than ``max_age``. One fetch of
         a key runs at a time: whoever asks meanwhile awaits it too (when many members'
         profiles go stale together, Slack is asked once), and its error, which is not
-        remembered, is raised to each of them."""
-        kept = self.memo.get(key)
-        now = self.clock()
-        if kept is not None and now - kept[0] <= max_age:
-            answer: T = kept[1]
+        kept, is raised to each of them."""
+        kept = self.kept.get(key)
+        if kept is not None:
+            answer: T = kept.answer
             return answer
         running = self.fetching.get(key)
         if running is None:
-            running = self.background.start(self._fetch(key, now, fetch), finish=False)
+            until = self.clock() + max_age  # the answer's age counts from the asking
+            running = self.background.start(self._fetch(key, until, fetch), finish=False)
             self.fetching[key] = running
             running.add_done_callback(partial(self._fetched, key))
         # Shielded: a caller that gives up does not cancel the others' fetch.
         shared: T = await asyncio.shield(running)
         return shared
 
-    async def _fetch(self, key: str, now: datetime, fetch: Callable[[], Awaitable[T]]) -> T:
+    async def _fetch(self, key: str, until: datetime, fetch: Callable[[], Awaitable[T]]) -> T:
         answer = await fetch()
-        self.memo[key] = (now, answer)
+        self._keep(key, answer, until)
         return answer
 
     def _fetched(self, key: str, task: asyncio.Task[Any]) -> None:
@@ -155,6 +178,31 @@ class Deps:
         if not task.cancelled():
             # Read here too: a failure whose callers all gave up is not "never retrieved".
             task.exception()
+
+
+@dataclass
+class Deps:
+    settings: Settings
+    db: Database
+    clock: Callable[[], datetime] = field(default=utcnow)
+    deliveries: InFlight = field(default_factory=InFlight)
+    background: Background = field(default_factory=Background)
+    directory: Directory = field(init=False)
+
+    def __post_init__(self) -> None:
+        # Read through ``self``: tests and ``tokenbot sweep --now`` replace the clock.
+        self.directory = Directory(lambda: self.clock(), self.background)
+
+    async def remember(self, key: str, max_age: timedelta, fetch: Callable[[], Awaitable[T]]) -> T:
+        """The directory's answer for ``key`` (:meth:`Directory.remember`)."""
+        return await self.directory.remember(key, max_age, fetch)
+
+    def _now(self) -> float:
+        return self.clock().timestamp()
+
+    def keep(self, key: str, answer: Any, max_age: timedelta) -> None:
+        """Keep an answer fetched now from Slack for ``key`` (:meth:`Directory.keep`)."""
+        self.directory.keep(key, answer, max_age)
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run a synchronous storage function in a worker thread: the loop never blocks."""

@@ -4,6 +4,7 @@ place that reads Slack's user fields; storage receives the domain values (a Prof
 from __future__ import annotations
 
 from storage.members import Profile
+from storage.models import ADMIN_ROLES
 
 
 def role_of(user: dict[str, object]) -> str:
@@ -15,6 +16,12 @@ def role_of(user: dict[str, object]) -> str:
     if user.get("is_restricted") or user.get("is_ultra_restricted"):
         return "guest"
     return "member"
+
+
+def is_admin(user: dict[str, object]) -> bool:
+    """Whether a Slack user object is one of the workspace's admins or owners: the one
+    definition of an admin (R5, R6, R16, R20), shared with storage through ADMIN_ROLES."""
+    return role_of(user) in ADMIN_ROLES
 
 
 def profile_from_slack(user: dict[str, object], groups: list[str] | None = None) -> Profile:

@@ -49,7 +49,7 @@ async def fetch_groups(deps: Deps, client: AsyncWebClient, org: str) -> dict[str
     except Exception as error:
         log.warning("user groups not fetched (%s)", type(error).__name__)
         return None
-    deps.memo[_groups_key(org)] = (deps.clock(), groups)
+    deps.keep(_groups_key(org), groups, timedelta(seconds=deps.settings.profile_max_age))
     return groups
 
 

@@ -22,6 +22,9 @@ DEFAULT_ROLE_SCOPES: dict[str, list[str]] = {
     "guest": ["api:read"],
 }
 ROLES = tuple(DEFAULT_ROLE_SCOPES)
+# The roles that make a member an admin: who sees and acts on every token of the
+# organization (R5, R6, R16) and hears what only an admin can settle (R17).
+ADMIN_ROLES = ("owner", "admin")
 # R2: the permissions a service user may be given, unless the organization sets its own.
 DEFAULT_SCOPE_CATALOGUE = ["api:read", "api:write", "reports:read", "billing:read"]
 DEFAULT_REQUEST_TTL_DAYS = 7  # R25

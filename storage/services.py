@@ -10,14 +10,13 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from storage.db import Database
-from storage.models import ServiceOwner, ServiceUser, Token, TokenState
+from storage.models import ADMIN_ROLES, ServiceOwner, ServiceUser, Token, TokenState
 from storage.orgs import MEMBER, find_org, member_id
 from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, token_info
 
 SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
 OWNER = ServiceOwner.__table__  # type: ignore[attr-defined]
 TOKEN = Token.__table__  # type: ignore[attr-defined]
-ADMIN_ROLES = ("owner", "admin")
 
 
 @dataclass(frozen=True)

@@ -1,89 +1,125 @@
-"""``/token`` and its subcommands (SPEC §4)."""
+"""``/token`` and its subcommands (SPEC §4), one listener each.
+
+Answers come in the acknowledgement itself (an ephemeral message): one round trip, and no
+second request to Slack. Only the subcommands that open a modal go on after it."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import screens
+from bot.approvers import Standing
 from bot.blocks import tokens as token_blocks
 from bot.config import Settings
-from bot.deps import Deps, org_of
-from bot.listeners import service
-from bot.listeners.views import COULD_NOT_OPEN, cap_reached, open_generate_modal
-from bot.sender import Responder
+from bot.deps import Deps
+from bot.guards import require_admin
+from bot.listeners.replies import Listener, Replies, Unavailable, answering
 from storage import tokens
-from storage.errors import TokenNotFound
+
+Matcher = Callable[..., Awaitable[bool]]
+
+
+def words(command: dict[str, Any]) -> tuple[str, str]:
+    """The subcommand (lower case) and the rest of what was typed after it."""
+    sub, _, rest = (command.get("text") or "").strip().partition(" ")
+    return sub.lower(), rest.strip()
+
+
+def subcommand(name: str, rest: str | None = None) -> Matcher:
+    """A matcher for ``/token <name>``; with ``rest``, for exactly ``/token <name> <rest>``."""
+
+    async def matches(command: dict[str, Any]) -> bool:
+        sub, after = words(command)
+        return sub == name and (rest is None or after.lower() == rest)
+
+    return matches
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
-    app.command(settings.command)(handle_token_command)
-
-
-async def handle_token_command(
-    ack: AsyncAck,
-    command: dict[str, Any],
-    client: AsyncWebClient,
-    respond: Responder,
-    context: AsyncBoltContext,
-) -> None:
-    """Answers come in the acknowledgement itself (an ephemeral message): one round trip,
-    and no second request to Slack. Only ``new`` goes on, to open the modal."""
-    deps: Deps = context["deps"]
-    org, user_id, name = org_of(context), command["user_id"], command["command"]
-    text = (command.get("text") or "").strip()
-    sub, _, rest = text.partition(" ")
-    sub, rest = sub.lower(), rest.strip()
-    if sub in ("", "help"):
-        await _answer(ack, token_blocks.help_message(name))
-    elif sub == "new":
-        full = await cap_reached(deps, org, user_id)
-        if full is not None:
-            await _answer(ack, token_blocks.cap_reached_message(full.cap, full.active))
-            return
-        await ack()
-        # Where to show the token once it exists: the modal carries it to the submission.
-        where = {
-            "response_url": command.get("response_url"),
-            "channel_id": command.get("channel_id"),
-        }
-        if not await open_generate_modal(client, command.get("trigger_id"), rest, where):
-            await respond(**token_blocks.text_message(f"{COULD_NOT_OPEN} Run `{name} new` again."))
-    elif sub == "list":
-        listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
-        await _answer(ack, token_blocks.token_list_message(listing.tokens, listing.cap))
-    elif sub == "report":
-        await _answer(ack, await service.report(deps, client, org, user_id))
-    elif sub == "requests":
-        await _answer(ack, await service.requests_listing(deps, client, org, user_id))
-    elif sub == "service" and rest.lower() == "list":
-        await _answer(ack, await service.service_list(deps, client, org, user_id))
-    elif sub == "service" and rest.lower() == "request":
-        await ack()
-        if not await service.open_request_modal(deps, client, org, command):
-            await respond(
-                **token_blocks.text_message(f"{COULD_NOT_OPEN} Run `{name} service request` again.")
-            )
-    elif sub == "revoke":
-        await _answer(ack, await _revoke_confirmation(deps, org, user_id, rest, name))
-    else:
-        await _answer(ack, token_blocks.unknown_subcommand_message(name, text))
+    name = settings.command
+    subcommands: list[tuple[Matcher, list[Any], Listener]] = [
+        (subcommand("new"), [], handle_new),
+        (subcommand("list"), [], handle_list),
+        (subcommand("revoke"), [Replies(after=f"See `{name} list`.")], handle_revoke),
+        (subcommand("report"), [require_admin("see the report")], handle_report),
+        (subcommand("requests"), [], handle_requests),
+        (subcommand("service", "list"), [], handle_service_list),
+        (subcommand("service", "request"), [], handle_service_request),
+    ]
+    for matches, middleware, handler in subcommands:
+        app.command(name, matchers=[matches], middleware=middleware)(answering(handler))
+    app.command(name)(answering(handle_help))  # help, and whatever none of them took
 
 
 async def _answer(ack: AsyncAck, message: token_blocks.Message) -> None:
     await ack(response_type="ephemeral", **message)
 
 
-async def _revoke_confirmation(
-    deps: Deps, org: str, user_id: str, raw_name: str, command: str
-) -> token_blocks.Message:
-    if not raw_name:
-        return token_blocks.text_message(f"Say which token: `{command} revoke <name>`.")
-    try:
-        info = await deps.call(
-            tokens.find_user_token, deps.db, org, user_id, raw_name, deps.clock()
-        )
-    except TokenNotFound as missing:
-        return token_blocks.refusal_message(str(missing), f"See `{command} list`.")
-    return token_blocks.revoke_confirm_message(info)
+async def handle_help(ack: AsyncAck, command: dict[str, Any]) -> None:
+    """``/token`` and ``/token help``; anything else is an unknown subcommand."""
+    name, text = command["command"], (command.get("text") or "").strip()
+    if words(command)[0] in ("", "help"):
+        await _answer(ack, token_blocks.help_message(name))
+    else:
+        await _answer(ack, token_blocks.unknown_subcommand_message(name, text))
+
+
+async def handle_new(
+    ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, deps: Deps, org: str, actor: str
+) -> None:
+    """Open the Generate modal, with the name typed after ``new``; at the cap, say so
+    with the active tokens and their Revoke buttons instead (R9)."""
+    full = await screens.cap_reached(deps, org, actor)
+    if full is not None:
+        await _answer(ack, token_blocks.cap_reached_message(full.cap, full.active))
+        return
+    await ack()
+    name = words(command)[1]
+    if not await screens.open_generate_modal(client, command.get("trigger_id"), name, command):
+        raise Unavailable(f"{screens.COULD_NOT_OPEN} Run `{command['command']} new` again.")
+
+
+async def handle_list(ack: AsyncAck, deps: Deps, org: str, actor: str) -> None:
+    await _answer(ack, await screens.token_list(deps, org, actor))
+
+
+async def handle_revoke(
+    ack: AsyncAck, command: dict[str, Any], deps: Deps, org: str, actor: str
+) -> None:
+    """Ask to confirm revoking the member's token of that name (R16)."""
+    name = words(command)[1]
+    if not name:
+        usage = f"Say which token: `{command['command']} revoke <name>`."
+        await _answer(ack, token_blocks.text_message(usage))
+        return
+    info = await deps.call(tokens.find_user_token, deps.db, org, actor, name, deps.clock())
+    await _answer(ack, token_blocks.revoke_confirm_message(info))
+
+
+async def handle_report(ack: AsyncAck, deps: Deps, org: str) -> None:
+    await _answer(ack, await screens.report(deps, org))
+
+
+async def handle_requests(
+    ack: AsyncAck, deps: Deps, org: str, actor: str, standing: Standing
+) -> None:
+    await _answer(ack, await screens.requests_listing(deps, org, actor, standing))
+
+
+async def handle_service_list(
+    ack: AsyncAck, deps: Deps, org: str, actor: str, standing: Standing
+) -> None:
+    await _answer(ack, await screens.service_list(deps, org, actor, standing))
+
+
+async def handle_service_request(
+    ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, deps: Deps, org: str
+) -> None:
+    await ack()
+    if not await screens.open_request_modal(deps, client, org, command):
+        again = f"Run `{command['command']} service request` again."
+        raise Unavailable(f"{screens.COULD_NOT_OPEN} {again}")

@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import sender
-from bot.blocks import tokens as token_blocks
-from bot.deps import Deps, org_of
+from bot import screens
+from bot.deps import Deps
 from bot.members import profile_from_slack
 from bot.profiles import apply_profile
-from storage import tokens
 
 log = logging.getLogger(__name__)
 
@@ -24,31 +22,21 @@ def register(app: AsyncApp) -> None:
     app.event("team_join")(handle_member_profile)
 
 
-async def publish_home(
-    deps: Deps, client: AsyncWebClient, org: str, user_id: str, notice: str | None = None
-) -> None:
-    """Show the member their tokens on the app's Home tab."""
-    listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
-    view = token_blocks.home_view(listing.tokens, listing.cap, notice)
-    await sender.publish_home(client, user_id, view)
-
-
 async def handle_app_home_opened(
-    event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    event: dict[str, Any], client: AsyncWebClient, deps: Deps, org: str, actor: str
 ) -> None:
     if event.get("tab") != "home":
         return  # the Messages tab needs nothing from us
-    await publish_home(context["deps"], client, org_of(context), event["user"])
+    await screens.publish_home(deps, client, org, actor)
 
 
 async def handle_member_profile(
-    event: dict[str, Any], client: AsyncWebClient, context: AsyncBoltContext
+    event: dict[str, Any], client: AsyncWebClient, deps: Deps, org: str
 ) -> None:
     """``user_change`` and ``team_join`` carry the whole user: keep the profile current.
     A deactivated member's user tokens are revoked at once (R17)."""
-    deps: Deps = context["deps"]
     profile = profile_from_slack(event["user"])
-    synced = await apply_profile(deps, client, org_of(context), profile, deps.clock())
+    synced = await apply_profile(deps, client, org, profile, deps.clock())
     if synced.newly_deactivated:
         log.info(
             "member %s deactivated: %d user token(s) revoked", profile.user_id, len(synced.revoked)

@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.blocks.service import DENY_CALLBACK
+from storage.errors import TokenbotError
 
 # Slack's ids (users, teams, enterprises, channels) are short; the database keeps 32.
 SlackId = Annotated[str, Field(min_length=1, max_length=32)]
@@ -163,3 +164,48 @@ def button_value(action: dict[str, Any]) -> int | None:
         return int(value) if isinstance(value, str) else None
     except ValueError:
         return None
+
+
+class StaleButton(TokenbotError):
+    """A button whose value names nothing: tampered with, or from an older message."""
+
+
+def button_id(action: dict[str, Any]) -> int:
+    """The id a button carries in its value; StaleButton when it carries none."""
+    value = button_value(action)
+    if value is None:
+        raise StaleButton("That button is out of date.")
+    return value
+
+
+def kind_of(body: dict[str, Any]) -> str:
+    """What a request is, for log lines: its type, or the slash command."""
+    kind = body.get("type") or body.get("command")
+    return kind if isinstance(kind, str) else "request"
+
+
+def actor_of(body: dict[str, Any]) -> str | None:
+    """The member acting in a request: who typed the command, clicked or submitted, or
+    opened the Home tab. None for events about someone rather than by them."""
+    user = body.get("user")
+    if isinstance(user, dict):
+        return str(user["id"]) if isinstance(user.get("id"), str) else None
+    if isinstance(body.get("user_id"), str):
+        return str(body["user_id"])
+    event = body.get("event")
+    if isinstance(event, dict) and event.get("type") == "app_home_opened":
+        return str(event["user"]) if isinstance(event.get("user"), str) else None
+    return None
+
+
+def clicked_on_home(body: dict[str, Any]) -> bool:
+    """Whether a click came from the app's Home tab (a view), not from a message."""
+    return (body.get("container") or {}).get("type") == "view"
+
+
+def channel_of(body: dict[str, Any]) -> str | None:
+    """The channel of the message a click came from, if any."""
+    channel = (body.get("channel") or {}).get("id") or (body.get("container") or {}).get(
+        "channel_id"
+    )
+    return str(channel) if channel else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -111,3 +111,39 @@ async def test_a_follow_up_that_outlasts_the_shutdown_is_cut_short_and_counted()
     task = background.start(stuck(), finish=True)
     assert await asyncio.wait_for(background.stop(timeout=0.05), 5) == 1
     assert task.cancelled() and not background.tasks
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+async def test_an_answer_is_kept_for_its_max_age_on_the_injected_clock(deps: Deps) -> None:
+    deps.clock = clock = Clock()  # replaced after Deps was made, as tests and `sweep --now` do
+    fetches = 0
+
+    async def fetch() -> int:
+        nonlocal fetches
+        fetches += 1
+        return fetches
+
+    assert await deps.remember("k", timedelta(hours=1), fetch) == 1
+    clock.now += timedelta(minutes=59)
+    assert await deps.remember("k", timedelta(hours=1), fetch) == 1
+    clock.now += timedelta(minutes=2)
+    assert await deps.remember("k", timedelta(hours=1), fetch) == 2
+
+
+async def test_an_answer_kept_by_hand_is_reused_until_its_max_age(deps: Deps) -> None:
+    deps.clock = clock = Clock()
+
+    async def fetch() -> str:
+        return "fetched"
+
+    deps.keep("groups", "kept", timedelta(minutes=5))
+    assert await deps.remember("groups", timedelta(minutes=5), fetch) == "kept"
+    clock.now += timedelta(minutes=6)
+    assert await deps.remember("groups", timedelta(minutes=5), fetch) == "fetched"
