@@ -165,7 +165,8 @@ def test_deactivation_names_the_service_users_the_member_solely_owned_once(
     assert deactivate(db, CO_OWNER).orphaned == ["shared-sync"]
 
 
-def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
+def waiting_request(db: Database) -> None:
+    """Owner's request for ci-deployer, made at NOW."""
     approvals.request_service_token(
         db,
         ORG,
@@ -176,6 +177,10 @@ def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
         justification="needed",
         now=NOW,
     )
+
+
+def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
+    waiting_request(db)
     assert digests.orgs_due(db, NOW + timedelta(hours=23)) == []
     later = NOW + DAY
     assert digests.orgs_due(db, later) == [ORG]
@@ -194,16 +199,7 @@ def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
 def test_a_digest_not_delivered_by_the_end_of_its_day_is_not_sent_the_next(
     db: Database,
 ) -> None:
-    approvals.request_service_token(
-        db,
-        ORG,
-        OWNER,
-        name="ci-deployer",
-        purpose="deploys",
-        scopes=["api:read"],
-        justification="needed",
-        now=NOW,
-    )
+    waiting_request(db)
     later = NOW + DAY
     outbox.queue_digests(db, ORG, [APPROVER], later)
     [first] = outbox.claim_due(db, later, [NoticeKind.DIGEST], ORG)

@@ -10,7 +10,7 @@ status, attempts and times. Each moved notice and digest gets the dedupe key the
 gives it when queuing, so nothing already queued or sent is queued again.
 """
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import date, datetime
 from typing import Any
 
@@ -27,62 +27,112 @@ depends_on: str | Sequence[str] | None = None
 
 BATCH = 1000
 AT = storage.models.UTCDateTime
-
-# The tables as this revision knows them, whatever the models say later.
-outbox = sa.table(
-    "outbox",
-    sa.column("id", sa.Integer()),
-    sa.column("org_id", sa.Integer()),
-    sa.column("kind", sa.String()),
-    sa.column("dedupe_key", sa.String()),
-    sa.column("recipient", sa.String()),
-    sa.column("token_id", sa.Integer()),
-    sa.column("payload", sa.JSON()),
-    sa.column("status", sa.String()),
-    sa.column("attempts", sa.Integer()),
-    sa.column("next_attempt_at", AT()),
-    sa.column("last_error", sa.String()),
-    sa.column("created_at", AT()),
-    sa.column("sent_at", AT()),
-)
-notice = sa.table(
-    "notice",
-    sa.column("id", sa.Integer()),
-    sa.column("org_id", sa.Integer()),
-    sa.column("token_id", sa.Integer()),
-    sa.column("kind", sa.String()),
-    sa.column("stage", sa.Integer()),
-    sa.column("cutoff_at", AT()),
-    sa.column("recipient", sa.String()),
-    sa.column("status", sa.String()),
-    sa.column("attempts", sa.Integer()),
-    sa.column("next_attempt_at", AT()),
-    sa.column("last_error", sa.String()),
-    sa.column("created_at", AT()),
-    sa.column("sent_at", AT()),
-)
-report = sa.table(
-    "ownerlessreport",
-    sa.column("id", sa.Integer()),
-    sa.column("org_id", sa.Integer()),
-    sa.column("member", sa.String()),
-    sa.column("service_users", sa.JSON()),
-    sa.column("status", sa.String()),
-    sa.column("attempts", sa.Integer()),
-    sa.column("next_attempt_at", AT()),
-    sa.column("created_at", AT()),
-    sa.column("sent_at", AT()),
-)
-digest = sa.table(
-    "approvaldigest",
-    sa.column("org_id", sa.Integer()),
-    sa.column("recipient", sa.String()),
-    sa.column("day", sa.Date()),
-    sa.column("sent_at", AT()),
-)
+STR = sqlmodel.sql.sqltypes.AutoString
 
 
-def _rows(table: Any, *order: Any) -> Iterator[list[Any]]:
+# The tables as this revision knows them, whatever the models say later: the columns
+# and constraints to create each one, or to read and write it.
+def _on_its_way() -> list[Any]:
+    """What the outbox and the notices both keep of a message on its way."""
+    return [
+        sa.Column("status", STR(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", AT(timezone=True), nullable=False),
+        sa.Column("last_error", STR(length=200), nullable=True),
+        sa.Column("created_at", AT(timezone=True), nullable=False),
+        sa.Column("sent_at", AT(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["org_id"], ["organization.id"]),
+        sa.ForeignKeyConstraint(["token_id"], ["token.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    ]
+
+
+def _outbox() -> list[Any]:
+    return [
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("kind", STR(length=16), nullable=False),
+        sa.Column("dedupe_key", STR(length=200), nullable=True),
+        sa.Column("recipient", STR(length=32), nullable=True),
+        sa.Column("token_id", sa.Integer(), nullable=True),
+        sa.Column("payload", sa.JSON(), nullable=False),
+        *_on_its_way(),
+        sa.UniqueConstraint("dedupe_key"),
+    ]
+
+
+def _notice() -> list[Any]:  # as revision 0002 made it
+    return [
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("token_id", sa.Integer(), nullable=False),
+        sa.Column("kind", STR(length=16), nullable=False),
+        sa.Column("stage", sa.Integer(), nullable=False),
+        sa.Column("cutoff_at", AT(timezone=True), nullable=False),
+        sa.Column("recipient", STR(length=32), nullable=False),
+        *_on_its_way(),
+        sa.UniqueConstraint("token_id", "kind", "stage", "cutoff_at", "recipient"),
+    ]
+
+
+def _ownerlessreport() -> list[Any]:  # as revision 0004 made it
+    return [
+        sa.Column("id", sa.Integer(), nullable=False),
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("member", STR(length=32), nullable=False),
+        sa.Column("service_users", sa.JSON(), nullable=False),
+        sa.Column("status", STR(length=16), nullable=False),
+        sa.Column("attempts", sa.Integer(), nullable=False),
+        sa.Column("next_attempt_at", AT(timezone=True), nullable=False),
+        sa.Column("created_at", AT(timezone=True), nullable=False),
+        sa.Column("sent_at", AT(timezone=True), nullable=True),
+        sa.ForeignKeyConstraint(["org_id"], ["organization.id"]),
+        sa.PrimaryKeyConstraint("id"),
+    ]
+
+
+def _approvaldigest() -> list[Any]:  # as revision 0004 made it
+    return [
+        sa.Column("org_id", sa.Integer(), nullable=False),
+        sa.Column("recipient", STR(length=32), nullable=False),
+        sa.Column("day", sa.Date(), nullable=False),
+        sa.Column("sent_at", AT(timezone=True), nullable=False),
+        sa.ForeignKeyConstraint(["org_id"], ["organization.id"]),
+        sa.PrimaryKeyConstraint("org_id", "recipient", "day"),
+    ]
+
+
+# Each table with the index that finds what is due, if it has one.
+TABLES: dict[str, tuple[Callable[[], list[Any]], str | None]] = {
+    "outbox": (_outbox, "ix_outbox_due"),
+    "notice": (_notice, "ix_notice_due"),
+    "ownerlessreport": (_ownerlessreport, "ix_ownerlessreport_due"),
+    "approvaldigest": (_approvaldigest, None),
+}
+
+
+def _create(name: str) -> sa.Table:
+    schema, due = TABLES[name]
+    table = op.create_table(name, *schema())
+    if due is not None:
+        with op.batch_alter_table(name, schema=None) as batch_op:
+            batch_op.create_index(due, ["status", "next_attempt_at"], unique=False)
+    return table
+
+
+def _existing(name: str) -> sa.Table:
+    return sa.Table(name, sa.MetaData(), *TABLES[name][0]())
+
+
+def _drop(name: str) -> None:
+    due = TABLES[name][1]
+    if due is not None:
+        with op.batch_alter_table(name, schema=None) as batch_op:
+            batch_op.drop_index(due)
+    op.drop_table(name)
+
+
+def _rows(table: sa.Table, *order: Any) -> Iterator[list[Any]]:
     """Every row of ``table``, a batch at a time, in ``order`` (a unique key)."""
     offset = 0
     while (
@@ -106,100 +156,23 @@ def _digest_key(org_id: int, recipient: str, day: date) -> str:
     return f"digest:{org_id}:{day.isoformat()}:{recipient}"
 
 
-def _create_outbox() -> None:
-    op.create_table(
-        "outbox",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("org_id", sa.Integer(), nullable=False),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.Column("dedupe_key", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
-        sa.Column("recipient", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
-        sa.Column("token_id", sa.Integer(), nullable=True),
-        sa.Column("payload", sa.JSON(), nullable=False),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", AT(timezone=True), nullable=False),
-        sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
-        sa.Column("created_at", AT(timezone=True), nullable=False),
-        sa.Column("sent_at", AT(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["org_id"], ["organization.id"]),
-        sa.ForeignKeyConstraint(["token_id"], ["token.id"]),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("dedupe_key"),
-    )
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.create_index("ix_outbox_due", ["status", "next_attempt_at"], unique=False)
+PROGRESS = ("status", "attempts", "next_attempt_at", "created_at", "sent_at")
 
 
-def _create_old_tables() -> None:
-    """``notice``, ``ownerlessreport`` and ``approvaldigest`` as revisions 0002 and 0004
-    made them."""
-    op.create_table(
-        "notice",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("org_id", sa.Integer(), nullable=False),
-        sa.Column("token_id", sa.Integer(), nullable=False),
-        sa.Column("kind", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.Column("stage", sa.Integer(), nullable=False),
-        sa.Column("cutoff_at", AT(timezone=True), nullable=False),
-        sa.Column("recipient", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", AT(timezone=True), nullable=False),
-        sa.Column("last_error", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=True),
-        sa.Column("created_at", AT(timezone=True), nullable=False),
-        sa.Column("sent_at", AT(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["org_id"], ["organization.id"]),
-        sa.ForeignKeyConstraint(["token_id"], ["token.id"]),
-        sa.PrimaryKeyConstraint("id"),
-        sa.UniqueConstraint("token_id", "kind", "stage", "cutoff_at", "recipient"),
-    )
-    with op.batch_alter_table("notice", schema=None) as batch_op:
-        batch_op.create_index("ix_notice_due", ["status", "next_attempt_at"], unique=False)
-    op.create_table(
-        "approvaldigest",
-        sa.Column("org_id", sa.Integer(), nullable=False),
-        sa.Column("recipient", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-        sa.Column("day", sa.Date(), nullable=False),
-        sa.Column("sent_at", AT(timezone=True), nullable=False),
-        sa.ForeignKeyConstraint(["org_id"], ["organization.id"]),
-        sa.PrimaryKeyConstraint("org_id", "recipient", "day"),
-    )
-    op.create_table(
-        "ownerlessreport",
-        sa.Column("id", sa.Integer(), nullable=False),
-        sa.Column("org_id", sa.Integer(), nullable=False),
-        sa.Column("member", sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
-        sa.Column("service_users", sa.JSON(), nullable=False),
-        sa.Column("status", sqlmodel.sql.sqltypes.AutoString(length=16), nullable=False),
-        sa.Column("attempts", sa.Integer(), nullable=False),
-        sa.Column("next_attempt_at", AT(timezone=True), nullable=False),
-        sa.Column("created_at", AT(timezone=True), nullable=False),
-        sa.Column("sent_at", AT(timezone=True), nullable=True),
-        sa.ForeignKeyConstraint(["org_id"], ["organization.id"]),
-        sa.PrimaryKeyConstraint("id"),
-    )
-    with op.batch_alter_table("ownerlessreport", schema=None) as batch_op:
-        batch_op.create_index("ix_ownerlessreport_due", ["status", "next_attempt_at"], unique=False)
+def _progress(row: Any) -> dict[str, Any]:
+    """How far a message has come, in the names the outbox and the old tables share."""
+    return {name: row._mapping[name] for name in PROGRESS}
 
 
-def _drop_old_tables() -> None:
-    with op.batch_alter_table("notice", schema=None) as batch_op:
-        batch_op.drop_index("ix_notice_due")
-    op.drop_table("notice")
-    with op.batch_alter_table("ownerlessreport", schema=None) as batch_op:
-        batch_op.drop_index("ix_ownerlessreport_due")
-    op.drop_table("ownerlessreport")
-    op.drop_table("approvaldigest")
-
-
-def _insert(table: Any, rows: list[dict[str, Any]]) -> None:
+def _insert(table: sa.Table, rows: list[dict[str, Any]]) -> None:
     if rows:
         op.get_bind().execute(sa.insert(table), rows)
 
 
 def upgrade() -> None:
-    _create_outbox()
+    outbox = _create("outbox")
+    notice, report = _existing("notice"), _existing("ownerlessreport")
+    digest = _existing("approvaldigest")
     for batch in _rows(notice, notice.c.id):
         _insert(
             outbox,
@@ -213,12 +186,8 @@ def upgrade() -> None:
                     "recipient": row.recipient,
                     "token_id": row.token_id,
                     "payload": {"stage": row.stage, "cutoff_at": row.cutoff_at.isoformat()},
-                    "status": row.status,
-                    "attempts": row.attempts,
-                    "next_attempt_at": row.next_attempt_at,
+                    **_progress(row),
                     "last_error": row.last_error,
-                    "created_at": row.created_at,
-                    "sent_at": row.sent_at,
                 }
                 for row in batch
             ],
@@ -234,12 +203,8 @@ def upgrade() -> None:
                     "recipient": None,  # the organization's admins
                     "token_id": None,
                     "payload": {"member": row.member, "service_users": list(row.service_users)},
-                    "status": row.status,
-                    "attempts": row.attempts,
-                    "next_attempt_at": row.next_attempt_at,
+                    **_progress(row),
                     "last_error": None,
-                    "created_at": row.created_at,
-                    "sent_at": row.sent_at,
                 }
                 for row in batch
             ],
@@ -266,11 +231,14 @@ def upgrade() -> None:
                 for row in batch
             ],
         )
-    _drop_old_tables()
+    for name in ("notice", "ownerlessreport", "approvaldigest"):
+        _drop(name)
 
 
 def downgrade() -> None:
-    _create_old_tables()
+    notice, report = _create("notice"), _create("ownerlessreport")
+    digest = _create("approvaldigest")
+    outbox = _existing("outbox")
     for batch in _rows(outbox, outbox.c.id):
         notices, reports, digests = [], [], []
         for row in batch:
@@ -283,12 +251,8 @@ def downgrade() -> None:
                         "stage": row.payload["stage"],
                         "cutoff_at": datetime.fromisoformat(row.payload["cutoff_at"]),
                         "recipient": row.recipient,
-                        "status": row.status,
-                        "attempts": row.attempts,
-                        "next_attempt_at": row.next_attempt_at,
+                        **_progress(row),
                         "last_error": row.last_error,
-                        "created_at": row.created_at,
-                        "sent_at": row.sent_at,
                     }
                 )
             elif row.kind == "ownerless":
@@ -297,11 +261,7 @@ def downgrade() -> None:
                         "org_id": row.org_id,
                         "member": row.payload["member"],
                         "service_users": row.payload["service_users"],
-                        "status": row.status,
-                        "attempts": row.attempts,
-                        "next_attempt_at": row.next_attempt_at,
-                        "created_at": row.created_at,
-                        "sent_at": row.sent_at,
+                        **_progress(row),
                     }
                 )
             elif row.kind == "digest" and row.status == "sent":
@@ -317,6 +277,4 @@ def downgrade() -> None:
         _insert(notice, notices)
         _insert(report, reports)
         _insert(digest, digests)
-    with op.batch_alter_table("outbox", schema=None) as batch_op:
-        batch_op.drop_index("ix_outbox_due")
-    op.drop_table("outbox")
+    _drop("outbox")
