@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -80,14 +80,21 @@ async def _ownerless_report(deps: Deps, message: outbox.Message) -> dict[str, An
     )
 
 
+def _digest_for(
+    approver: str | None, pending: list[RequestInfo], now: datetime
+) -> list[RequestInfo]:
+    """What the approver's digest lists: the pending requests they may decide (not their
+    own), or nothing when none of them has waited a day yet."""
+    theirs = [r for r in pending if r.requester != approver]
+    return theirs if any(now - r.created_at >= digests.WAITING for r in theirs) else []
+
+
 async def _digest(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
     """The requests waiting for the approver, as they stand when the digest is sent."""
-    now = deps.clock()
     pending = await deps.call(approvals.pending_requests, deps.db, message.org)
-    theirs = [r for r in pending if r.requester != message.recipient]
-    if not any(now - r.created_at >= digests.WAITING for r in theirs):
-        return None  # decided meanwhile
-    return service_blocks.digest_message(theirs, deps.settings.command)
+    if listed := _digest_for(message.recipient, pending, deps.clock()):
+        return service_blocks.digest_message(listed, deps.settings.command)
+    return None  # decided meanwhile
 
 
 RENDERERS: dict[NoticeKind, Renderer] = {
@@ -126,11 +133,7 @@ async def queue_digests(deps: Deps, client: AsyncWebClient) -> int:
         log.info("approvers not known (%s); digests wait for a later sweep", failure_reason(error))
         return 0
     pending = await deps.call(approvals.pending_requests, deps.db, org)
-    owed = [
-        approver
-        for approver in people
-        if any(r.requester != approver and now - r.created_at >= digests.WAITING for r in pending)
-    ]
+    owed = [approver for approver in people if _digest_for(approver, pending, now)]
     if not owed:
         return 0
     return await deps.call(outbox.queue_digests, deps.db, org, owed, now)

@@ -133,6 +133,20 @@ def test_a_stale_claim_cannot_give_up_a_notice_another_sender_holds(db: Database
     assert third.id == first.id
 
 
+def test_a_notice_never_delivered_ends_as_the_dead_letter_after_the_last_attempt(
+    db: Database,
+) -> None:
+    issue(db)
+    after = NOW + 30 * DAY + timedelta(seconds=1)
+    sweep.sweep(db, after)
+    for attempt in range(1, outbox.MAX_ATTEMPTS + 1):
+        [notice] = outbox.claim_due(db, after)
+        assert notice.attempts == attempt
+        outbox.mark_retry(db, notice, after, timedelta(0), "internal_error")
+    assert outbox.claim_due(db, after + DAY) == []
+    assert outbox.pending_count(db) == 0
+
+
 def test_a_dry_run_writes_nothing(db: Database) -> None:
     issue(db)
     report = sweep.sweep(db, NOW + 31 * DAY, dry_run=True)
