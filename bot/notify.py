@@ -179,9 +179,7 @@ async def _recipients(deps: Deps, client: AsyncWebClient, message: outbox.Messag
     if message.recipient is not None:
         return [message.recipient]
     org = message.org
-    admins: list[str] = await deps.remember(
-        f"admins:{org}", PEOPLE_MAX_AGE, lambda: approvers.admins(client)
-    )
+    admins = await deps.remember(f"admins:{org}", PEOPLE_MAX_AGE, lambda: approvers.admins(client))
     return admins
 
 
