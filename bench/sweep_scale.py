@@ -40,7 +40,7 @@ def fill(url: str, size: int) -> None:
     db = Database(url)
     upgrade(db)
     with db.engine.begin() as conn:
-        for table in ("notice", "auditevent", "token", "member", "slackevent", "organization"):
+        for table in ("outbox", "auditevent", "token", "member", "slackevent", "organization"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
     with db.write() as session:
         org_id = lock_org(session, ORG, NOW).id

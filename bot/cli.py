@@ -61,7 +61,7 @@ def sweep_once(now: datetime | None, dry_run: bool) -> None:
     """``tokenbot sweep``: one pass as of ``now``; sends what it queues when it can."""
     from bot.app import build_app, shared_session
     from bot.jobs import sweep_and_deliver
-    from storage import notices, sweep
+    from storage import outbox, sweep
 
     settings = load_settings()
     deps = _prepare(settings)
@@ -86,7 +86,7 @@ def sweep_once(now: datetime | None, dry_run: bool) -> None:
     for line in report.lines():
         print("  " + line)
     if not dry_run:
-        waiting = notices.pending_count(deps.db)
+        waiting = outbox.pending_count(deps.db)
         if waiting and settings.slack_bot_token is None:
             print(
                 f"{waiting} message(s) wait to be sent: set SLACK_BOT_TOKEN, or let "

@@ -11,12 +11,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps, workspace_of
 from bot.members import profile_from_slack
-from bot.notify import (
-    deliver_digests,
-    deliver_notices,
-    deliver_ownerless_reports,
-    update_request_copies,
-)
+from bot.notify import deliver, queue_digests, update_request_copies
 from bot.profiles import apply_profile, fetch_groups
 from storage import approvals, events, sweep
 
@@ -29,9 +24,8 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
     report = await deps.call(sweep.sweep, deps.db, now)
     for request in await deps.call(approvals.expire_requests, deps.db, now):
         await update_request_copies(deps, client, request)
-    sent = await deliver_notices(deps, client)
-    sent += await deliver_digests(deps, client)
-    sent += await deliver_ownerless_reports(deps, client)
+    await queue_digests(deps, client)
+    sent = await deliver(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
     if report.expired or report.reminded or report.undelivered or sent:
         log.info(

@@ -1,10 +1,12 @@
-"""Messages that must eventually arrive: reminders and expiry notices, digests, reports
-to the admins, and the copies of a decided request. Sent through :mod:`bot.sender`."""
+"""Messages that must eventually arrive: one deliverer sends whatever the outbox
+(:mod:`storage.outbox`) holds that is due, each kind of message through its renderer;
+and the copies of a decided request are updated. Sent through :mod:`bot.sender`."""
 
 from __future__ import annotations
 
 import logging
-from datetime import timedelta
+from collections.abc import Awaitable, Callable, Iterable
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
@@ -14,7 +16,7 @@ from bot.blocks import service as service_blocks
 from bot.blocks import tokens as token_blocks
 from bot.deps import workspace_of
 from bot.sender import PERMANENT, dm, failure_reason, retry_delay, update
-from storage import approvals, digests, notices, ownerless
+from storage import approvals, digests, outbox
 from storage.approvals import RequestInfo
 from storage.models import NoticeKind
 
@@ -22,43 +24,6 @@ if TYPE_CHECKING:
     from bot.deps import Deps
 
 log = logging.getLogger(__name__)
-
-
-async def deliver_notices(deps: Deps, client: AsyncWebClient) -> int:
-    """Send the reminders and expiry notices that are due, by DM; return how many were
-    sent. A delivery that fails is tried again later (the outbox keeps it), never lost."""
-    sent = 0
-    while batch := await deps.call(notices.claim_due, deps.db, deps.clock()):
-        for notice in batch:
-            if notice.kind == NoticeKind.REMINDER:
-                message = token_blocks.reminder_message(
-                    notice.token,
-                    notice.stage,
-                    notice.allow_keep_alive,
-                    deps.settings.command,
-                    notice.service_user,
-                )
-            else:
-                message = token_blocks.expired_message(
-                    notice.token, deps.settings.command, notice.service_user
-                )
-            try:
-                await dm(client, notice.recipient, message)
-            except Exception as error:
-                reason = failure_reason(error)
-                if reason in PERMANENT:
-                    await deps.call(notices.mark_failed, deps.db, notice, reason)
-                    log.warning("notice %s to %s dropped: %s", notice.id, notice.recipient, reason)
-                else:
-                    delay = retry_delay(error, notice.attempts)
-                    await deps.call(
-                        notices.mark_retry, deps.db, notice, deps.clock(), delay, reason
-                    )
-                    log.info("notice %s will be retried in %s (%s)", notice.id, delay, reason)
-                continue
-            await deps.call(notices.mark_sent, deps.db, notice, deps.clock())
-            sent += 1
-    return sent
 
 
 async def update_request_copies(
@@ -81,6 +46,63 @@ async def update_request_copies(
 
 
 PEOPLE_MAX_AGE = timedelta(hours=1)  # how long the sweep trusts a list of approvers or admins
+NOBODY_TO_TELL = timedelta(hours=1)  # when to try again a report no admin was there to get
+# Messages about a token go to its owners, whatever their organization; the others are
+# about an organization's members and requests, and only the organization the bot token
+# serves is told of its own (R10).
+TOKEN_KINDS = (NoticeKind.REMINDER, NoticeKind.EXPIRED)
+WORKSPACE_KINDS = (NoticeKind.DIGEST, NoticeKind.OWNERLESS)
+
+# A renderer turns a claimed message into the Block Kit to send, or None when there is
+# nothing left to say (the message is then settled as skipped).
+Renderer = Callable[["Deps", outbox.Message], Awaitable[dict[str, Any] | None]]
+
+
+async def _reminder(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
+    assert message.token is not None  # a reminder is about a token
+    return token_blocks.reminder_message(
+        message.token,
+        message.payload["stage"],
+        message.allow_keep_alive,
+        deps.settings.command,
+        message.service_user,
+    )
+
+
+async def _expired(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
+    assert message.token is not None  # an expiry notice is about a token
+    return token_blocks.expired_message(message.token, deps.settings.command, message.service_user)
+
+
+async def _ownerless_report(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
+    return service_blocks.orphaned_message(
+        message.payload["member"], message.payload["service_users"], deps.settings.command
+    )
+
+
+def _digest_for(
+    approver: str | None, pending: list[RequestInfo], now: datetime
+) -> list[RequestInfo]:
+    """What the approver's digest lists: the pending requests they may decide (not their
+    own), or nothing when none of them has waited a day yet."""
+    theirs = [r for r in pending if r.requester != approver]
+    return theirs if any(now - r.created_at >= digests.WAITING for r in theirs) else []
+
+
+async def _digest(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
+    """The requests waiting for the approver, as they stand when the digest is sent."""
+    pending = await deps.call(approvals.pending_requests, deps.db, message.org)
+    if listed := _digest_for(message.recipient, pending, deps.clock()):
+        return service_blocks.digest_message(listed, deps.settings.command)
+    return None  # decided meanwhile
+
+
+RENDERERS: dict[NoticeKind, Renderer] = {
+    NoticeKind.REMINDER: _reminder,
+    NoticeKind.EXPIRED: _expired,
+    NoticeKind.OWNERLESS: _ownerless_report,
+    NoticeKind.DIGEST: _digest,
+}
 
 
 async def _own_workspace(deps: Deps, client: AsyncWebClient) -> str:
@@ -89,12 +111,11 @@ async def _own_workspace(deps: Deps, client: AsyncWebClient) -> str:
     return await deps.remember("workspace", timedelta(days=1), lambda: workspace_of(client))
 
 
-async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
-    """Remind each approver, once a day, of the requests that have waited a day or more
-    for a decision they may make (R25); return how many digests were sent. A digest that
-    cannot be delivered is given back, and a later sweep tries again that day. Only the
-    organization the bot token serves is considered: its approvers see only its requests
-    (R10). Who the approvers are is read from Slack at most once an hour."""
+async def queue_digests(deps: Deps, client: AsyncWebClient) -> int:
+    """Owe each approver, once a day, a reminder of the requests that have waited a day
+    or more for a decision they may make (R25); return how many digests were queued. Only
+    the organization the bot token serves is considered: its approvers see only its
+    requests (R10). Who the approvers are is read from Slack at most once an hour."""
     now = deps.clock()
     due = await deps.call(digests.orgs_due, deps.db, now)
     if not due:
@@ -112,61 +133,100 @@ async def deliver_digests(deps: Deps, client: AsyncWebClient) -> int:
         log.info("approvers not known (%s); digests wait for a later sweep", failure_reason(error))
         return 0
     pending = await deps.call(approvals.pending_requests, deps.db, org)
-    sent = 0
-    for approver in people:
-        theirs = [r for r in pending if r.requester != approver]
-        if not any(now - r.created_at >= digests.WAITING for r in theirs):
-            continue
-        if not await deps.call(digests.claim, deps.db, org, approver, now):
-            continue  # sent today already (or on its way), here or by another replica
-        try:
-            await dm(client, approver, service_blocks.digest_message(theirs, deps.settings.command))
-        except Exception as error:
-            await deps.call(digests.release, deps.db, org, approver, now)
-            log.info("digest to %s not delivered (%s); will retry", approver, failure_reason(error))
-            continue
-        sent += 1
-    return sent
-
-
-async def deliver_ownerless_reports(deps: Deps, client: AsyncWebClient) -> int:
-    """Tell the admins, by DM, of service users a deactivated member of the bot's own
-    organization solely owned (R17, R10); return how many reports went out. A report no
-    admin could be sent is tried again later (the outbox keeps it)."""
-    sent = 0
-    try:
-        org = await _own_workspace(deps, client)
-    except Exception as error:
-        log.info("workspace not known (%s); reports wait for a later sweep", failure_reason(error))
+    owed = [approver for approver in people if _digest_for(approver, pending, now)]
+    if not owed:
         return 0
-    while report := await deps.call(ownerless.claim_next, deps.db, org, deps.clock()):
-        message = service_blocks.orphaned_message(
-            report.member, report.service_users, deps.settings.command
-        )
-        reached, error = 0, None
+    return await deps.call(outbox.queue_digests, deps.db, org, owed, now)
+
+
+async def deliver(
+    deps: Deps, client: AsyncWebClient, kinds: Iterable[NoticeKind] = outbox.EVERY_KIND
+) -> int:
+    """Send the outbox's messages of ``kinds`` that are due, by DM; return how many went
+    out. A message that cannot be delivered now is tried again later, with backoff (the
+    outbox keeps it), and given up only when Slack says it never can be, or after
+    ``outbox.MAX_ATTEMPTS``."""
+    wanted = set(kinds)
+    sent = 0
+    if about_tokens := [k for k in TOKEN_KINDS if k in wanted]:
+        sent += await _deliver_due(deps, client, about_tokens, None)
+    if about_workspace := [k for k in WORKSPACE_KINDS if k in wanted]:
         try:
-            admins = await deps.remember(
-                f"admins:{org}", PEOPLE_MAX_AGE, lambda: approvers.admins(client)
+            org = await _own_workspace(deps, client)
+        except Exception as error:
+            log.info(
+                "workspace not known (%s); its messages wait for a later sweep",
+                failure_reason(error),
             )
-            for admin in admins:
-                try:
-                    await dm(client, admin, message)
-                    reached += 1
-                except Exception as failed:
-                    error = failed
-                    log.info(
-                        "admin %s not told of report %s (%s)",
-                        admin,
-                        report.id,
-                        failure_reason(failed),
-                    )
-        except Exception as failed:  # the admins are not known just now
-            error = failed
-        if reached:
-            await deps.call(ownerless.mark_sent, deps.db, report, deps.clock())
-            sent += 1
-        else:
-            delay = retry_delay(error, report.attempts) if error else timedelta(hours=1)
-            await deps.call(ownerless.mark_retry, deps.db, report, deps.clock(), delay)
-            log.warning("report %s to the admins will be retried in %s", report.id, delay)
+            return sent
+        sent += await _deliver_due(deps, client, about_workspace, org)
     return sent
+
+
+async def _deliver_due(
+    deps: Deps, client: AsyncWebClient, kinds: list[NoticeKind], org: str | None
+) -> int:
+    sent = 0
+    while batch := await deps.call(outbox.claim_due, deps.db, deps.clock(), kinds, org):
+        for message in batch:
+            sent += await _deliver_one(deps, client, message)
+    return sent
+
+
+async def _recipients(deps: Deps, client: AsyncWebClient, message: outbox.Message) -> list[str]:
+    """Who gets the message: its recipient, or else the organization's admins as Slack
+    lists them now."""
+    if message.recipient is not None:
+        return [message.recipient]
+    org = message.org
+    admins = await deps.remember(f"admins:{org}", PEOPLE_MAX_AGE, lambda: approvers.admins(client))
+    return admins
+
+
+async def _deliver_one(deps: Deps, client: AsyncWebClient, message: outbox.Message) -> bool:
+    """Render, send and settle one claimed message; True if anyone got it."""
+    rendered = await RENDERERS[message.kind](deps, message)
+    if rendered is None:
+        await deps.call(outbox.mark_skipped, deps.db, message)
+        return False
+    try:
+        people = await _recipients(deps, client, message)
+    except Exception as error:  # the admins are not known just now
+        await _retry(deps, message, error)
+        return False
+    reached, failures = 0, []
+    for user in people:
+        try:
+            await dm(client, user, rendered)
+            reached += 1
+        except Exception as error:
+            failures.append(error)
+            log.info(
+                "%s %s not delivered to %s (%s)",
+                message.kind,
+                message.id,
+                user,
+                failure_reason(error),
+            )
+    if reached:
+        await deps.call(outbox.mark_sent, deps.db, message, deps.clock())
+        return True
+    passing = [e for e in failures if failure_reason(e) not in PERMANENT]
+    if failures and not passing:
+        reason = failure_reason(failures[-1])
+        await deps.call(outbox.mark_failed, deps.db, message, reason)
+        log.warning("%s %s dropped: %s", message.kind, message.id, reason)
+        return False
+    await _retry(deps, message, passing[-1] if passing else None)
+    return False
+
+
+async def _retry(deps: Deps, message: outbox.Message, error: Exception | None) -> None:
+    """Put the message back for later: after Slack's Retry-After or a backoff, or after
+    NOBODY_TO_TELL when there was nobody to send it to."""
+    if error is None:
+        delay, reason = NOBODY_TO_TELL, "nobody to tell"
+    else:
+        delay, reason = retry_delay(error, message.attempts), failure_reason(error)
+    await deps.call(outbox.mark_retry, deps.db, message, deps.clock(), delay, reason)
+    log.info("%s %s will be retried in %s (%s)", message.kind, message.id, delay, reason)

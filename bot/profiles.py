@@ -13,8 +13,9 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
 from bot.members import profile_from_slack
-from bot.notify import deliver_ownerless_reports, update_request_copies
+from bot.notify import deliver, update_request_copies
 from storage import members
+from storage.models import NoticeKind
 from storage.usage import ValidToken
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ async def _after_deactivation(deps: Deps, client: AsyncWebClient, synced: member
     for request in synced.cancelled:
         await update_request_copies(deps, client, request)
     if synced.orphaned:
-        await deliver_ownerless_reports(deps, client)
+        await deliver(deps, client, [NoticeKind.OWNERLESS])
 
 
 REFRESH_TIMEOUT = 5  # seconds: a refresh that takes longer is tried again on a later use

@@ -7,7 +7,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from storage import approvals, audit, ownerless, services
+from storage import approvals, audit, outbox, services
 from storage.approvals import RequestInfo
 from storage.db import Database, invalidates
 from storage.models import ROLES, Token, TokenState
@@ -106,7 +106,7 @@ def sync_member(db: Database, org_slack_id: str, profile: Profile, now: datetime
         if profile.deleted and not was_deleted:
             orphaned = services.solely_owned(session, member)
             if orphaned:
-                ownerless.queue(session, org, profile.user_id, orphaned, now)
+                outbox.queue_ownerless_report(session, org, profile.user_id, orphaned, now)
             audit.record(
                 session,
                 org,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
@@ -173,30 +173,42 @@ class AuditEvent(SQLModel, table=True):
 
 
 class NoticeKind(StrEnum):
-    REMINDER = "reminder"
-    EXPIRED = "expired"
+    """What an outbox message is about: each kind has its own renderer in ``bot.notify``."""
+
+    REMINDER = "reminder"  # a token's cutoff is near (R12)
+    EXPIRED = "expired"  # a token has expired (R13)
+    OWNERLESS = "ownerless"  # to the admins: service users left with no owner (R17)
+    DIGEST = "digest"  # to an approver: the day's requests waiting for them (R25)
 
 
-class Notice(SQLModel, table=True):
-    """A message owed to a member about a token: the outbox of reminders and expiries.
+class OutboxStatus(StrEnum):
+    PENDING = "pending"  # owed; claimable once its next attempt is due
+    SENT = "sent"
+    SKIPPED = "skipped"  # no longer worth sending (a reminder whose window ended)
+    FAILED = "failed"  # the dead letter: Slack refused for good, or every attempt failed
 
-    The unique key makes each reminder stage of one inactivity window (identified by its
-    cutoff) and each expiry exist once, however many sweepers run, however often.
+
+class OutboxMessage(SQLModel, table=True):
+    """A message that must eventually arrive in Slack: claimed with a lease, settled by
+    the holder of the latest claim, retried with backoff, dead-lettered at the end.
+
+    ``dedupe_key``, where set, makes a message exist once however many sweepers,
+    restarts or replicas queue it (a reminder stage per inactivity window and recipient,
+    an expiry per recipient, a digest per approver and day). ``recipient`` None means the
+    organization's admins, as Slack lists them when the message is sent.
     """
 
-    __table_args__ = (
-        sa.UniqueConstraint("token_id", "kind", "stage", "cutoff_at", "recipient"),
-        sa.Index("ix_notice_due", "status", "next_attempt_at"),
-    )
+    __tablename__ = "outbox"
+    __table_args__ = (sa.Index("ix_outbox_due", "status", "next_attempt_at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     org_id: int = Field(foreign_key="organization.id")
-    token_id: int = Field(foreign_key="token.id")
     kind: str = Field(max_length=16)
-    stage: int = 0  # days before the cutoff, for reminders
-    cutoff_at: datetime = _at()
-    recipient: str = Field(max_length=32)  # a Slack user id
-    status: str = Field(default="pending", max_length=16)  # pending, sent, failed
+    dedupe_key: str | None = Field(default=None, max_length=200, unique=True)
+    recipient: str | None = Field(default=None, max_length=32)  # a Slack user id
+    token_id: int | None = Field(default=None, foreign_key="token.id")  # what it is about
+    payload: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON, nullable=False))
+    status: str = Field(default=OutboxStatus.PENDING, max_length=16)
     attempts: int = 0
     next_attempt_at: datetime = _at()
     last_error: str | None = Field(default=None, max_length=200)
@@ -279,31 +291,3 @@ class ApprovalMessage(SQLModel, table=True):
     request_id: int = Field(foreign_key="approvalrequest.id", primary_key=True)
     channel: str = Field(max_length=32, primary_key=True)
     ts: str = Field(max_length=32)
-
-
-class ApprovalDigest(SQLModel, table=True):
-    """The day's reminder digest of pending requests to one approver (R25): its key makes
-    a second sweeper's, a restarted one's or a replica's attempt that day a no-op."""
-
-    org_id: int = Field(foreign_key="organization.id", primary_key=True)
-    recipient: str = Field(max_length=32, primary_key=True)  # a Slack user id
-    day: date = Field(primary_key=True)  # in UTC
-    sent_at: datetime = _at()
-
-
-class OwnerlessReport(SQLModel, table=True):
-    """To the admins: a deactivated member was the only owner of these service users
-    (R17). Queued with the deactivation itself and sent like a notice, so it is not lost
-    when Slack cannot be reached at that moment."""
-
-    __table_args__ = (sa.Index("ix_ownerlessreport_due", "status", "next_attempt_at"),)
-
-    id: int | None = Field(default=None, primary_key=True)
-    org_id: int = Field(foreign_key="organization.id")
-    member: str = Field(max_length=32)  # the deactivated member's Slack user id
-    service_users: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
-    status: str = Field(default="pending", max_length=16)  # pending, sent, failed
-    attempts: int = 0
-    next_attempt_at: datetime = _at()
-    created_at: datetime = _at()
-    sent_at: datetime | None = _at(nullable=True)

@@ -19,17 +19,16 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session
 
-from storage import audit
+from storage import audit, outbox
 from storage.db import Database
-from storage.models import Member, Notice, NoticeKind, Organization, Token, TokenState
-from storage.orgs import LockedOrg, insert_ignore, lock_org
+from storage.models import Member, NoticeKind, Organization, Token, TokenState
+from storage.orgs import LockedOrg, lock_org
 from storage.services import recipients
 from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, lapse, token_info
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
 ORG = Organization.__table__  # type: ignore[attr-defined]
-NOTICE = Notice.__table__  # type: ignore[attr-defined]
 BATCH = 500
 
 
@@ -129,22 +128,7 @@ def _queue(
 ) -> bool:
     """Queue a notice to each of ``to``; False if every one of them exists already."""
     queued = [
-        insert_ignore(
-            session,
-            NOTICE,
-            {
-                "org_id": org.id,
-                "token_id": token.id,
-                "kind": kind,
-                "stage": stage,
-                "cutoff_at": token.cutoff_at,
-                "recipient": recipient,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            },
-        )
+        outbox.queue_token_notice(session, org, token, kind, stage, recipient, now)
         for recipient in to
     ]
     return any(queued)

@@ -13,7 +13,7 @@ from bot.jobs import sweep_and_deliver
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from bot.standin.server import Call
 from storage import approvals, audit, members, tokenformat
-from storage.models import Member, OwnerlessReport
+from storage.models import Member, NoticeKind, OutboxMessage
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import eventually, run_command, until_valid
 from tests.e2e.test_members import deliver, envelope
@@ -228,10 +228,11 @@ def profile_at(env: Running, user_id: str):
 def reports(env: Running) -> list[tuple[str, list[str], str]]:
     """The reports to the admins, as queued: (member, service users, status)."""
     with env.db.read() as session:
-        query = sa.select(
-            OwnerlessReport.member, OwnerlessReport.service_users, OwnerlessReport.status
+        query = sa.select(OutboxMessage.payload, OutboxMessage.status).where(
+            OutboxMessage.kind == NoticeKind.OWNERLESS
         )
-        return [tuple(row) for row in session.execute(query)]
+        rows = session.execute(query)
+        return [(row.payload["member"], row.payload["service_users"], row.status) for row in rows]
 
 
 async def test_a_sole_owners_deactivation_is_reported_to_the_admins_once(env: Running) -> None:
@@ -263,7 +264,10 @@ async def test_a_sole_owners_deactivation_is_reported_to_the_admins_once(env: Ru
 
 def retry_at(env: Running):
     with env.db.read() as session:
-        return session.execute(sa.select(OwnerlessReport.next_attempt_at)).scalar()
+        query = sa.select(OutboxMessage.next_attempt_at).where(
+            OutboxMessage.kind == NoticeKind.OWNERLESS
+        )
+        return session.execute(query).scalar()
 
 
 async def test_a_report_slack_refuses_at_first_reaches_the_admins_later(env: Running) -> None:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from bot.config import Settings
 from bot.deps import Deps
 from bot.jobs import build_scheduler
-from storage import notices, tokens
+from storage import outbox, tokens
 from storage.db import Database
 from tests.conftest import NOW, shown
 
@@ -39,7 +39,7 @@ def test_sweep_dry_run_says_what_it_would_do_and_does_nothing(
     assert result.returncode == 0, result.stderr
     assert "1 token(s) would be expired, 1 reminder(s) would be queued" in result.stdout
     assert "expired  T0ORG  old" in result.stdout and "reminder T0ORG  ci" in result.stdout
-    assert notices.pending_count(db) == 0
+    assert outbox.pending_count(db) == 0
 
 
 def test_sweep_queues_and_says_who_will_send_without_a_bot_token(
@@ -50,7 +50,7 @@ def test_sweep_queues_and_says_who_will_send_without_a_bot_token(
     assert result.returncode == 0, result.stderr
     assert "1 reminder(s) were queued" in result.stdout
     assert "1 message(s) wait to be sent" in result.stdout
-    assert notices.pending_count(db) == 1
+    assert outbox.pending_count(db) == 1
     again = run_sweep(database_url, "--now", (NOW + timedelta(days=23)).isoformat())
     assert "0 reminder(s) were queued" in again.stdout
 

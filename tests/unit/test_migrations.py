@@ -1,13 +1,27 @@
-"""The migrations build exactly the schema the models describe."""
+"""The migrations build exactly the schema the models describe, and carry the data."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
+from storage import outbox, sweep, tokens
 from storage.db import Database
-from storage.migrate import upgrade
+from storage.migrate import alembic_config, upgrade
+from storage.models import NoticeKind, UTCDateTime
+from storage.orgs import find_org
+from tests.conftest import NOW, TEST_DATABASE_URL, _postgres_url, shown
+
+ORG, ALICE, BOB, CAROL = "T0ORG", "U0ALICE", "U0BOB", "U0CAROL"
 
 
 def test_migrations_match_the_models(db: Database) -> None:
@@ -15,3 +29,147 @@ def test_migrations_match_the_models(db: Database) -> None:
     with db.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), SQLModel.metadata)
     assert diff == []
+
+
+MIGRATION_SCHEMA = "migration_0007"
+
+
+@pytest.fixture
+def at_0006(tmp_path: Path) -> Iterator[Database]:
+    """An empty database of its own, at revision 0006: a SQLite file, or on PostgreSQL a
+    schema of its own, so the shared one stays at the newest revision."""
+    if not TEST_DATABASE_URL:
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:
+        base = sa.make_url(_postgres_url())
+        admin = sa.create_engine(base)
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {MIGRATION_SCHEMA} CASCADE"))
+            conn.execute(sa.text(f"CREATE SCHEMA {MIGRATION_SCHEMA}"))
+        options = {"options": f"-csearch_path={MIGRATION_SCHEMA}"}
+        url = base.update_query_dict(options).render_as_string(hide_password=False)
+    db = Database(url)
+    command.upgrade(alembic_config(db), "0006")
+    yield db
+    db.dispose()
+    if TEST_DATABASE_URL:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f"DROP SCHEMA {MIGRATION_SCHEMA} CASCADE"))
+        admin.dispose()
+
+
+AT = UTCDateTime
+NOTICE = sa.table(
+    "notice",
+    *(sa.column(c, sa.Integer()) for c in ("id", "org_id", "token_id", "stage", "attempts")),
+    *(sa.column(c, sa.String()) for c in ("kind", "recipient", "status", "last_error")),
+    *(sa.column(c, AT()) for c in ("cutoff_at", "next_attempt_at", "created_at", "sent_at")),
+)
+REPORT = sa.table(
+    "ownerlessreport",
+    *(sa.column(c, sa.Integer()) for c in ("id", "org_id", "attempts")),
+    *(sa.column(c, sa.String()) for c in ("member", "status")),
+    sa.column("service_users", sa.JSON()),
+    *(sa.column(c, AT()) for c in ("next_attempt_at", "created_at", "sent_at")),
+)
+DIGEST = sa.table(
+    "approvaldigest",
+    sa.column("org_id", sa.Integer()),
+    sa.column("recipient", sa.String()),
+    sa.column("day", sa.Date()),
+    sa.column("sent_at", AT()),
+)
+OLD_TABLES = {"notice", "ownerlessreport", "approvaldigest"}
+
+
+def _rows(db: Database, table: Any) -> list[Any]:
+    with db.read() as session:
+        return list(session.execute(sa.select(table)).all())
+
+
+def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
+    at_0006: Database,
+) -> None:
+    db = at_0006
+    ci = shown(db, ORG, tokens.issue_user_token(db, ORG, ALICE, "ci", NOW))
+    month_ago = NOW - timedelta(days=31)
+    old = shown(db, ORG, tokens.issue_user_token(db, ORG, ALICE, "old", month_ago), month_ago)
+    reminded = NOW + timedelta(days=23)
+    with db.write() as session:
+        org = find_org(session, ORG)
+        assert org is not None
+        common = {"org_id": org.id, "recipient": ALICE, "last_error": None}
+        session.execute(
+            sa.insert(NOTICE),
+            [
+                {  # the 7-day reminder of "ci", sent
+                    **common,
+                    "token_id": ci.info.id,
+                    "kind": "reminder",
+                    "stage": 7,
+                    "cutoff_at": ci.info.cutoff_at,
+                    "status": "sent",
+                    "attempts": 1,
+                    "next_attempt_at": reminded,
+                    "created_at": reminded,
+                    "sent_at": reminded,
+                },
+                {  # the expiry of "old", not yet delivered
+                    **common,
+                    "token_id": old.info.id,
+                    "kind": "expired",
+                    "stage": 0,
+                    "cutoff_at": old.info.cutoff_at,
+                    "status": "pending",
+                    "attempts": 2,
+                    "next_attempt_at": NOW,
+                    "created_at": NOW,
+                    "sent_at": None,
+                    "last_error": "ratelimited",
+                },
+            ],
+        )
+        session.execute(
+            sa.insert(REPORT),
+            {
+                "org_id": org.id,
+                "member": "U0GONE",
+                "service_users": ["ci-deployer"],
+                "status": "pending",
+                "attempts": 1,
+                "next_attempt_at": NOW,
+                "created_at": NOW,
+                "sent_at": None,
+            },
+        )
+        session.execute(
+            sa.insert(DIGEST),
+            {"org_id": org.id, "recipient": BOB, "day": NOW.date(), "sent_at": NOW},
+        )
+
+    upgrade(db)
+
+    assert not OLD_TABLES & set(sa.inspect(db.engine).get_table_names())
+    # The expiry is still owed, where it was, with the attempts it has had.
+    [expiry] = outbox.claim_due(db, NOW, [NoticeKind.EXPIRED])
+    assert (expiry.recipient, expiry.token.name, expiry.attempts) == (ALICE, "old", 3)
+    # The report is owed to the admins.
+    [report] = outbox.claim_due(db, NOW, [NoticeKind.OWNERLESS], ORG)
+    assert report.recipient is None
+    assert report.payload == {"member": "U0GONE", "service_users": ["ci-deployer"]}
+    # What was sent is not sent again: the reminder stage and the day's digest hold.
+    assert sweep.sweep(db, reminded).reminded == []
+    assert outbox.queue_digests(db, ORG, [BOB], NOW) == 0
+    assert outbox.queue_digests(db, ORG, [CAROL], NOW) == 1
+    assert outbox.pending_count(db) == 3  # the expiry, the report, carol's digest
+
+    command.downgrade(alembic_config(db), "0006")
+
+    assert "outbox" not in sa.inspect(db.engine).get_table_names()
+    notices = sorted((n.kind, n.stage, n.status, n.attempts) for n in _rows(db, NOTICE))
+    assert notices == [("expired", 0, "pending", 3), ("reminder", 7, "sent", 1)]
+    [back] = _rows(db, REPORT)
+    assert (back.member, back.service_users, back.status) == ("U0GONE", ["ci-deployer"], "pending")
+    assert [(d.recipient, d.day) for d in _rows(db, DIGEST)] == [(BOB, NOW.date())]
+    upgrade(db)  # and up again
+    assert outbox.queue_digests(db, ORG, [BOB], NOW) == 0

@@ -6,10 +6,10 @@ from datetime import timedelta
 import pytest
 import sqlalchemy as sa
 
-from storage import approvals, audit, digests, members, services, sweep, tokens, usage
+from storage import approvals, audit, digests, members, outbox, services, sweep, tokens, usage
 from storage.db import Database
 from storage.errors import NotAllowed, TokenNotFound
-from storage.models import Notice, ServiceOwner
+from storage.models import NoticeKind, OutboxMessage, ServiceOwner
 from storage.orgs import ensure_member, find_org
 from tests.conftest import NOW, shown
 
@@ -106,14 +106,14 @@ def test_a_deactivated_owner_can_no_longer_act_on_the_token(db: Database) -> Non
 
 
 def notices(db: Database) -> list[tuple[str, str, int]]:
-    table = Notice.__table__
+    table = OutboxMessage.__table__
     with db.read() as session:
         rows = session.execute(
-            sa.select(table.c.recipient, table.c.kind, table.c.stage).order_by(
-                table.c.kind, table.c.recipient
-            )
+            sa.select(table.c.recipient, table.c.kind, table.c.payload)
+            .where(table.c.kind.in_([NoticeKind.REMINDER, NoticeKind.EXPIRED]))
+            .order_by(table.c.kind, table.c.recipient)
         )
-        return [tuple(row) for row in rows]
+        return [(row.recipient, row.kind, row.payload["stage"]) for row in rows]
 
 
 def test_service_token_reminders_and_expiry_go_to_each_active_owner(db: Database) -> None:
@@ -165,7 +165,8 @@ def test_deactivation_names_the_service_users_the_member_solely_owned_once(
     assert deactivate(db, CO_OWNER).orphaned == ["shared-sync"]
 
 
-def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
+def waiting_request(db: Database) -> None:
+    """Owner's request for ci-deployer, made at NOW."""
     approvals.request_service_token(
         db,
         ORG,
@@ -176,15 +177,37 @@ def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
         justification="needed",
         now=NOW,
     )
+
+
+def test_a_digest_is_claimed_once_a_day_per_approver(db: Database) -> None:
+    waiting_request(db)
     assert digests.orgs_due(db, NOW + timedelta(hours=23)) == []
     later = NOW + DAY
     assert digests.orgs_due(db, later) == [ORG]
-    assert digests.claim(db, ORG, APPROVER, later) is True
-    assert digests.claim(db, ORG, APPROVER, later + timedelta(hours=5)) is False
-    assert digests.claim(db, ORG, OTHER, later) is True
-    digests.release(db, ORG, OTHER, later)  # its delivery failed: it may go again
-    assert digests.claim(db, ORG, OTHER, later) is True
-    assert digests.claim(db, ORG, APPROVER, later + DAY) is True
+    assert outbox.queue_digests(db, ORG, [APPROVER], later) == 1
+    assert outbox.queue_digests(db, ORG, [APPROVER], later + timedelta(hours=5)) == 0
+    assert outbox.queue_digests(db, ORG, [OTHER], later) == 1
+    mine, other = outbox.claim_due(db, later, [NoticeKind.DIGEST], ORG)
+    outbox.mark_sent(db, mine, later)
+    outbox.mark_retry(db, other, later, timedelta(minutes=1), "internal_error")
+    # its delivery failed: it goes again
+    again = outbox.claim_due(db, later + timedelta(minutes=1), [NoticeKind.DIGEST], ORG)
+    assert [m.recipient for m in again] == [OTHER]
+    assert outbox.queue_digests(db, ORG, [APPROVER], later + DAY) == 1
+
+
+def test_a_digest_not_delivered_by_the_end_of_its_day_is_not_sent_the_next(
+    db: Database,
+) -> None:
+    waiting_request(db)
+    later = NOW + DAY
+    outbox.queue_digests(db, ORG, [APPROVER], later)
+    [first] = outbox.claim_due(db, later, [NoticeKind.DIGEST], ORG)
+    outbox.mark_retry(db, first, later, timedelta(hours=1), "internal_error")
+    outbox.queue_digests(db, ORG, [APPROVER], later + DAY)
+    [today] = outbox.claim_due(db, later + DAY, [NoticeKind.DIGEST], ORG)
+    assert today.payload["day"] == (later + DAY).date().isoformat()
+    assert outbox.pending_count(db) == 1  # yesterday's was skipped, today's is on its way
 
 
 def test_an_admin_keeps_service_tokens_alive_but_not_members_own(db: Database) -> None:
@@ -210,17 +233,16 @@ def test_when_the_workspace_forbids_keeping_nobody_keeps(db: Database) -> None:
 def test_ownerless_reports_are_claimed_per_organization_once_and_settled_by_the_claimer(
     db: Database,
 ) -> None:
-    from storage import ownerless
-
+    reports = [NoticeKind.OWNERLESS]
     service_token(db)
     deactivate(db, OWNER)
-    assert ownerless.claim_next(db, "T0ELSEWHERE", NOW) is None  # R10
-    first = ownerless.claim_next(db, ORG, NOW)
-    assert (first.member, first.service_users) == (OWNER, ["ci-deployer"])
-    assert ownerless.claim_next(db, ORG, NOW) is None  # leased
-    later = NOW + ownerless.LEASE + timedelta(seconds=1)
-    second = ownerless.claim_next(db, ORG, later)  # the first claimer's lease ran out
+    assert outbox.claim_due(db, NOW, reports, "T0ELSEWHERE") == []  # R10
+    [first] = outbox.claim_due(db, NOW, reports, ORG)
+    assert (first.payload["member"], first.payload["service_users"]) == (OWNER, ["ci-deployer"])
+    assert outbox.claim_due(db, NOW, reports, ORG) == []  # leased
+    later = NOW + outbox.LEASE + timedelta(seconds=1)
+    [second] = outbox.claim_due(db, later, reports, ORG)  # the first claimer's lease ran out
     assert second.id == first.id and second.attempts == 2
-    ownerless.mark_sent(db, second, later)
-    ownerless.mark_retry(db, first, later, timedelta(minutes=1))  # stale: changes nothing
-    assert ownerless.claim_next(db, ORG, later + DAY) is None
+    outbox.mark_sent(db, second, later)
+    outbox.mark_retry(db, first, later, timedelta(minutes=1), "timeout")  # stale: no change
+    assert outbox.claim_due(db, later + DAY, reports, ORG) == []

@@ -3,7 +3,7 @@ from datetime import timedelta
 import pytest
 
 from bot.members import role_of
-from storage import audit, events, members, notices, sweep, tokens, usage
+from storage import audit, events, members, outbox, sweep, tokens, usage
 from storage.db import Database
 from storage.errors import CapReached, NameTaken, NotAllowed
 from storage.models import DELIVERY_DEADLINE
@@ -83,7 +83,7 @@ def test_reminders_are_queued_once_per_stage_and_window(db: Database) -> None:
     assert sweep.sweep(db, day23).reminded == []  # a second sweep: nothing new
     assert sweep.sweep(db, day23 + DAY).reminded == []
     assert [s for _, _, s in sweep.sweep(db, NOW + 29 * DAY).reminded] == [1]
-    assert notices.pending_count(db) == 2
+    assert outbox.pending_count(db) == 2
     assert actions(db).count("token.reminder") == 2
 
 
@@ -100,7 +100,7 @@ def test_expiry_marks_the_token_and_queues_one_notice(db: Database) -> None:
     assert [t.id for _, t in report.expired] == [issued.info.id]
     assert sweep.sweep(db, after).expired == []
     assert tokens.list_user_tokens(db, ORG, ALICE, NOW).tokens == []  # expired for good
-    due = notices.claim_due(db, after)
+    due = outbox.claim_due(db, after)
     assert [(n.kind, n.recipient, n.token.name) for n in due] == [("expired", ALICE, "ci")]
 
 
@@ -108,36 +108,50 @@ def test_only_the_current_claim_holder_settles_a_notice(db: Database) -> None:
     issue(db)
     after = NOW + 30 * DAY + timedelta(seconds=1)
     sweep.sweep(db, after)
-    [first] = notices.claim_due(db, after)
-    assert notices.claim_due(db, after) == []  # leased to the first sender
-    later = after + notices.LEASE + timedelta(seconds=1)
-    [second] = notices.claim_due(db, later)  # the first sender's lease ran out
-    notices.mark_sent(db, second, later)
+    [first] = outbox.claim_due(db, after)
+    assert outbox.claim_due(db, after) == []  # leased to the first sender
+    later = after + outbox.LEASE + timedelta(seconds=1)
+    [second] = outbox.claim_due(db, later)  # the first sender's lease ran out
+    outbox.mark_sent(db, second, later)
     # The slow first sender reports back: it must not put the sent notice back to pending.
-    notices.mark_retry(db, first, later, timedelta(minutes=1), "timeout")
-    assert notices.pending_count(db) == 0
-    assert notices.claim_due(db, later + DAY) == []
+    outbox.mark_retry(db, first, later, timedelta(minutes=1), "timeout")
+    assert outbox.pending_count(db) == 0
+    assert outbox.claim_due(db, later + DAY) == []
 
 
 def test_a_stale_claim_cannot_give_up_a_notice_another_sender_holds(db: Database) -> None:
     issue(db)
     after = NOW + 30 * DAY + timedelta(seconds=1)
     sweep.sweep(db, after)
-    [first] = notices.claim_due(db, after)
-    later = after + notices.LEASE + timedelta(seconds=1)
-    [second] = notices.claim_due(db, later)
-    notices.mark_failed(db, first, "user_not_found")  # the stale sender gives up
-    assert notices.pending_count(db) == 1  # the second sender's claim still stands
-    notices.mark_retry(db, second, later, timedelta(minutes=1), "ratelimited")
-    [third] = notices.claim_due(db, later + timedelta(minutes=2))  # still owed
+    [first] = outbox.claim_due(db, after)
+    later = after + outbox.LEASE + timedelta(seconds=1)
+    [second] = outbox.claim_due(db, later)
+    outbox.mark_failed(db, first, "user_not_found")  # the stale sender gives up
+    assert outbox.pending_count(db) == 1  # the second sender's claim still stands
+    outbox.mark_retry(db, second, later, timedelta(minutes=1), "ratelimited")
+    [third] = outbox.claim_due(db, later + timedelta(minutes=2))  # still owed
     assert third.id == first.id
+
+
+def test_a_notice_never_delivered_ends_as_the_dead_letter_after_the_last_attempt(
+    db: Database,
+) -> None:
+    issue(db)
+    after = NOW + 30 * DAY + timedelta(seconds=1)
+    sweep.sweep(db, after)
+    for attempt in range(1, outbox.MAX_ATTEMPTS + 1):
+        [notice] = outbox.claim_due(db, after)
+        assert notice.attempts == attempt
+        outbox.mark_retry(db, notice, after, timedelta(0), "internal_error")
+    assert outbox.claim_due(db, after + DAY) == []
+    assert outbox.pending_count(db) == 0
 
 
 def test_a_dry_run_writes_nothing(db: Database) -> None:
     issue(db)
     report = sweep.sweep(db, NOW + 31 * DAY, dry_run=True)
     assert len(report.expired) == 1
-    assert notices.pending_count(db) == 0
+    assert outbox.pending_count(db) == 0
     assert len(tokens.list_user_tokens(db, ORG, ALICE, NOW).tokens) == 1
 
 
@@ -146,7 +160,7 @@ def test_a_use_after_a_reminder_drops_it_and_starts_a_new_window(db: Database) -
     day23 = NOW + 23 * DAY
     sweep.sweep(db, day23)
     usage.record_use(db, usage.validate(db, issued.secret, day23), day23, via="gw")
-    assert notices.claim_due(db, day23) == []  # the reminder's window is over
+    assert outbox.claim_due(db, day23) == []  # the reminder's window is over
     assert [s for _, _, s in sweep.sweep(db, day23 + 23 * DAY).reminded] == [7]
 
 
@@ -260,7 +274,7 @@ def test_the_sweep_revokes_a_token_not_delivered_in_time_and_reminds_nobody(
     assert tokens.mark_delivered(db, ORG, pending.info.id, NOW + DELIVERY_DEADLINE, "dm") is None
     assert usage.validate(db, pending.secret, NOW + DELIVERY_DEADLINE) is None
     later = sweep.sweep(db, NOW + 23 * DAY)  # when a delivered token would be reminded
-    assert later.reminded == [] and later.expired == [] and notices.pending_count(db) == 0
+    assert later.reminded == [] and later.expired == [] and outbox.pending_count(db) == 0
 
 
 def test_a_late_delivery_is_not_valid_either(db: Database) -> None:
