@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import screens
@@ -13,21 +13,36 @@ from bot.blocks import tokens as token_blocks
 from bot.deps import Deps
 from bot.guards import OwnerOrAdmin, owner_or_admin
 from bot.listeners.payload import button_id, clicked_on_home
-from bot.listeners.replies import Listener, Unavailable, answering
+from bot.listeners.replies import Listener, Redraw, Replies, Unavailable, answering
 from bot.sender import Responder
 from storage import tokens, usage
 
 
 def register(app: AsyncApp) -> None:
-    acting_on_a_token: dict[str, Listener] = {
-        token_blocks.REVOKE_ACTION: handle_revoke,
-        token_blocks.SERVICE_REVOKE_ACTION: handle_service_revoke,
-        token_blocks.KEEP_ALIVE_ACTION: handle_keep_alive,
-    }
-    for action_id, handler in acting_on_a_token.items():
-        app.action(action_id, middleware=[owner_or_admin])(answering(handler))
+    # A refusal shows the screen the button was on again, the sentence on top.
+    acting_on_a_token: list[tuple[str, Redraw, Listener]] = [
+        (token_blocks.REVOKE_ACTION, _token_list, handle_revoke),
+        (token_blocks.SERVICE_REVOKE_ACTION, _service_list, handle_service_revoke),
+        (token_blocks.KEEP_ALIVE_ACTION, _sentence, handle_keep_alive),
+    ]
+    for action_id, redraw, handler in acting_on_a_token:
+        replies = Replies(redraw=redraw)
+        app.action(action_id, middleware=[replies, owner_or_admin])(answering(handler))
     app.action(token_blocks.CANCEL_ACTION)(answering(handle_cancel))
     app.action(token_blocks.OPEN_GENERATE_ACTION)(answering(handle_open_generate))
+
+
+async def _token_list(context: AsyncBoltContext, notice: str) -> dict[str, Any]:
+    return await screens.token_list(context["deps"], context["org"], context["actor"], notice)
+
+
+async def _service_list(context: AsyncBoltContext, notice: str) -> dict[str, Any]:
+    deps, org, actor = context["deps"], context["org"], context["actor"]
+    return await screens.service_list(deps, org, actor, context["standing"], notice)
+
+
+async def _sentence(context: AsyncBoltContext, notice: str) -> dict[str, Any]:
+    return token_blocks.text_message(notice)
 
 
 async def _revoke(action: dict[str, Any], as_owner_or_admin: OwnerOrAdmin) -> str:

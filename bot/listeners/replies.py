@@ -5,9 +5,11 @@ becomes one plain sentence for the person, where they acted (:func:`refuse`):
   errors nowhere else), on the field the error names (InvalidField) or else the modal's
   main input, declared where the listener is registered;
 - a slash command: an ephemeral answer, in the acknowledgement when it was not sent yet;
-- a button: acknowledged first, then an ephemeral message through the click's
-  response_url (or in the channel, where the registration says so), or, for a click on
-  the Home tab, the Home tab again with the sentence on top.
+- a button: acknowledged first, then the screen it was on (a list, a reminder) again
+  with the sentence on top, where the registration says how to redraw it; else an
+  ephemeral message through the click's response_url (or in the channel, where the
+  registration says so); for a click on the Home tab, the Home tab again with the
+  sentence on top.
 
 It is reached two ways, both set up at registration: a guard's refusal comes before the
 listener, through Bolt's error handler (:func:`answer_error`); a listener's, through the
@@ -39,6 +41,8 @@ from storage.errors import InvalidField, TokenbotError
 log = logging.getLogger(__name__)
 AGAIN = "That did not work. Try again."
 Listener = Callable[..., Awaitable[None]]
+# (context, sentence) -> the message to show in place of the one clicked.
+Redraw = Callable[[AsyncBoltContext, str], Awaitable[dict[str, Any]]]
 
 
 class Unavailable(TokenbotError):
@@ -54,11 +58,14 @@ class Replies:
     ``field``: a modal's input that takes errors naming no field of their own (by
     default, the modal's first input). ``in_channel``: a button's refusals go in the
     channel (chat.postEphemeral) rather than through its response_url. ``after``: the
-    app's own words after a command's refusal, saying what to do next."""
+    app's own words after a command's refusal, saying what to do next. ``redraw``: for
+    a button on a screen (a list, a reminder), that screen as it is now with the
+    sentence on top, in place of the message clicked."""
 
     field: str | None = None
     in_channel: bool = False
     after: str = ""
+    redraw: Redraw | None = None
 
     async def __call__(
         self, context: AsyncBoltContext, next: Callable[[], Awaitable[None]]
@@ -104,6 +111,8 @@ def refuse(
         if acked:
             return Refusal(None, context["respond"](**message))
         return Refusal(message, None)
+    if replies.redraw is not None and not clicked_on_home(body):
+        return Refusal(None, _redraw(context, replies.redraw, words))
     return Refusal(None, _tell(context, client, body, words, in_channel=replies.in_channel))
 
 
@@ -185,6 +194,14 @@ async def _tell(
         )
     except Exception as error:  # logged here: a refusal told in the background has no caller
         log.warning("refusal not shown to %s (%s)", actor, failure_reason(error))
+
+
+async def _redraw(context: AsyncBoltContext, redraw: Redraw, words: str) -> None:
+    """The clicked message replaced by its screen as it is now, ``words`` on top."""
+    try:
+        await context["respond"](replace_original=True, **await redraw(context, words))
+    except Exception as error:  # logged here: a refusal told in the background has no caller
+        log.warning("refusal not shown to %s (%s)", context["actor"], failure_reason(error))
 
 
 def _first_input(view: dict[str, Any]) -> str | None:

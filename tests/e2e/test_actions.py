@@ -40,6 +40,25 @@ async def test_a_second_click_on_revoke_changes_nothing_and_says_why(env: Runnin
     assert "“one” is no longer active" in second.text_content()
 
 
+async def test_a_refused_revoke_redraws_the_list_as_it_is_now_with_the_reason_on_top(
+    env: Running,
+) -> None:
+    await generate(env, ALICE, "one")
+    await generate(env, ALICE, "two")
+    listing = await run_command(env, "list", ALICE)
+    one_id = str(tokens.find_user_token(env.db, ORG, ALICE, "one", env.deps.clock()).id)
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_token", ALICE, value=one_id)
+    await env.standin.wait_for("response_url", after=mark)
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "revoke_token", ALICE, value=one_id)  # the stale list
+    again = await env.standin.wait_for("response_url", after=mark)
+    assert again.args["replace_original"] is True
+    text = again.text_content()
+    assert text.index("“one” is no longer active") < text.index("*two*")
+    assert "(1 of 10)" in text and "*one*" not in text
+
+
 async def test_nobody_can_revoke_another_members_token(env: Running) -> None:
     await generate(env, ALICE, "mine")
     listing = await run_command(env, "list", ALICE)

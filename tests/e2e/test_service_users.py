@@ -303,6 +303,7 @@ async def test_with_no_owner_left_the_admins_are_reminded_and_may_keep_it(env: R
     await env.slack.click(dm, "keep_alive", NOBODY)  # neither owner nor admin
     refused = await env.standin.wait_for("response_url", after=mark)
     assert "service users you own" in refused.text_content()
+    assert refused.args["replace_original"] is True  # the reminder says why, in its place
     mark = len(env.standin.calls)
     await env.slack.click(dm, "keep_alive", BOB)
     kept = await env.standin.wait_for("response_url", after=mark)
