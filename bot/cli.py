@@ -161,10 +161,10 @@ async def serve_socket_mode(deps: Deps, app_token: str) -> None:
             jobs.start()
             handler = AsyncSocketModeHandler(app, app_token)
             try:
-                await handler.start_async()
+                await handler.start_async()  # type: ignore[no-untyped-call]
             finally:
                 # Slack sends new events to the app's other connections meanwhile.
-                await handler.close_async()
+                await handler.close_async()  # type: ignore[no-untyped-call]
                 await wind_down(deps)
                 jobs.shutdown(wait=False)
     finally:

@@ -327,7 +327,7 @@ def report_message(report: Report) -> Message:
     ]
     for kind in ("user", "service"):
         states = report.tokens.get(kind, {})
-        shown = ("active", "revoked", "expired")
+        shown: tuple[str, ...] = ("active", "revoked", "expired")
         if states.get("being delivered"):
             shown += ("being delivered",)
         summary = ", ".join(f"{states.get(s, 0)} {s}" for s in shown)
