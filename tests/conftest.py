@@ -13,9 +13,10 @@ after that one and the worker (``tb_tests_gw0``), which it creates and drops its
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -25,6 +26,7 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import SQLModel
 
+from bot import cli
 from storage import tokens
 from storage.db import Database
 from storage.migrate import upgrade
@@ -166,3 +168,54 @@ def shown(db: Database, org: str, issued: IssuedToken, now: datetime = NOW) -> I
     info = tokens.mark_delivered(db, org, issued.info.id, now, "test")
     assert info is not None
     return IssuedToken(info=info, secret=issued.secret)
+
+
+@dataclass
+class CliRun:
+    """What ``tokenbot ARGS`` did: its exit status and what it wrote."""
+
+    code: int
+    stdout: str
+    stderr: str
+
+
+Tokenbot = Callable[..., CliRun]
+
+
+@pytest.fixture
+def tokenbot(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Tokenbot:
+    """``tokenbot ARGS`` run in this process, through the entry point the installed
+    command calls, with only the SLACK_* and TOKENBOT_* settings given in ``env``.
+
+    It never serves: a command that would start listening fails the test instead.
+    """
+
+    def never_serve(*args: object, **kwargs: object) -> None:
+        raise AssertionError("tokenbot started serving")
+
+    monkeypatch.setattr("bot.server.serve_listeners", never_serve)
+    monkeypatch.setattr("bot.cli.serve_socket_mode", never_serve)
+
+    def run(*args: str, env: dict[str, str] | None = None) -> CliRun:
+        for name in list(os.environ):
+            if name.startswith(("SLACK_", "TOKENBOT_")):
+                monkeypatch.delenv(name)
+        for name, value in (env or {}).items():
+            monkeypatch.setenv(name, value)
+        # The command sets up logging for a process of its own; the test process's is
+        # put back after it.
+        loggers = [logging.getLogger(), *map(logging.getLogger, ("slack_sdk", "slack_bolt"))]
+        saved = [(logger.handlers[:], logger.level) for logger in loggers]
+        capsys.readouterr()
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exit_:  # argparse refusing the arguments
+            code = exit_.code if isinstance(exit_.code, int) else int(exit_.code is not None)
+        finally:
+            for logger, (handlers, level) in zip(loggers, saved, strict=True):
+                logger.handlers[:] = handlers
+                logger.setLevel(level)
+        out, err = capsys.readouterr()
+        return CliRun(code, out, err)
+
+    return run

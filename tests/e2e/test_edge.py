@@ -9,7 +9,6 @@ import logging
 import os
 import resource
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -27,6 +26,7 @@ from bot.config import SettingsError, load_settings
 from bot.logs import setup_logging
 from bot.standin.harness import BOT_TOKEN, RESOURCE_SERVER, SIGNING_SECRET, Running
 from bot.standin.server import SlackStandin, free_port
+from tests.conftest import Tokenbot
 from tests.e2e.conftest import ALICE
 
 FORM = "application/x-www-form-urlencoded"
@@ -232,9 +232,8 @@ class Served:
     api_url: str | None
 
 
-def _environment(database_url: str, slack_api_url: str, extra: dict[str, str]) -> dict[str, str]:
+def _settings(database_url: str, slack_api_url: str, extra: dict[str, str]) -> dict[str, str]:
     return {
-        **os.environ,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_API_URL": slack_api_url,
@@ -242,6 +241,10 @@ def _environment(database_url: str, slack_api_url: str, extra: dict[str, str]) -
         "TOKENBOT_RESOURCE_SERVERS": ":".join(RESOURCE_SERVER),
         **extra,
     }
+
+
+def _environment(database_url: str, slack_api_url: str, extra: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **_settings(database_url, slack_api_url, extra)}
 
 
 @asynccontextmanager
@@ -420,19 +423,14 @@ def test_a_bad_api_listener_is_named_in_one_line(
     assert "\n" not in str(refused.value)
 
 
-def test_a_bad_api_listener_stops_the_process_with_one_line(database_url: str) -> None:
-    environment = _environment(database_url, "http://127.0.0.1:9/api/", {})
-    environment["TOKENBOT_API_LISTEN"] = "127.0.0.1"
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "serve", "--port", str(free_port())],
-        env=environment,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    lines = done.stderr.decode().strip().splitlines()
+def test_a_bad_api_listener_stops_the_process_with_one_line(
+    database_url: str, tokenbot: Tokenbot
+) -> None:
+    settings = _settings(database_url, "http://127.0.0.1:9/api/", {})
+    settings["TOKENBOT_API_LISTEN"] = "127.0.0.1"
+    done = tokenbot("serve", "--port", str(free_port()), env=settings)
+    assert done.code == 2
+    lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tokenbot: TOKENBOT_API_LISTEN:"), lines
 
 
