@@ -125,7 +125,7 @@ class Call:
     method: str
     args: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
-    result: dict[str, Any] = field(default_factory=dict)  # what the stand-in answered
+    result: dict[str, Any] = field(default_factory=dict)  # what the stand-in answered, once it has
 
     @property
     def blocks(self) -> list[dict[str, Any]]:
@@ -262,8 +262,7 @@ class SlackStandin:
                     return call
             return None
 
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(found), timeout)
+        await self._wait(found, timeout, f"no {' or '.join(methods)} call", after)
         result = found()
         assert result is not None
         return result
@@ -283,11 +282,25 @@ class SlackStandin:
         def matching() -> list[Call]:
             return [c for c in self.calls[after:] if c.method == method and predicate(c)]
 
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(matching()) >= count), timeout
-            )
+        await self._wait(
+            lambda: len(matching()) >= count,
+            timeout,
+            f"fewer than {count} {method} calls ({len(matching())} so far)",
+            after,
+        )
         return matching()
+
+    async def _wait(
+        self, done: Callable[[], object], timeout: float, what: str, after: int
+    ) -> None:
+        """Wait until ``done()`` holds: it is looked at again whenever a call arrives or
+        is answered. TimeoutError, saying what was missing, when it does not hold in time."""
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(done), timeout)
+        except TimeoutError:
+            seen = [c.method for c in self.calls[after:]]
+            raise TimeoutError(f"{what} after {timeout} s; the calls since: {seen}") from None
 
     async def _record(self, method: str, args: dict[str, Any]) -> Call:
         call = Call(method, args)
@@ -295,6 +308,13 @@ class SlackStandin:
             self.calls.append(call)
             self._changed.notify_all()
         return call
+
+    async def _answer(self, call: Call, result: dict[str, Any]) -> JSONResponse:
+        """Answer ``call`` with ``result``; whoever waits for answered calls is told."""
+        async with self._changed:
+            call.result = result
+            self._changed.notify_all()
+        return JSONResponse(result)
 
     def _take_failure(self, method: str) -> Failure | None:
         queue = self._failures.get(method)
@@ -326,10 +346,10 @@ class SlackStandin:
             return JSONResponse({"ok": False, "error": "unknown_method"})
         if problems := self._limits(method, args):
             self.refused.append((call, problems))
-            call.result = {"ok": False, "error": "invalid_blocks", "problems": problems}
-            return JSONResponse(call.result)
-        call.result = {"ok": True, **handler(args)}
-        return JSONResponse(call.result)
+            return await self._answer(
+                call, {"ok": False, "error": "invalid_blocks", "problems": problems}
+            )
+        return await self._answer(call, {"ok": True, **handler(args)})
 
     async def _response_url(self, request: Request) -> Response:
         key = request.path_params["key"]

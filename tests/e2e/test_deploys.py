@@ -24,7 +24,6 @@ from storage import audit, sweep, tokenformat, usage
 from storage.db import Database
 from storage.models import DELIVERY_DEADLINE, Token
 from tests.e2e.conftest import ALICE
-from tests.e2e.flows import eventually
 
 ORG = "T0TOKENBOT"
 GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
@@ -119,11 +118,7 @@ async def submit_generate(standin: SlackStandin, server: Server, names: list[str
 
 async def deliveries(standin: SlackStandin, mark: int, count: int) -> list[Call]:
     """Wait for ``count`` token deliveries to have reached Slack (held there)."""
-    calls = await eventually(
-        lambda: [c for c in standin.calls[mark:] if c.method == "response_url"],
-        lambda found: len(found) >= count,
-        timeout=15,
-    )
+    calls = await standin.wait_for_count("response_url", count, after=mark, timeout=15)
     assert len(calls) == count
     return calls
 

@@ -222,10 +222,10 @@ async def test_stale_profiles_refreshed_together_fetch_the_groups_once(env: Runn
     answers = await asyncio.gather(*(answer(env, secret) for secret in secrets))
     assert all(a["active"] and a["groups"] == ["platform"] for a in answers)
     first = await env.standin.wait_for("usergroups.list", after=mark)
-    await eventually(
-        lambda: calls_since(env, "users.info", mark),
-        lambda calls: len(calls) == len(people) and all(c.result for c in calls),
+    await env.standin.wait_for_count(
+        "users.info", len(people), lambda call: bool(call.result), after=mark
     )
+    assert len(calls_since(env, "users.info", mark)) == len(people)
     # Every refresh now wants the groups: none asks Slack a second time.
     with pytest.raises(TimeoutError):
         await env.standin.wait_for(
