@@ -311,8 +311,10 @@ class SlackStandin:
 
     async def _answer(self, call: Call, result: dict[str, Any]) -> JSONResponse:
         """Answer ``call`` with ``result``; whoever waits for answered calls is told."""
+        # Set before anything can suspend: whoever was woken by the call's arrival finds
+        # it answered, as Slack's caller does.
+        call.result = result
         async with self._changed:
-            call.result = result
             self._changed.notify_all()
         return JSONResponse(result)
 
