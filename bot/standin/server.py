@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -483,13 +484,54 @@ class SlackStandin:
             self._holds.clear()
 
 
+class _PromptServer(uvicorn.Server):
+    """uvicorn's server, stopped as soon as it is asked to.
+
+    uvicorn looks whether it should stop every 0.1 s, and once stopping waits 0.1 s for
+    its connections before it looks whether any are left; a test starts and stops two
+    servers, so these waits would add up to more than the test itself. This one wakes at
+    once when stopped, and looks for connections still open every few milliseconds. What
+    stopping does is uvicorn's: no new connections, requests in flight answered, then the
+    lifespan's shutdown.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self._stop.set()
+
+    async def main_loop(self) -> None:
+        ticks = 0
+        while not await self.on_tick(ticks):
+            ticks += 10  # uvicorn refreshes its Date header on every tenth tick
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # idle ones close now, busy ones after their answer
+        state = self.server_state
+        # uvicorn tells of no connection's end: looked at, as uvicorn does, only oftener.
+        while (state.connections or state.tasks) and not self.force_exit:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+
 @asynccontextmanager
 async def serve_in_background(app: Any, port: int) -> AsyncIterator[None]:
     """Run ``app`` with uvicorn on 127.0.0.1:``port`` until the block ends."""
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
     )
-    server = uvicorn.Server(config)
+    server = _PromptServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -499,5 +541,5 @@ async def serve_in_background(app: Any, port: int) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        server.should_exit = True
+        server.stop()
         await task
