@@ -17,7 +17,7 @@ import httpx
 import sqlalchemy as sa
 
 from bot.deps import utcnow
-from bot.standin.client import SlackClient
+from bot.standin.client import SlackClient, http_client
 from bot.standin.harness import BOT_TOKEN, RESOURCE_SERVER, SIGNING_SECRET
 from bot.standin.server import Call, SlackStandin, free_port
 from storage import audit, sweep, tokenformat, usage
@@ -63,7 +63,7 @@ class Server:
 
     async def healthy(self) -> bool:
         try:
-            async with httpx.AsyncClient(base_url=self.url, timeout=2) as http:
+            async with http_client(base_url=self.url, timeout=2) as http:
                 return (await http.get("/healthz")).status_code == 200
         except httpx.TransportError:
             return False
@@ -78,7 +78,7 @@ class Server:
         raise AssertionError(f"tokenbot did not start:\n{self.log.read_text()}")
 
     async def introspect(self, secret: str) -> dict:
-        async with httpx.AsyncClient(base_url=self.url, auth=GATEWAY) as http:
+        async with http_client(base_url=self.url, auth=GATEWAY) as http:
             response = await http.post("/api/v1/introspect", data={"token": secret})
         assert response.status_code == 200
         return dict(response.json())

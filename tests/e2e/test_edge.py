@@ -24,6 +24,7 @@ from slack_bolt.async_app import AsyncBoltRequest
 from bot.app import build_app, shared_session
 from bot.config import SettingsError, load_settings
 from bot.logs import setup_logging
+from bot.standin.client import http_client
 from bot.standin.harness import BOT_TOKEN, RESOURCE_SERVER, SIGNING_SECRET, Running
 from bot.standin.server import SlackStandin, free_port
 from tests.conftest import Tokenbot
@@ -272,7 +273,7 @@ async def tokenbot_serve(
         url = f"http://127.0.0.1:{port}"
         api_url = f"http://127.0.0.1:{api_port}" if api_port else None
         try:
-            async with httpx.AsyncClient(timeout=2) as http:
+            async with http_client(timeout=2) as http:
                 for base in filter(None, (url, api_url)):
                     await _wait_healthy(http, base, process)
             yield Served(url, api_url)
@@ -359,7 +360,7 @@ async def test_many_idle_connections_do_not_stop_healthz(database_url: str) -> N
         assert url.host and url.port
         idle = [await asyncio.open_connection(url.host, url.port) for _ in range(400)]
         try:
-            async with httpx.AsyncClient(timeout=5) as http:
+            async with http_client(timeout=5) as http:
                 response = await http.get(served.url + "/healthz")
             assert response.status_code == 200
         finally:
@@ -374,7 +375,7 @@ async def test_the_api_can_be_served_on_its_own_listener(database_url: str) -> N
     ) as served:
         assert served.api_url
         auth = httpx.BasicAuth(*RESOURCE_SERVER)
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with http_client(timeout=5) as http:
             public = await http.post(
                 served.url + "/api/v1/introspect", data={"token": "x"}, auth=auth
             )
@@ -403,7 +404,7 @@ async def test_the_api_listener_can_be_set_from_the_environment(database_url: st
         database_url, env={"TOKENBOT_API_LISTEN": f"127.0.0.1:{api_port}"}, api_port=api_port
     ) as served:
         assert served.api_url
-        async with httpx.AsyncClient(timeout=5) as http:
+        async with http_client(timeout=5) as http:
             public = await http.post(served.url + "/api/v1/introspect", data={"token": "x"})
             internal = await http.post(served.api_url + "/api/v1/introspect", data={"token": "x"})
         assert public.status_code == 404

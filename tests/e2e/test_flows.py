@@ -3,10 +3,10 @@ comes returns as soon as it does."""
 
 import asyncio
 
-import httpx
 import pytest
 
 from bot.standin import SlackStandin
+from bot.standin.client import http_client
 from tests.e2e.flows import eventually, eventually_async
 
 
@@ -30,7 +30,7 @@ async def test_eventually_async_fails_when_the_outcome_never_comes() -> None:
 
 async def test_a_wait_for_a_call_that_never_comes_fails_saying_what_came() -> None:
     standin = SlackStandin()
-    async with standin.running(), httpx.AsyncClient(base_url=standin.base_url) as http:
+    async with standin.running(), http_client(base_url=standin.base_url) as http:
         await http.post("/api/auth.test")
         with pytest.raises(TimeoutError, match=r"no views.open call .*\['auth.test'\]"):
             await standin.wait_for("views.open", timeout=0.1)
@@ -42,7 +42,7 @@ async def test_a_wait_for_a_call_that_never_comes_fails_saying_what_came() -> No
 
 async def test_waits_return_once_the_calls_arrive_and_once_they_are_answered() -> None:
     standin = SlackStandin()
-    async with standin.running(), httpx.AsyncClient(base_url=standin.base_url) as http:
+    async with standin.running(), http_client(base_url=standin.base_url) as http:
         gate = standin.hold("auth.test")
         posts = [asyncio.create_task(http.post("/api/auth.test")) for _ in range(3)]
         arrived = await standin.wait_for_count("auth.test", 3)
