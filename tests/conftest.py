@@ -6,9 +6,11 @@ migrated file; on PostgreSQL each test finds the database as the migrations left
 rows and sequences alike (deleting the few rows a test leaves is much faster than
 TRUNCATE, or than a copy of the database made from a template).
 
-PostgreSQL: only the database TOKENBOT_TEST_DATABASE_URL names is used, its schema
-dropped and rebuilt. Under pytest-xdist each worker uses a database of its own, named
-after that one and the worker (``tb_tests_gw0``), which it creates and drops itself.
+PostgreSQL: only the database TOKENBOT_TEST_DATABASE_URL names is used. Its schema
+``public`` is dropped and rebuilt; under pytest-xdist each worker uses a schema of its own
+instead (``gw0``, ``gw1``...), and tests that share a server for a whole module one more
+(``module``, ``gw0_module``...), each created and dropped here. Schemas rather than
+databases: dropping a database makes PostgreSQL write out everything it holds first.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -66,26 +69,32 @@ class _MigratedPostgres:
                 )
 
 
-def _create_worker_database(given: sa.URL) -> sa.URL:
-    """The database of this xdist worker, named after the given one, created empty."""
-    assert given.database, "TOKENBOT_TEST_DATABASE_URL names no database"
-    own = given.set(database=f"{given.database}_{WORKER}")
-    admin = sa.create_engine(given, isolation_level="AUTOCOMMIT")
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{own.database}" WITH (FORCE)'))
-            conn.execute(sa.text(f'CREATE DATABASE "{own.database}"'))
-    finally:
-        admin.dispose()
-    return own
+def _in_schema(url: sa.URL, schema: str) -> str:
+    """``url``, its connections working in ``schema`` (their search_path)."""
+    if schema != "public":
+        assert "options" not in url.query, "TOKENBOT_TEST_DATABASE_URL sets options already"
+        url = url.update_query_dict({"options": f"-csearch_path={schema}"})
+    return url.render_as_string(hide_password=False)
 
 
-def _drop_worker_database(given: sa.URL, own: sa.URL) -> None:
-    admin = sa.create_engine(given, isolation_level="AUTOCOMMIT")
+@contextmanager
+def _migrated_schema(schema: str) -> Iterator[str]:
+    """The URL of ``schema`` in the test database, new and migrated; dropped after
+    unless it is ``public``, which is left as the last test left it."""
+    url = _in_schema(_psycopg(sa.make_url(TEST_DATABASE_URL)), schema)
+    admin = sa.create_engine(url)
     try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{own.database}" WITH (FORCE)'))
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+        db = Database(url)
+        upgrade(db)
+        db.dispose()
+        yield url
     finally:
+        if schema != "public":
+            with admin.begin() as conn:
+                conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
         admin.dispose()
 
 
@@ -94,40 +103,33 @@ def _migrated_postgres() -> Iterator[_MigratedPostgres | None]:
     if not TEST_DATABASE_URL:
         yield None
         return
-    given = _psycopg(sa.make_url(TEST_DATABASE_URL))
-    url = _create_worker_database(given) if WORKER else given
-    engine = sa.create_engine(url)
-    try:
-        with engine.begin() as conn:
-            conn.execute(sa.text("DROP SCHEMA IF EXISTS public CASCADE"))
-            conn.execute(sa.text("CREATE SCHEMA public"))
-        db = Database(url.render_as_string(hide_password=False))
-        upgrade(db)
-        db.dispose()
-        with engine.connect() as conn:
-            rows = {
-                table: [dict(row._mapping) for row in conn.execute(table.select())]
-                for table in SQLModel.metadata.sorted_tables
-            }
-            names = conn.execute(
-                sa.text("SELECT sequencename FROM pg_sequences WHERE schemaname = 'public'")
-            ).scalars()
-            sequences = {
-                name: tuple(
-                    conn.execute(sa.text(f'SELECT last_value, is_called FROM "{name}"')).one()
-                )
-                for name in list(names)
-            }
-        yield _MigratedPostgres(
-            url=url.render_as_string(hide_password=False),
-            engine=engine,
-            rows={table: found for table, found in rows.items() if found},
-            sequences=sequences,  # type: ignore[arg-type]
-        )
-    finally:
-        engine.dispose()
-        if WORKER:
-            _drop_worker_database(given, url)
+    with _migrated_schema(WORKER or "public") as url:
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                rows = {
+                    table: [dict(row._mapping) for row in conn.execute(table.select())]
+                    for table in SQLModel.metadata.sorted_tables
+                }
+                names = conn.execute(
+                    sa.text(
+                        "SELECT sequencename FROM pg_sequences WHERE schemaname = current_schema()"
+                    )
+                ).scalars()
+                sequences = {
+                    name: tuple(
+                        conn.execute(sa.text(f'SELECT last_value, is_called FROM "{name}"')).one()
+                    )
+                    for name in list(names)
+                }
+            yield _MigratedPostgres(
+                url=url,
+                engine=engine,
+                rows={table: found for table, found in rows.items() if found},
+                sequences=sequences,  # type: ignore[arg-type]
+            )
+        finally:
+            engine.dispose()
 
 
 @pytest.fixture(scope="session")
@@ -154,6 +156,19 @@ def database_url(
         return f"sqlite:///{path}"
     _migrated_postgres.reset()
     return _migrated_postgres.url
+
+
+@pytest.fixture(scope="module")
+def module_database_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A migrated database of its own for a module's tests to share, such as a server
+    they all talk to; no other test uses it."""
+    if not TEST_DATABASE_URL:
+        path = request.getfixturevalue("tmp_path_factory").mktemp("module") / "tokenbot.db"
+        shutil.copyfile(request.getfixturevalue("_migrated_sqlite"), path)
+        yield f"sqlite:///{path}"
+        return
+    with _migrated_schema(f"{WORKER}_module" if WORKER else "module") as url:
+        yield url
 
 
 @pytest.fixture
