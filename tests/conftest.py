@@ -56,9 +56,28 @@ class _MigratedPostgres:
     sequences: dict[str, tuple[int, bool]]  # name -> (last_value, is_called)
 
     def reset(self) -> None:
-        """Back to what the migrations left: no other rows, sequences where they were."""
+        """Back to what the migrations left: no other rows, sequences where they were.
+
+        A write the last test left running (a refresh cancelled at shutdown still ends
+        the transaction its thread began) is waited for, as TRUNCATE would; should
+        PostgreSQL end a deadlock with it by ending the reset, the reset starts again.
+        """
+        for attempt in range(3):
+            try:
+                self._reset()
+                return
+            except sa.exc.OperationalError as error:
+                deadlock = getattr(error.orig, "sqlstate", None) == "40P01"
+                if not deadlock or attempt == 2:
+                    raise
+
+    def _reset(self) -> None:
+        tables = SQLModel.metadata.sorted_tables
         with self.engine.begin() as conn:
-            for table in reversed(SQLModel.metadata.sorted_tables):
+            # Parents first, in the order the app's transactions take their locks.
+            names = ", ".join(f'"{table.name}"' for table in tables)
+            conn.execute(sa.text(f"LOCK TABLE {names} IN ACCESS EXCLUSIVE MODE"))
+            for table in reversed(tables):
                 conn.execute(table.delete())
             for table, rows in self.rows.items():
                 conn.execute(table.insert(), rows)
