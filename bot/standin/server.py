@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import socket
@@ -125,7 +126,7 @@ class Call:
     method: str
     args: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
-    result: dict[str, Any] = field(default_factory=dict)  # what the stand-in answered
+    result: dict[str, Any] = field(default_factory=dict)  # what the stand-in answered, once it has
 
     @property
     def blocks(self) -> list[dict[str, Any]]:
@@ -262,8 +263,7 @@ class SlackStandin:
                     return call
             return None
 
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(found), timeout)
+        await self._wait(found, timeout, f"no {' or '.join(methods)} call", after)
         result = found()
         assert result is not None
         return result
@@ -283,11 +283,25 @@ class SlackStandin:
         def matching() -> list[Call]:
             return [c for c in self.calls[after:] if c.method == method and predicate(c)]
 
-        async with self._changed:
-            await asyncio.wait_for(
-                self._changed.wait_for(lambda: len(matching()) >= count), timeout
-            )
+        await self._wait(
+            lambda: len(matching()) >= count,
+            timeout,
+            f"fewer than {count} {method} calls ({len(matching())} so far)",
+            after,
+        )
         return matching()
+
+    async def _wait(
+        self, done: Callable[[], object], timeout: float, what: str, after: int
+    ) -> None:
+        """Wait until ``done()`` holds: it is looked at again whenever a call arrives or
+        is answered. TimeoutError, saying what was missing, when it does not hold in time."""
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(done), timeout)
+        except TimeoutError:
+            seen = [c.method for c in self.calls[after:]]
+            raise TimeoutError(f"{what} after {timeout} s; the calls since: {seen}") from None
 
     async def _record(self, method: str, args: dict[str, Any]) -> Call:
         call = Call(method, args)
@@ -295,6 +309,15 @@ class SlackStandin:
             self.calls.append(call)
             self._changed.notify_all()
         return call
+
+    async def _answer(self, call: Call, result: dict[str, Any]) -> JSONResponse:
+        """Answer ``call`` with ``result``; whoever waits for answered calls is told."""
+        # Set before anything can suspend: whoever was woken by the call's arrival finds
+        # it answered, as Slack's caller does.
+        call.result = result
+        async with self._changed:
+            self._changed.notify_all()
+        return JSONResponse(result)
 
     def _take_failure(self, method: str) -> Failure | None:
         queue = self._failures.get(method)
@@ -326,10 +349,10 @@ class SlackStandin:
             return JSONResponse({"ok": False, "error": "unknown_method"})
         if problems := self._limits(method, args):
             self.refused.append((call, problems))
-            call.result = {"ok": False, "error": "invalid_blocks", "problems": problems}
-            return JSONResponse(call.result)
-        call.result = {"ok": True, **handler(args)}
-        return JSONResponse(call.result)
+            return await self._answer(
+                call, {"ok": False, "error": "invalid_blocks", "problems": problems}
+            )
+        return await self._answer(call, {"ok": True, **handler(args)})
 
     async def _response_url(self, request: Request) -> Response:
         key = request.path_params["key"]
@@ -461,13 +484,54 @@ class SlackStandin:
             self._holds.clear()
 
 
+class _PromptServer(uvicorn.Server):
+    """uvicorn's server, stopped as soon as it is asked to.
+
+    uvicorn looks whether it should stop every 0.1 s, and once stopping waits 0.1 s for
+    its connections before it looks whether any are left; a test starts and stops two
+    servers, so these waits would add up to more than the test itself. This one wakes at
+    once when stopped, and looks for connections still open every few milliseconds. What
+    stopping does is uvicorn's: no new connections, requests in flight answered, then the
+    lifespan's shutdown.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        super().__init__(config)
+        self._stop = asyncio.Event()
+
+    def stop(self) -> None:
+        self.should_exit = True
+        self._stop.set()
+
+    async def main_loop(self) -> None:
+        ticks = 0
+        while not await self.on_tick(ticks):
+            ticks += 10  # uvicorn refreshes its Date header on every tenth tick
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), 1)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        for server in self.servers:
+            server.close()
+        for connection in list(self.server_state.connections):
+            connection.shutdown()  # idle ones close now, busy ones after their answer
+        state = self.server_state
+        # uvicorn tells of no connection's end: looked at, as uvicorn does, only oftener.
+        while (state.connections or state.tasks) and not self.force_exit:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+        for server in self.servers:
+            await server.wait_closed()
+        if not self.force_exit:
+            await self.lifespan.shutdown()
+
+
 @asynccontextmanager
 async def serve_in_background(app: Any, port: int) -> AsyncIterator[None]:
     """Run ``app`` with uvicorn on 127.0.0.1:``port`` until the block ends."""
     config = uvicorn.Config(
         app, host="127.0.0.1", port=port, log_level="warning", lifespan="on", access_log=False
     )
-    server = uvicorn.Server(config)
+    server = _PromptServer(config)
     task = asyncio.create_task(server.serve())
     while not server.started:
         if task.done():
@@ -477,5 +541,5 @@ async def serve_in_background(app: Any, port: int) -> AsyncIterator[None]:
     try:
         yield
     finally:
-        server.should_exit = True
+        server.stop()
         await task

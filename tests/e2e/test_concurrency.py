@@ -11,7 +11,7 @@ from bot.standin.harness import Running
 from storage.models import Token
 from storage.tokenformat import TOKEN_PATTERN
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import eventually, open_generate_modal
+from tests.e2e.flows import open_generate_modal
 from tests.e2e.test_service_requests import GOOD, admins, allow_pending, submit_request
 
 
@@ -32,13 +32,8 @@ async def test_24_concurrent_generate_submissions_leave_exactly_10_active_tokens
     assert len(accepted) == 10
     assert len(refused) == 14
     assert all("the limit is 10" in r.json()["errors"]["token_name"] for r in refused)
-    deliveries = await eventually(
-        lambda: [
-            c
-            for c in env.standin.calls[mark:]
-            if c.method == "response_url" and "tbu_" in c.text_content()
-        ],
-        lambda found: len(found) >= 10,
+    deliveries = await env.standin.wait_for_count(
+        "response_url", 10, lambda c: "tbu_" in c.text_content(), after=mark
     )
     secrets = {s for c in deliveries for s in TOKEN_PATTERN.findall(c.text_content())}
     assert len(deliveries) == 10 and len(secrets) == 10  # each token shown once, to its owner
@@ -69,19 +64,11 @@ async def test_30_approvals_clicked_at_once_leave_exactly_20_active_service_toke
         *(env.slack.click(copy, "approve_request", BOB) for copy in copies)
     )
     assert all(r.status_code == 200 for r in responses)
-    refusals = await eventually(
-        lambda: [c for c in env.standin.calls[mark:] if c.method == "chat.postEphemeral"],
-        lambda found: len(found) >= 10,
-    )
+    refusals = await env.standin.wait_for_count("chat.postEphemeral", 10, after=mark)
     assert len(refusals) == 10
     assert all("the limit is 20 per organization" in c.text_content() for c in refusals)
-    shown = await eventually(
-        lambda: [
-            c
-            for c in env.standin.calls[mark:]
-            if c.method == "response_url" and "tbs_" in c.text_content()
-        ],
-        lambda found: len(found) >= 20,
+    shown = await env.standin.wait_for_count(
+        "response_url", 20, lambda c: "tbs_" in c.text_content(), after=mark
     )
     secrets = {s for c in shown for s in TOKEN_PATTERN.findall(c.text_content())}
     assert len(shown) == 20 and len(secrets) == 20  # each shown once, to the requester

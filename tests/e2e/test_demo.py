@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
+from tests.conftest import Tokenbot
 
 
-def test_demo_walks_through_every_step_and_exits_zero() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bot", "demo"], capture_output=True, text=True, timeout=120
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+def test_demo_walks_through_every_step_and_exits_zero(tokenbot: Tokenbot) -> None:
+    result = tokenbot("demo")
+    assert result.code == 0, result.stdout[-2000:] + result.stderr[-2000:]
     transcript = result.stdout
     for line in (
         "1. Help",

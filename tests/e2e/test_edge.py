@@ -9,7 +9,6 @@ import logging
 import os
 import resource
 import signal
-import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable
@@ -20,13 +19,16 @@ from urllib.parse import urlencode
 
 import httpx
 import pytest
+import pytest_asyncio
 from slack_bolt.async_app import AsyncBoltRequest
 
 from bot.app import build_app, shared_session
 from bot.config import SettingsError, load_settings
 from bot.logs import setup_logging
+from bot.standin.client import http_client
 from bot.standin.harness import BOT_TOKEN, RESOURCE_SERVER, SIGNING_SECRET, Running
 from bot.standin.server import SlackStandin, free_port
+from tests.conftest import Tokenbot
 from tests.e2e.conftest import ALICE
 
 FORM = "application/x-www-form-urlencoded"
@@ -232,9 +234,8 @@ class Served:
     api_url: str | None
 
 
-def _environment(database_url: str, slack_api_url: str, extra: dict[str, str]) -> dict[str, str]:
+def _settings(database_url: str, slack_api_url: str, extra: dict[str, str]) -> dict[str, str]:
     return {
-        **os.environ,
         "SLACK_SIGNING_SECRET": SIGNING_SECRET,
         "SLACK_BOT_TOKEN": BOT_TOKEN,
         "SLACK_API_URL": slack_api_url,
@@ -242,6 +243,10 @@ def _environment(database_url: str, slack_api_url: str, extra: dict[str, str]) -
         "TOKENBOT_RESOURCE_SERVERS": ":".join(RESOURCE_SERVER),
         **extra,
     }
+
+
+def _environment(database_url: str, slack_api_url: str, extra: dict[str, str]) -> dict[str, str]:
+    return {**os.environ, **_settings(database_url, slack_api_url, extra)}
 
 
 @asynccontextmanager
@@ -269,7 +274,7 @@ async def tokenbot_serve(
         url = f"http://127.0.0.1:{port}"
         api_url = f"http://127.0.0.1:{api_port}" if api_port else None
         try:
-            async with httpx.AsyncClient(timeout=2) as http:
+            async with http_client(timeout=2) as http:
                 for base in filter(None, (url, api_url)):
                     await _wait_healthy(http, base, process)
             yield Served(url, api_url)
@@ -302,42 +307,22 @@ async def _wait_healthy(
     raise AssertionError(f"{base}/healthz did not answer within 30 s")
 
 
-async def test_a_client_that_dribbles_its_headers_is_disconnected(database_url: str) -> None:
-    async with tokenbot_serve(database_url, env={"TOKENBOT_HTTP_HEADER_TIMEOUT": "1"}) as served:
-        url = httpx.URL(served.url)
-        assert url.host and url.port
-        reader, writer = await asyncio.open_connection(url.host, url.port)
-        started = time.monotonic()
-        closed = False
-        try:
-            # One byte every 0.2 s: never idle, never done.
-            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
-                writer.write(bytes([byte]))
-                try:
-                    await writer.drain()
-                    await asyncio.wait_for(reader.read(1), timeout=0.2)
-                except TimeoutError:
-                    continue
-                except ConnectionError:
-                    pass
-                closed = True
-                break
-        finally:
-            writer.close()
-        assert closed, "the server kept a connection whose headers never completed"
-        assert time.monotonic() - started < 5
+# Starting ``tokenbot serve`` takes longer than what each test does with it: the tests
+# share two servers, each started once for the module (and stopped as above).
 
 
-async def test_a_body_that_does_not_arrive_in_time_gets_408(database_url: str) -> None:
-    async with tokenbot_serve(database_url, env={"TOKENBOT_HTTP_BODY_TIMEOUT": "1"}) as served:
-        url = httpx.URL(served.url)
-        assert url.host and url.port
-        head = (
-            f"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n"
-            "Content-Length: 100\r\n\r\ncommand=%2Ftoken"
-        ).encode()
-        answer = await asyncio.wait_for(_raw_request(url.host, url.port, head), timeout=10)
-        assert _status(answer) == 408
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def impatient_server(module_database_url: str) -> AsyncIterator[Served]:
+    """1 s to send the headers, 1 s for the body; the API on its own listener, set from
+    the environment."""
+    api_port = free_port()
+    settings = {
+        "TOKENBOT_HTTP_HEADER_TIMEOUT": "1",
+        "TOKENBOT_HTTP_BODY_TIMEOUT": "1",
+        "TOKENBOT_API_LISTEN": f"127.0.0.1:{api_port}",
+    }
+    async with tokenbot_serve(module_database_url, env=settings, api_port=api_port) as served:
+        yield served
 
 
 def _few_open_files() -> None:
@@ -345,66 +330,113 @@ def _few_open_files() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard))
 
 
-async def test_many_idle_connections_do_not_stop_healthz(database_url: str) -> None:
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def frugal_server(module_database_url: str) -> AsyncIterator[Served]:
+    """Started with a soft limit of 256 open files, the default timeouts, and the API on
+    its own listener, set by ``--api-listen``."""
+    api_port = free_port()
+    async with tokenbot_serve(
+        module_database_url,
+        "--api-listen",
+        f"127.0.0.1:{api_port}",
+        preexec_fn=_few_open_files,
+        api_port=api_port,
+    ) as served:
+        yield served
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_client_that_dribbles_its_headers_is_disconnected(impatient_server: Served) -> None:
+    url = httpx.URL(impatient_server.url)
+    assert url.host and url.port
+    reader, writer = await asyncio.open_connection(url.host, url.port)
+    started = time.monotonic()
+    closed = False
+    try:
+        # One byte every 0.2 s: never idle, never done.
+        for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100:
+            writer.write(bytes([byte]))
+            try:
+                await writer.drain()
+                await asyncio.wait_for(reader.read(1), timeout=0.2)
+            except TimeoutError:
+                continue
+            except ConnectionError:
+                pass
+            closed = True
+            break
+    finally:
+        writer.close()
+    assert closed, "the server kept a connection whose headers never completed"
+    assert time.monotonic() - started < 5
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_a_body_that_does_not_arrive_in_time_gets_408(impatient_server: Served) -> None:
+    url = httpx.URL(impatient_server.url)
+    assert url.host and url.port
+    head = (
+        f"POST /slack/events HTTP/1.1\r\nHost: x\r\nContent-Type: {FORM}\r\n"
+        "Content-Length: 100\r\n\r\ncommand=%2Ftoken"
+    ).encode()
+    answer = await asyncio.wait_for(_raw_request(url.host, url.port, head), timeout=10)
+    assert _status(answer) == 408
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_many_idle_connections_do_not_stop_healthz(frugal_server: Served) -> None:
     """Started with a soft limit of 256 open files; 400 connections that never send a
     byte leave /healthz answering (the limit is raised at start; idle heads time out)."""
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard != resource.RLIM_INFINITY and hard < 2048:
         pytest.skip(f"the hard limit of open files ({hard}) is too low for this test")
-    async with tokenbot_serve(database_url, preexec_fn=_few_open_files) as served:
-        url = httpx.URL(served.url)
-        assert url.host and url.port
-        idle = [await asyncio.open_connection(url.host, url.port) for _ in range(400)]
-        try:
-            async with httpx.AsyncClient(timeout=5) as http:
-                response = await http.get(served.url + "/healthz")
-            assert response.status_code == 200
-        finally:
-            for _, writer in idle:
-                writer.close()
+    url = httpx.URL(frugal_server.url)
+    assert url.host and url.port
+    idle = [await asyncio.open_connection(url.host, url.port) for _ in range(400)]
+    try:
+        async with http_client(timeout=5) as http:
+            response = await http.get(frugal_server.url + "/healthz")
+        assert response.status_code == 200
+    finally:
+        for _, writer in idle:
+            writer.close()
+        await asyncio.gather(*(writer.wait_closed() for _, writer in idle))
 
 
-async def test_the_api_can_be_served_on_its_own_listener(database_url: str) -> None:
-    api_port = free_port()
-    async with tokenbot_serve(
-        database_url, "--api-listen", f"127.0.0.1:{api_port}", api_port=api_port
-    ) as served:
-        assert served.api_url
-        auth = httpx.BasicAuth(*RESOURCE_SERVER)
-        async with httpx.AsyncClient(timeout=5) as http:
-            public = await http.post(
-                served.url + "/api/v1/introspect", data={"token": "x"}, auth=auth
-            )
-            public_auth = await http.get(
-                served.url + "/api/v1/auth", headers={"Authorization": "Bearer x"}
-            )
-            internal = await http.post(
-                served.api_url + "/api/v1/introspect", data={"token": "x"}, auth=auth
-            )
-            internal_slack = await http.post(served.api_url + "/slack/events", content=b"")
-            unsigned_on_public = await http.post(served.url + "/slack/events", content=b"")
-            health = [
-                (await http.get(base + "/healthz")).status_code
-                for base in (served.url, served.api_url)
-            ]
-        assert public.status_code == 404 and public_auth.status_code == 404
-        assert internal.status_code == 200 and internal.json() == {"active": False}
-        assert internal_slack.status_code == 404
-        assert unsigned_on_public.status_code == 401
-        assert health == [200, 200]
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_api_can_be_served_on_its_own_listener(frugal_server: Served) -> None:
+    served = frugal_server
+    assert served.api_url
+    auth = httpx.BasicAuth(*RESOURCE_SERVER)
+    async with http_client(timeout=5) as http:
+        public = await http.post(served.url + "/api/v1/introspect", data={"token": "x"}, auth=auth)
+        public_auth = await http.get(
+            served.url + "/api/v1/auth", headers={"Authorization": "Bearer x"}
+        )
+        internal = await http.post(
+            served.api_url + "/api/v1/introspect", data={"token": "x"}, auth=auth
+        )
+        internal_slack = await http.post(served.api_url + "/slack/events", content=b"")
+        unsigned_on_public = await http.post(served.url + "/slack/events", content=b"")
+        health = [
+            (await http.get(base + "/healthz")).status_code for base in (served.url, served.api_url)
+        ]
+    assert public.status_code == 404 and public_auth.status_code == 404
+    assert internal.status_code == 200 and internal.json() == {"active": False}
+    assert internal_slack.status_code == 404
+    assert unsigned_on_public.status_code == 401
+    assert health == [200, 200]
 
 
-async def test_the_api_listener_can_be_set_from_the_environment(database_url: str) -> None:
-    api_port = free_port()
-    async with tokenbot_serve(
-        database_url, env={"TOKENBOT_API_LISTEN": f"127.0.0.1:{api_port}"}, api_port=api_port
-    ) as served:
-        assert served.api_url
-        async with httpx.AsyncClient(timeout=5) as http:
-            public = await http.post(served.url + "/api/v1/introspect", data={"token": "x"})
-            internal = await http.post(served.api_url + "/api/v1/introspect", data={"token": "x"})
-        assert public.status_code == 404
-        assert internal.status_code == 401  # no resource-server credentials
+@pytest.mark.asyncio(loop_scope="module")
+async def test_the_api_listener_can_be_set_from_the_environment(impatient_server: Served) -> None:
+    served = impatient_server
+    assert served.api_url
+    async with http_client(timeout=5) as http:
+        public = await http.post(served.url + "/api/v1/introspect", data={"token": "x"})
+        internal = await http.post(served.api_url + "/api/v1/introspect", data={"token": "x"})
+    assert public.status_code == 404
+    assert internal.status_code == 401  # no resource-server credentials
 
 
 @pytest.mark.parametrize(
@@ -420,19 +452,14 @@ def test_a_bad_api_listener_is_named_in_one_line(
     assert "\n" not in str(refused.value)
 
 
-def test_a_bad_api_listener_stops_the_process_with_one_line(database_url: str) -> None:
-    environment = _environment(database_url, "http://127.0.0.1:9/api/", {})
-    environment["TOKENBOT_API_LISTEN"] = "127.0.0.1"
-    done = subprocess.run(
-        [sys.executable, "-m", "bot", "serve", "--port", str(free_port())],
-        env=environment,
-        cwd=ROOT,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    assert done.returncode == 2
-    lines = done.stderr.decode().strip().splitlines()
+def test_a_bad_api_listener_stops_the_process_with_one_line(
+    database_url: str, tokenbot: Tokenbot
+) -> None:
+    settings = _settings(database_url, "http://127.0.0.1:9/api/", {})
+    settings["TOKENBOT_API_LISTEN"] = "127.0.0.1"
+    done = tokenbot("serve", "--port", str(free_port()), env=settings)
+    assert done.code == 2
+    lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("tokenbot: TOKENBOT_API_LISTEN:"), lines
 
 

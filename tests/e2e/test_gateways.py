@@ -12,6 +12,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from bot.standin.client import http_client
 from bot.standin.harness import Clock, Running
 from storage import tokenformat, tokens
 from tests.e2e.conftest import ALICE
@@ -43,7 +44,7 @@ async def gateway(
 async def call(url: str, header: str | None, method: str = "GET", **kwargs) -> httpx.Response:
     headers = {"Authorization": header} if header else {}
     headers.update(kwargs.pop("headers", {}))
-    async with httpx.AsyncClient() as http:
+    async with http_client() as http:
         return await http.request(method, url, headers=headers, **kwargs)
 
 
@@ -131,7 +132,7 @@ async def test_identity_headers_sent_by_the_client_never_reach_the_api(
     env: Running, gateway: str
 ) -> None:
     secret = await generate(env, ALICE, "ci")
-    async with httpx.AsyncClient(base_url=env.url) as http:
+    async with http_client(base_url=env.url) as http:
         emitted = await http.get("/api/v1/auth", headers={"Authorization": f"Bearer {secret}"})
     names = [name for name in emitted.headers if name.lower().startswith("x-token-")]
     assert len(names) == 4

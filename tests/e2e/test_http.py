@@ -6,9 +6,9 @@ import json
 import time
 from urllib.parse import quote
 
-import httpx
 import pytest
 
+from bot.standin.client import http_client
 from bot.standin.harness import Running
 from storage import tokens
 from tests.conftest import FIXTURES
@@ -71,7 +71,7 @@ async def test_url_verification_answers_the_challenge(env: Running) -> None:
 
 
 async def test_healthz_reports_a_reachable_database(env: Running) -> None:
-    async with httpx.AsyncClient() as http:
+    async with http_client() as http:
         response = await http.get(env.url + "/healthz")
     assert response.status_code == 200 and response.json() == {"status": "ok"}
 

@@ -18,6 +18,7 @@ with warnings.catch_warnings():
     from authlib.integrations.httpx_client import AsyncOAuth2Client
 
 from bot.api import FailureThrottle
+from bot.standin.client import TLS_CONTEXT, http_client
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from storage import audit, tokens
 from storage.models import Member
@@ -31,14 +32,14 @@ async def introspect(
     env: Running, token: str | None, auth=GATEWAY, address: str = "127.0.0.1"
 ) -> httpx.Response:
     """Introspect ``token``, calling from ``address`` (any loopback address)."""
-    transport = httpx.AsyncHTTPTransport(local_address=address)
-    async with httpx.AsyncClient(base_url=env.url, transport=transport) as http:
+    transport = httpx.AsyncHTTPTransport(local_address=address, verify=TLS_CONTEXT)
+    async with http_client(base_url=env.url, transport=transport) as http:
         data = {"token": token, "token_type_hint": "access_token"} if token is not None else {}
         return await http.post("/api/v1/introspect", data=data, auth=auth)
 
 
 async def forward_auth(env: Running, header: str | None) -> httpx.Response:
-    async with httpx.AsyncClient(base_url=env.url) as http:
+    async with http_client(base_url=env.url) as http:
         headers = {"Authorization": header} if header else {}
         return await http.get("/api/v1/auth", headers=headers)
 
@@ -222,10 +223,10 @@ async def test_stale_profiles_refreshed_together_fetch_the_groups_once(env: Runn
     answers = await asyncio.gather(*(answer(env, secret) for secret in secrets))
     assert all(a["active"] and a["groups"] == ["platform"] for a in answers)
     first = await env.standin.wait_for("usergroups.list", after=mark)
-    await eventually(
-        lambda: calls_since(env, "users.info", mark),
-        lambda calls: len(calls) == len(people) and all(c.result for c in calls),
+    await env.standin.wait_for_count(
+        "users.info", len(people), lambda call: bool(call.result), after=mark
     )
+    assert len(calls_since(env, "users.info", mark)) == len(people)
     # Every refresh now wants the groups: none asks Slack a second time.
     with pytest.raises(TimeoutError):
         await env.standin.wait_for(
@@ -308,7 +309,7 @@ async def test_forward_auth_answers_any_method_on_any_path_under_it(
     env: Running, method: str, path: str
 ) -> None:
     secret = await generate(env, ALICE, "ci")
-    async with httpx.AsyncClient(base_url=env.url) as http:
+    async with http_client(base_url=env.url) as http:
         body = b'{"ignored": true}' if method in ("POST", "PUT", "PATCH") else None
         valid = await http.request(
             method, path, headers={"Authorization": f"Bearer {secret}"}, content=body

@@ -7,6 +7,7 @@ from datetime import timedelta
 
 import httpx
 
+from bot.standin.client import http_client
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running, running_tokenbot
 from storage import tokens
 from tests.e2e.conftest import ALICE
@@ -16,7 +17,7 @@ GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
 
 
 async def active(env: Running, secret: str) -> bool:
-    async with httpx.AsyncClient(base_url=env.url, auth=GATEWAY) as http:
+    async with http_client(base_url=env.url, auth=GATEWAY) as http:
         response = await http.post("/api/v1/introspect", data={"token": secret})
     return bool(response.json()["active"])
 

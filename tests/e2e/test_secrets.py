@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from bot.jobs import sweep_and_deliver
+from bot.standin.client import http_client
 from bot.standin.harness import BOT_TOKEN, RESOURCE_SERVER, SIGNING_SECRET, Clock, Running
 from storage import audit
 from tests.e2e.conftest import ALICE, BOB
@@ -51,7 +52,7 @@ async def test_minted_tokens_never_reach_logs_audit_or_kept_messages(
     await env.slack.click(listing, "revoke_token", ALICE)
     await env.standin.wait_for("response_url", after=mark)
     # Uses of every token, valid or not, through both doors; then reminders and expiry.
-    async with httpx.AsyncClient(base_url=env.url) as http:
+    async with http_client(base_url=env.url) as http:
         for secret in minted:
             await http.post(
                 "/api/v1/introspect", data={"token": secret}, auth=httpx.BasicAuth(*RESOURCE_SERVER)

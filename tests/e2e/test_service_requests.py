@@ -11,6 +11,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bot.standin.client import http_client
 from bot.standin.harness import RESOURCE_SERVER, Running
 from bot.standin.server import Call, message_problems
 from storage import approvals, audit, tokenformat
@@ -104,7 +105,7 @@ async def test_approval_updates_every_copy_and_shows_the_token_once(env: Running
     updates = await env.standin.wait_for_count("chat.update", 2, after=mark)
     assert sorted(c.args["channel"] for c in updates) == ["D0BOB", "D0CAROL"]
     assert all("Approved by <@U0BOB>" in c.text_content() for c in updates)
-    async with httpx.AsyncClient(base_url=env.url, auth=httpx.BasicAuth(*RESOURCE_SERVER)) as h:
+    async with http_client(base_url=env.url, auth=httpx.BasicAuth(*RESOURCE_SERVER)) as h:
         answer = (await h.post("/api/v1/introspect", data={"token": secret})).json()
     assert (answer["token_type"], answer["sub"], answer["scope"]) == (
         "service",

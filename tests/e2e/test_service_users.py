@@ -10,6 +10,7 @@ import httpx
 import sqlalchemy as sa
 
 from bot.jobs import sweep_and_deliver
+from bot.standin.client import http_client
 from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from bot.standin.server import Call
 from storage import approvals, audit, members, tokenformat
@@ -37,7 +38,7 @@ async def approved(env: Running) -> str:
 
 
 async def introspect(env: Running, secret: str) -> dict:
-    async with httpx.AsyncClient(base_url=env.url, auth=httpx.BasicAuth(*RESOURCE_SERVER)) as h:
+    async with http_client(base_url=env.url, auth=httpx.BasicAuth(*RESOURCE_SERVER)) as h:
         return (await h.post("/api/v1/introspect", data={"token": secret})).json()
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from datetime import timedelta
 
 from bot.config import Settings
@@ -12,52 +9,44 @@ from bot.deps import Deps
 from bot.jobs import build_scheduler
 from storage import outbox, tokens
 from storage.db import Database
-from tests.conftest import NOW, shown
+from tests.conftest import NOW, CliRun, Tokenbot, shown
 
 
-def run_sweep(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "TOKENBOT_"))}
-    env["TOKENBOT_DATABASE_URL"] = database_url
-    return subprocess.run(
-        [sys.executable, "-m", "bot", "sweep", *args],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def run_sweep(tokenbot: Tokenbot, database_url: str, *args: str) -> CliRun:
+    return tokenbot("sweep", *args, env={"TOKENBOT_DATABASE_URL": database_url})
 
 
 def test_sweep_dry_run_says_what_it_would_do_and_does_nothing(
-    db: Database, database_url: str
+    db: Database, database_url: str, tokenbot: Tokenbot
 ) -> None:
     shown(db, "T0ORG", tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW))
     ten_days_ago = NOW - timedelta(days=10)
     old = tokens.issue_user_token(db, "T0ORG", "U0ALICE", "old", ten_days_ago)
     shown(db, "T0ORG", old, ten_days_ago)
     at = (NOW + timedelta(days=23)).isoformat()
-    result = run_sweep(database_url, "--now", at, "--dry-run")
-    assert result.returncode == 0, result.stderr
+    result = run_sweep(tokenbot, database_url, "--now", at, "--dry-run")
+    assert result.code == 0, result.stderr
     assert "1 token(s) would be expired, 1 reminder(s) would be queued" in result.stdout
     assert "expired  T0ORG  old" in result.stdout and "reminder T0ORG  ci" in result.stdout
     assert outbox.pending_count(db) == 0
 
 
 def test_sweep_queues_and_says_who_will_send_without_a_bot_token(
-    db: Database, database_url: str
+    db: Database, database_url: str, tokenbot: Tokenbot
 ) -> None:
     shown(db, "T0ORG", tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW))
-    result = run_sweep(database_url, "--now", (NOW + timedelta(days=23)).isoformat())
-    assert result.returncode == 0, result.stderr
+    result = run_sweep(tokenbot, database_url, "--now", (NOW + timedelta(days=23)).isoformat())
+    assert result.code == 0, result.stderr
     assert "1 reminder(s) were queued" in result.stdout
     assert "1 message(s) wait to be sent" in result.stdout
     assert outbox.pending_count(db) == 1
-    again = run_sweep(database_url, "--now", (NOW + timedelta(days=23)).isoformat())
+    again = run_sweep(tokenbot, database_url, "--now", (NOW + timedelta(days=23)).isoformat())
     assert "0 reminder(s) were queued" in again.stdout
 
 
-def test_sweep_refuses_a_time_that_is_not_iso_8601(database_url: str) -> None:
-    result = run_sweep(database_url, "--now", "next tuesday")
-    assert result.returncode == 2 and "not an ISO 8601 time" in result.stderr
+def test_sweep_refuses_a_time_that_is_not_iso_8601(database_url: str, tokenbot: Tokenbot) -> None:
+    result = run_sweep(tokenbot, database_url, "--now", "next tuesday")
+    assert result.code == 2 and "not an ISO 8601 time" in result.stderr
 
 
 def test_the_scheduler_runs_the_sweep_at_the_configured_interval(db: Database) -> None:

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 
 import pytest
 
 from bot.config import SettingsError, load_settings
+from tests.conftest import Tokenbot
 
 BASE = {"SLACK_SIGNING_SECRET": "s3cret-signing", "SLACK_BOT_TOKEN": "xoxb-1-2-abc"}
 
@@ -71,10 +70,8 @@ def test_valid_settings_are_parsed(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "abc" not in repr(settings) and "s3cret" not in repr(settings)
 
 
-def test_serve_with_a_missing_setting_exits_with_one_line() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("SLACK_", "TOKENBOT_"))}
-    result = subprocess.run(
-        [sys.executable, "-m", "bot", "serve"], env=env, capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 2
+def test_serve_with_a_missing_setting_exits_with_one_line(tokenbot: Tokenbot) -> None:
+    result = tokenbot("serve")
+    assert result.code == 2
     assert result.stderr.strip() == "tokenbot: SLACK_SIGNING_SECRET: required for `tokenbot serve`"
+    assert result.stdout == ""

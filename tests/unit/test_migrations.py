@@ -1,4 +1,5 @@
-"""The migrations build exactly the schema the models describe, and carry the data."""
+"""The migrations build exactly the schema the models describe, carry the data, and every
+test starts from what they build."""
 
 from __future__ import annotations
 
@@ -15,11 +16,11 @@ from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
 from storage import outbox, sweep, tokens
-from storage.db import Database
+from storage.db import Database, invalidates
 from storage.migrate import alembic_config, upgrade
 from storage.models import NoticeKind, UTCDateTime
 from storage.orgs import find_org
-from tests.conftest import NOW, TEST_DATABASE_URL, _postgres_url, shown
+from tests.conftest import NOW, TEST_DATABASE_URL, WORKER, _in_schema, _psycopg, shown
 
 ORG, ALICE, BOB, CAROL = "T0ORG", "U0ALICE", "U0BOB", "U0CAROL"
 
@@ -31,7 +32,7 @@ def test_migrations_match_the_models(db: Database) -> None:
     assert diff == []
 
 
-MIGRATION_SCHEMA = "migration_0007"
+MIGRATION_SCHEMA = f"{WORKER}_at_0006" if WORKER else "at_0006"
 
 
 @pytest.fixture
@@ -41,20 +42,18 @@ def at_0006(tmp_path: Path) -> Iterator[Database]:
     if not TEST_DATABASE_URL:
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:
-        base = sa.make_url(_postgres_url())
-        admin = sa.create_engine(base)
+        url = _in_schema(_psycopg(sa.make_url(TEST_DATABASE_URL)), MIGRATION_SCHEMA)
+        admin = sa.create_engine(url)
         with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA IF EXISTS {MIGRATION_SCHEMA} CASCADE"))
-            conn.execute(sa.text(f"CREATE SCHEMA {MIGRATION_SCHEMA}"))
-        options = {"options": f"-csearch_path={MIGRATION_SCHEMA}"}
-        url = base.update_query_dict(options).render_as_string(hide_password=False)
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{MIGRATION_SCHEMA}" CASCADE'))
+            conn.execute(sa.text(f'CREATE SCHEMA "{MIGRATION_SCHEMA}"'))
     db = Database(url)
     command.upgrade(alembic_config(db), "0006")
     yield db
     db.dispose()
     if TEST_DATABASE_URL:
         with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {MIGRATION_SCHEMA} CASCADE"))
+            conn.execute(sa.text(f'DROP SCHEMA "{MIGRATION_SCHEMA}" CASCADE'))
         admin.dispose()
 
 
@@ -173,3 +172,30 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
     assert [(d.recipient, d.day) for d in _rows(db, DIGEST)] == [(BOB, NOW.date())]
     upgrade(db)  # and up again
     assert outbox.queue_digests(db, ORG, [BOB], NOW) == 0
+
+
+def test_a_test_starts_from_the_migrated_database_whatever_the_last_one_left(
+    db: Database, request: pytest.FixtureRequest
+) -> None:
+    """The test database is migrated once per session; each test gets it as the
+    migrations left it (a copy of the file, or the same rows and sequences)."""
+
+    def state() -> tuple[list[tuple[int, int]], int, int]:
+        with db.read() as session:
+            epoch = [
+                tuple(r) for r in session.execute(sa.text("SELECT id, value FROM validityepoch"))
+            ]
+            orgs = session.execute(sa.text("SELECT count(*) FROM organization")).scalar_one()
+            version = session.execute(sa.text("SELECT count(*) FROM alembic_version")).scalar_one()
+        return epoch, orgs, version
+
+    assert state() == ([(1, 0)], 0, 1)
+    issued = tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW)
+    with db.write() as session:
+        invalidates(session)
+    assert state()[0] == [(1, 1)] and state()[1] == 1
+    if db.dialect == "postgresql":
+        # What the next test will find: the rows gone, the ids counted from the start.
+        request.getfixturevalue("_migrated_postgres").reset()
+        assert state() == ([(1, 0)], 0, 1)
+        assert tokens.issue_user_token(db, "T0ORG", "U0ALICE", "ci", NOW).info.id == issued.info.id
