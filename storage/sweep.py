@@ -10,21 +10,30 @@ restarts and replicas.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from storage import audit
 from storage.db import Database
-from storage.models import Member, Notice, NoticeKind, Organization, Token, TokenState
-from storage.orgs import LockedOrg, insert_ignore, lock_org
-from storage.services import recipients
-from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, lapse, token_info
+from storage.models import (
+    Member,
+    Notice,
+    NoticeKind,
+    Organization,
+    Token,
+    TokenState,
+    UTCDateTime,
+)
+from storage.orgs import LockedOrg, lock_org
+from storage.services import OWNER, recipients
+from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, lapse_all, token_info
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
@@ -74,7 +83,7 @@ def _batch(column: sa.Column[datetime]) -> sa.Select[Any]:
         .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
         .where(*_due(column))
         .order_by(column)
-        .limit(BATCH)
+        .limit(sa.bindparam("batch"))
         .with_for_update(of=TOKEN, skip_locked=True)
     )
 
@@ -85,12 +94,18 @@ _HAS_NOTICE = sa.select(TOKEN.c.id).where(*_due(TOKEN.c.next_notice_at)).limit(1
 _EXPIRED = _batch(TOKEN.c.cutoff_at)
 _REMINDERS = _batch(TOKEN.c.next_notice_at)
 _ORG_IDS = sa.select(ORG.c.id).order_by(ORG.c.id)
-_NEXT_NOTICE = (
-    sa.update(TOKEN)
-    .where(TOKEN.c.id == sa.bindparam("token"))
-    .values(next_notice_at=sa.bindparam("next_notice"))
-)
+_INSERT_NOTICE = {
+    name: dialect.insert(NOTICE).on_conflict_do_nothing().returning(NOTICE.c.token_id)
+    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
+}
 _ORG_SLACK_ID = sa.select(ORG.c.slack_id).where(ORG.c.id == sa.bindparam("org"))
+# The active owners of each of a batch's service users, in one query.
+_OWNERS = (
+    sa.select(OWNER.c.service_user_id, MEMBER.c.slack_user_id)
+    .select_from(OWNER.join(MEMBER, OWNER.c.member_id == MEMBER.c.id))
+    .where(OWNER.c.service_user_id.in_(sa.bindparam("services", expanding=True)), ~MEMBER.c.deleted)
+    .order_by(OWNER.c.service_user_id, MEMBER.c.slack_user_id)
+)
 
 
 class _DryRun(Exception):
@@ -109,45 +124,56 @@ def _transaction(db: Database, dry_run: bool) -> Iterator[Session]:
         pass
 
 
-def _recipients(session: Session, org: LockedOrg, row: Any) -> list[str]:
-    """Who hears about the token: its member, or its service user's owners (R12)."""
-    if row.owner is not None:
-        return [row.owner]
-    if row.service_user_id is not None:
-        return recipients(session, org.id, row.service_user_id)
-    return []
+def _recipients(session: Session, org: LockedOrg, rows: Sequence[Any]) -> dict[int, list[str]]:
+    """Who hears about each token of the batch, by token id: its member, or its service
+    user's owners (R12), as :func:`storage.services.recipients` says."""
+    services = sorted({row.service_user_id for row in rows if row.owner is None} - {None})
+    owners: dict[int, list[str]] = {}
+    if services:
+        for service, owner in session.execute(_OWNERS, {"services": services}):
+            owners.setdefault(service, []).append(owner)
+        ownerless = [service for service in services if service not in owners]
+        if ownerless:  # the organization's admins, the same for every one of them
+            admins = recipients(session, org.id, ownerless[0])
+            owners.update((service, admins) for service in ownerless)
+    return {
+        row.id: [row.owner] if row.owner is not None else owners.get(row.service_user_id, [])
+        for row in rows
+    }
 
 
 def _queue(
     session: Session,
     org: LockedOrg,
-    token: TokenInfo,
-    to: list[str],
     kind: NoticeKind,
-    stage: int,
+    due: Sequence[tuple[TokenInfo, int]],
+    to: Mapping[int, list[str]],
     now: datetime,
-) -> bool:
-    """Queue a notice to each of ``to``; False if every one of them exists already."""
-    queued = [
-        insert_ignore(
-            session,
-            NOTICE,
-            {
-                "org_id": org.id,
-                "token_id": token.id,
-                "kind": kind,
-                "stage": stage,
-                "cutoff_at": token.cutoff_at,
-                "recipient": recipient,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            },
-        )
-        for recipient in to
+) -> set[int]:
+    """Queue, in one statement, a notice of ``kind`` to each of ``to[token.id]`` for each
+    ``(token, stage)`` of ``due``; return the ids of the tokens of which at least one
+    notice is new (the others were queued already)."""
+    rows = [
+        {
+            "org_id": org.id,
+            "token_id": token.id,
+            "kind": kind,
+            "stage": stage,
+            "cutoff_at": token.cutoff_at,
+            "recipient": recipient,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
+        }
+        for token, stage in due
+        for recipient in to[token.id]
     ]
-    return any(queued)
+    if not rows:
+        return set()
+    insert = _INSERT_NOTICE[session.get_bind().dialect.name]
+    # RETURNING, not rowcount: it names the rows the unique key let in.
+    return set(session.execute(insert, rows).scalars())
 
 
 def _due_stage(org: LockedOrg, cutoff: datetime, now: datetime) -> int | None:
@@ -170,75 +196,91 @@ def _sweep_org(
             with _transaction(db, dry_run) as session:
                 slack_id = session.execute(_ORG_SLACK_ID, {"org": org_id}).scalar_one()
                 org = lock_org(session, slack_id, now)
-                rows = session.execute(query, {"org": org.id, "now": now}).all()
-                moved = [
-                    handle(
-                        session, org, token_info(row), _recipients(session, org, row), now, report
-                    )
-                    for row in rows
-                ]
+                params = {"org": org.id, "now": now, "batch": BATCH}
+                rows = session.execute(query, params).all()
+                moved = handle(session, org, rows, now, report) if rows else 0
             # A full batch means there may be more; none moved means the rest is someone
             # else's (locked by another sweeper) or not this pass's business.
-            if len(rows) < BATCH or dry_run or not any(moved):
+            if len(rows) < BATCH or dry_run or not moved:
                 break
 
 
 def _expire(
-    session: Session,
-    org: LockedOrg,
-    token: TokenInfo,
-    to: list[str],
-    now: datetime,
-    report: SweepReport,
-) -> bool:
-    ended = lapse(session, org, token, now)
-    if token.delivered_at is None:  # never shown, so nobody is told (R14)
-        report.undelivered.append((org.slack_id, ended))
-        return True
-    _queue(session, org, token, to, NoticeKind.EXPIRED, 0, now)
-    report.expired.append((org.slack_id, ended))
-    return True
+    session: Session, org: LockedOrg, rows: Sequence[Any], now: datetime, report: SweepReport
+) -> int:
+    """End the batch's tokens and queue their expiry notices; the number handled."""
+    ended = lapse_all(session, org, [token_info(row) for row in rows], now)
+    expired = [token for token in ended if token.delivered_at is not None]
+    # One never shown is revoked, and nobody is told (R14).
+    _queue(
+        session,
+        org,
+        NoticeKind.EXPIRED,
+        [(t, 0) for t in expired],
+        _recipients(session, org, rows),
+        now,
+    )
+    for token in ended:
+        listed = report.expired if token.delivered_at is not None else report.undelivered
+        listed.append((org.slack_id, token))
+    return len(ended)
 
 
 def _remind(
-    session: Session,
-    org: LockedOrg,
-    token: TokenInfo,
-    to: list[str],
-    now: datetime,
-    report: SweepReport,
-) -> bool:
-    """Queue the reminder that is due; False if the token is not this pass's business."""
-    if token.cutoff_at <= now:
-        return False  # expired, not reminded: the expiry pass takes it
-    stage = _due_stage(org, token.cutoff_at, now)
-    if stage is None:  # reminder days changed since next_notice_at was set
-        nxt = org.first_notice(token.cutoff_at)
-        session.execute(_NEXT_NOTICE, {"token": token.id, "next_notice": nxt})
-        return True
-    session.execute(
-        _NEXT_NOTICE,
-        {"token": token.id, "next_notice": _next_notice(org, token.cutoff_at, stage)},
-    )
-    queued = _queue(session, org, token, to, NoticeKind.REMINDER, stage, now)
-    if queued or not to:  # nobody left to tell is on the record too
-        audit.record(
-            session,
-            org,
+    session: Session, org: LockedOrg, rows: Sequence[Any], now: datetime, report: SweepReport
+) -> int:
+    """Queue the reminders that are due; the number of tokens handled (those past their
+    cutoff are not this pass's business: the expiry pass takes them)."""
+    tokens = [token for token in map(token_info, rows) if token.cutoff_at > now]
+    next_notice: dict[int, datetime] = {}
+    due: list[tuple[TokenInfo, int]] = []
+    for token in tokens:
+        stage = _due_stage(org, token.cutoff_at, now)
+        if stage is None:  # reminder days changed since next_notice_at was set
+            next_notice[token.id] = org.first_notice(token.cutoff_at)
+        else:
+            next_notice[token.id] = _next_notice(org, token.cutoff_at, stage)
+            due.append((token, stage))
+    _set_next_notice(session, next_notice)
+    to = _recipients(session, org, rows)
+    queued = _queue(session, org, NoticeKind.REMINDER, due, to, now)
+    events = [
+        audit.NewEvent(
             actor=audit.SYSTEM,
             action="token.reminder",
             subject=f"token:{token.id}",
-            now=now,
             detail={
                 "name": token.name,
                 "hint": token.hint,
                 "days_before": stage,
-                "recipients": len(to),
+                "recipients": len(to[token.id]),
             },
         )
-    if queued:
-        report.reminded.append((org.slack_id, token, stage))
-    return True
+        for token, stage in due
+        if token.id in queued or not to[token.id]  # nobody left to tell is on the record too
+    ]
+    audit.record_all(session, org, events, now)
+    report.reminded += [(org.slack_id, token, stage) for token, stage in due if token.id in queued]
+    return len(tokens)
+
+
+def _set_next_notice(session: Session, next_notice: Mapping[int, datetime]) -> None:
+    """Move each token's next_notice_at, in one statement."""
+    if not next_notice:
+        return
+    values = (
+        sa.values(
+            sa.column("id", sa.Integer()), sa.column("next_notice", UTCDateTime()), name="due"
+        )
+        .data(list(next_notice.items()))
+        .cte("due")
+    )
+    session.execute(
+        sa.update(TOKEN)
+        .add_cte(values)
+        .where(TOKEN.c.id == values.c.id)
+        .values(next_notice_at=values.c.next_notice)
+    )
 
 
 def sweep(db: Database, now: datetime, *, dry_run: bool = False) -> SweepReport:
