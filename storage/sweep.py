@@ -91,13 +91,14 @@ def _batch(column: sa.Column[datetime]) -> sa.Select[Any]:
 # Each reads through its (org_id, state, column) index: the cost follows what is due.
 _HAS_EXPIRED = sa.select(TOKEN.c.id).where(*_due(TOKEN.c.cutoff_at)).limit(1)
 _HAS_NOTICE = sa.select(TOKEN.c.id).where(*_due(TOKEN.c.next_notice_at)).limit(1)
+_ORG_IDS = sa.select(ORG.c.id).order_by(ORG.c.id)
 _EXPIRED = _batch(TOKEN.c.cutoff_at)
 _REMINDERS = _batch(TOKEN.c.next_notice_at)
-_ORG_IDS = sa.select(ORG.c.id).order_by(ORG.c.id)
-_INSERT_NOTICE = {
-    name: dialect.insert(NOTICE).on_conflict_do_nothing().returning(NOTICE.c.token_id)
-    for name, dialect in (("postgresql", postgresql), ("sqlite", sqlite))
-}
+_NEXT_NOTICE = (
+    sa.update(TOKEN)
+    .where(TOKEN.c.id == sa.bindparam("token"))
+    .values(next_notice_at=sa.bindparam("next_notice"))
+)
 _ORG_SLACK_ID = sa.select(ORG.c.slack_id).where(ORG.c.id == sa.bindparam("org"))
 # The active owners of each of a batch's service users, in one query.
 _OWNERS = (
@@ -105,6 +106,48 @@ _OWNERS = (
     .select_from(OWNER.join(MEMBER, OWNER.c.member_id == MEMBER.c.id))
     .where(OWNER.c.service_user_id.in_(sa.bindparam("services", expanding=True)), ~MEMBER.c.deleted)
     .order_by(OWNER.c.service_user_id, MEMBER.c.slack_user_id)
+)
+
+
+def _unnest(name: str, **columns: sa.types.TypeEngine[Any]) -> sa.TableValuedAlias:
+    """A batch's rows as a table, passed to PostgreSQL as one array per column (each a
+    parameter named after its column): the statement's text does not grow with the
+    batch, so it is compiled, parsed and planned once, not once a batch."""
+    arrays = [sa.bindparam(c, type_=postgresql.ARRAY(t)) for c, t in columns.items()]
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
+
+
+_DUE_NOTICES = _unnest(
+    "due",
+    token_id=sa.Integer(),
+    stage=sa.Integer(),
+    cutoff_at=UTCDateTime(),
+    recipient=sa.String(),
+)
+_NOTICE_CONSTANTS: dict[str, sa.ColumnElement[Any]] = {  # the same for every notice of a batch
+    "org_id": sa.bindparam("org_id", type_=sa.Integer()),
+    "kind": sa.bindparam("kind", type_=sa.String()),
+    "status": sa.literal("pending"),
+    "attempts": sa.literal(0),
+    "next_attempt_at": sa.bindparam("now", type_=UTCDateTime()),
+    "created_at": sa.bindparam("now", type_=UTCDateTime()),
+}
+_INSERT_NOTICES = {
+    "postgresql": postgresql.insert(NOTICE)
+    .from_select(
+        [*_NOTICE_CONSTANTS, *_DUE_NOTICES.c.keys()],
+        sa.select(*_NOTICE_CONSTANTS.values(), *_DUE_NOTICES.c),
+    )
+    .on_conflict_do_nothing()
+    .returning(NOTICE.c.token_id),
+    # SQLite runs in process: many rows to one statement cost no round trips.
+    "sqlite": sqlite.insert(NOTICE).on_conflict_do_nothing().returning(NOTICE.c.token_id),
+}
+_NEXT_NOTICES = _unnest("due", token=sa.Integer(), next_notice=UTCDateTime())
+_SET_NEXT_NOTICES = (
+    sa.update(TOKEN)
+    .where(TOKEN.c.id == _NEXT_NOTICES.c.token)
+    .values(next_notice_at=_NEXT_NOTICES.c.next_notice)
 )
 
 
@@ -153,27 +196,38 @@ def _queue(
     """Queue, in one statement, a notice of ``kind`` to each of ``to[token.id]`` for each
     ``(token, stage)`` of ``due``; return the ids of the tokens of which at least one
     notice is new (the others were queued already)."""
-    rows = [
-        {
-            "org_id": org.id,
-            "token_id": token.id,
-            "kind": kind,
-            "stage": stage,
-            "cutoff_at": token.cutoff_at,
-            "recipient": recipient,
-            "status": "pending",
-            "attempts": 0,
-            "next_attempt_at": now,
-            "created_at": now,
-        }
-        for token, stage in due
-        for recipient in to[token.id]
-    ]
-    if not rows:
+    owed = [(token, stage, recipient) for token, stage in due for recipient in to[token.id]]
+    if not owed:
         return set()
-    insert = _INSERT_NOTICE[session.get_bind().dialect.name]
+    constants = {"org_id": org.id, "kind": kind, "now": now}
+    if session.get_bind().dialect.name == "postgresql":
+        token_ids, stages, recipients = zip(*((t.id, s, r) for t, s, r in owed), strict=True)
+        params: Any = constants | {
+            "token_id": list(token_ids),
+            "stage": list(stages),
+            "cutoff_at": [token.cutoff_at for token, _, _ in owed],
+            "recipient": list(recipients),
+        }
+        insert = _INSERT_NOTICES["postgresql"]
+    else:
+        params = [
+            {
+                "org_id": org.id,
+                "token_id": token.id,
+                "kind": kind,
+                "stage": stage,
+                "cutoff_at": token.cutoff_at,
+                "recipient": recipient,
+                "status": "pending",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            }
+            for token, stage, recipient in owed
+        ]
+        insert = _INSERT_NOTICES["sqlite"]
     # RETURNING, not rowcount: it names the rows the unique key let in.
-    return set(session.execute(insert, rows).scalars())
+    return set(session.execute(insert, params).scalars())
 
 
 def _due_stage(org: LockedOrg, cutoff: datetime, now: datetime) -> int | None:
@@ -265,22 +319,16 @@ def _remind(
 
 
 def _set_next_notice(session: Session, next_notice: Mapping[int, datetime]) -> None:
-    """Move each token's next_notice_at, in one statement."""
+    """Move each token's next_notice_at: in one statement on PostgreSQL; on SQLite, which
+    runs in process, one per token costs no more."""
     if not next_notice:
         return
-    values = (
-        sa.values(
-            sa.column("id", sa.Integer()), sa.column("next_notice", UTCDateTime()), name="due"
-        )
-        .data(list(next_notice.items()))
-        .cte("due")
-    )
-    session.execute(
-        sa.update(TOKEN)
-        .add_cte(values)
-        .where(TOKEN.c.id == values.c.id)
-        .values(next_notice_at=values.c.next_notice)
-    )
+    if session.get_bind().dialect.name == "postgresql":
+        params = {"token": list(next_notice), "next_notice": list(next_notice.values())}
+        session.execute(_SET_NEXT_NOTICES, params)
+    else:
+        rows = [{"token": token, "next_notice": at} for token, at in next_notice.items()]
+        session.execute(_NEXT_NOTICE, rows)
 
 
 def sweep(db: Database, now: datetime, *, dry_run: bool = False) -> SweepReport:
