@@ -3,9 +3,12 @@ of tokens not delivered by their deadline (R14).
 
 Its cost follows the tokens that are due, not all tokens: it reads only through the
 indexes on (state, cutoff_at) and (state, next_notice_at), in batches, one organization
-at a time with the organization locked. Each reminder stage and each expiry is queued
+at a time with the organization locked. Each step of a batch is one statement for all
+of its tokens (the state change, their audit events in order, the recipients of service
+tokens, the notices, next_notice_at), so a due token costs a share of a handful of
+statements, not a handful of its own. Each reminder stage and each expiry is queued
 once as a notice, whose unique key makes a second sweeper's attempt a no-op, across
-restarts and replicas.
+restarts and replicas; rows another sweeper holds are skipped, not waited for.
 """
 
 from __future__ import annotations
@@ -130,32 +133,6 @@ def _unnest(name: str, **columns: sa.types.TypeEngine[Any]) -> sa.TableValuedAli
     return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
 
 
-_DUE_NOTICES = _unnest(
-    "due",
-    token_id=sa.Integer(),
-    stage=sa.Integer(),
-    cutoff_at=UTCDateTime(),
-    recipient=sa.String(),
-)
-_NOTICE_CONSTANTS: dict[str, sa.ColumnElement[Any]] = {  # the same for every notice of a batch
-    "org_id": sa.bindparam("org_id", type_=sa.Integer()),
-    "kind": sa.bindparam("kind", type_=sa.String()),
-    "status": sa.literal("pending"),
-    "attempts": sa.literal(0),
-    "next_attempt_at": sa.bindparam("now", type_=UTCDateTime()),
-    "created_at": sa.bindparam("now", type_=UTCDateTime()),
-}
-_INSERT_NOTICES = {
-    "postgresql": postgresql.insert(NOTICE)
-    .from_select(
-        [*_NOTICE_CONSTANTS, *_DUE_NOTICES.c.keys()],
-        sa.select(*_NOTICE_CONSTANTS.values(), *_DUE_NOTICES.c),
-    )
-    .on_conflict_do_nothing()
-    .returning(NOTICE.c.token_id),
-    # SQLite runs in process: many rows to one statement cost no round trips.
-    "sqlite": sqlite.insert(NOTICE).on_conflict_do_nothing().returning(NOTICE.c.token_id),
-}
 _NEXT_NOTICES = _unnest("due", token=sa.Integer(), next_notice=UTCDateTime())
 _SET_NEXT_NOTICES = (
     sa.update(TOKEN)
@@ -208,38 +185,38 @@ def _queue(
 ) -> set[int]:
     """Queue, in one statement, a notice of ``kind`` to each of ``to[token.id]`` for each
     ``(token, stage)`` of ``due``; return the ids of the tokens of which at least one
-    notice is new (the others were queued already)."""
-    owed = [(token, stage, recipient) for token, stage in due for recipient in to[token.id]]
-    if not owed:
-        return set()
-    constants = {"org_id": org.id, "kind": kind, "now": now}
-    if session.get_bind().dialect.name == "postgresql":
-        token_ids, stages, recipients = zip(*((t.id, s, r) for t, s, r in owed), strict=True)
-        params: Any = constants | {
-            "token_id": list(token_ids),
-            "stage": list(stages),
-            "cutoff_at": [token.cutoff_at for token, _, _ in owed],
-            "recipient": list(recipients),
+    notice is new (the others were queued already). The one place that writes notices."""
+    rows = [
+        {
+            "org_id": org.id,
+            "token_id": token.id,
+            "kind": kind,
+            "stage": stage,
+            "cutoff_at": token.cutoff_at,
+            "recipient": recipient,
+            "status": "pending",
+            "attempts": 0,
+            "next_attempt_at": now,
+            "created_at": now,
         }
-        insert = _INSERT_NOTICES["postgresql"]
-    else:
-        params = [
-            {
-                "org_id": org.id,
-                "token_id": token.id,
-                "kind": kind,
-                "stage": stage,
-                "cutoff_at": token.cutoff_at,
-                "recipient": recipient,
-                "status": "pending",
-                "attempts": 0,
-                "next_attempt_at": now,
-                "created_at": now,
-            }
-            for token, stage, recipient in owed
-        ]
-        insert = _INSERT_NOTICES["sqlite"]
+        for token, stage in due
+        for recipient in to[token.id]
+    ]
+    if not rows:
+        return set()
+    params: Any = rows  # SQLite runs in process: many rows to one statement cost nothing
+    insert: Any = sqlite.insert(NOTICE)
+    if session.get_bind().dialect.name == "postgresql":
+        # The columns that differ from notice to notice go as arrays; the rest once.
+        varying = ("token_id", "stage", "cutoff_at", "recipient")
+        arrays = _unnest("due", **{c: NOTICE.c[c].type for c in varying})
+        same = {c: sa.bindparam(c, type_=NOTICE.c[c].type) for c in rows[0] if c not in varying}
+        insert = postgresql.insert(NOTICE).from_select(
+            [*same, *varying], sa.select(*same.values(), *arrays.c)
+        )
+        params = {c: rows[0][c] for c in same} | {c: [row[c] for row in rows] for c in varying}
     # RETURNING, not rowcount: it names the rows the unique key let in.
+    insert = insert.on_conflict_do_nothing().returning(NOTICE.c.token_id)
     return set(session.execute(insert, params).scalars())
 
 
