@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -67,6 +68,48 @@ def record(
     session.execute(_ADVANCE_HEAD, {"org": org.id, "audit_head": digest})
     org.audit_head = digest
     return digest
+
+
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to append with :func:`record_all`."""
+
+    actor: str
+    action: str
+    subject: str
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+def record_all(
+    session: Session, org: LockedOrg, events: Sequence[NewEvent], now: datetime
+) -> list[str]:
+    """Append ``events`` in their order, as :func:`record` would one after the other,
+    with one insert and one move of the head; return their digests. ``org`` must be
+    locked by this transaction, as for :func:`record`.
+
+    ``detail`` must never hold a secret: callers pass names and hints only.
+    """
+    at = now.astimezone(UTC).isoformat()
+    rows: list[dict[str, Any]] = []
+    head = org.audit_head
+    for event in events:
+        content = {
+            "at": at,
+            "actor": event.actor,
+            "action": event.action,
+            "subject": event.subject,
+            "detail": event.detail,
+        }
+        digest = _event_digest(head, content)
+        rows.append({**content, "at": now, "org_id": org.id, "prev_digest": head, "digest": digest})
+        head = digest
+    if rows:
+        # One statement for the lot; the ids, which order the chain, follow the rows'
+        # order, and nothing else can be appended meanwhile as the organization is locked.
+        session.execute(_INSERT_EVENT, rows)
+        session.execute(_ADVANCE_HEAD, {"org": org.id, "audit_head": head})
+        org.audit_head = head
+    return [row["digest"] for row in rows]
 
 
 def events(db: Database, org_slack_id: str) -> list[AuditEvent]:

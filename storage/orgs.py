@@ -53,6 +53,14 @@ def insert_ignore(session: Session, table: sa.Table, values: dict[str, Any]) -> 
     return session.execute(statement).first() is not None
 
 
+def unnest(name: str, **columns: sa.types.TypeEngine[Any]) -> sa.TableValuedAlias:
+    """Rows passed to PostgreSQL as one array per column (each a parameter named after
+    its column), read back as the table ``name``: a statement over many rows whose text
+    does not grow with them, so it is compiled, parsed and planned once."""
+    arrays = [sa.bindparam(c, type_=postgresql.ARRAY(t)) for c, t in columns.items()]
+    return sa.func.unnest(*arrays).table_valued(*columns).render_derived(name=name)
+
+
 _SELECT_ORG = sa.select(
     ORG.c.id,
     ORG.c.slack_id,

@@ -14,17 +14,19 @@ otherwise put a sent message back to pending, or give up one another deliverer s
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlmodel import Session
 
 from storage.db import Database
 from storage.models import NoticeKind, OutboxMessage, OutboxStatus, ServiceUser, Token, TokenState
-from storage.orgs import ORG, LockedOrg, find_org, insert_ignore
+from storage.orgs import ORG, LockedOrg, find_org, insert_ignore, unnest
 from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, token_info
 
 OUTBOX = OutboxMessage.__table__  # type: ignore[attr-defined]
@@ -105,16 +107,74 @@ def queue_token_notice(
 ) -> bool:
     """Owe ``recipient`` a reminder (``stage`` days before the cutoff) or an expiry
     notice about ``token``; False if it is owed already."""
-    return enqueue(
-        session,
-        org,
-        kind,
-        now,
-        recipient=recipient,
-        payload={"stage": stage, "cutoff_at": token.cutoff_at.isoformat()},
-        dedupe_key=token_notice_key(kind, token.id, stage, token.cutoff_at, recipient),
-        token_id=token.id,
-    )
+    return bool(queue_token_notices(session, org, kind, [(token, stage, recipient)], now))
+
+
+def queue_token_notices(
+    session: Session,
+    org: LockedOrg,
+    kind: NoticeKind,
+    notices: Sequence[tuple[TokenInfo, int, str]],
+    now: datetime,
+) -> set[int]:
+    """Owe each ``(token, stage, recipient)`` of ``notices`` a reminder or an expiry
+    notice, in one statement however many there are; the ids of the tokens of which at
+    least one notice is new (the others were owed already)."""
+    if not notices:
+        return set()
+    varying: dict[str, list[Any]] = {
+        "token_id": [token.id for token, _, _ in notices],
+        "recipient": [recipient for _, _, recipient in notices],
+        "dedupe_key": [
+            token_notice_key(kind, token.id, stage, token.cutoff_at, recipient)
+            for token, stage, recipient in notices
+        ],
+        "payload": [
+            {"stage": stage, "cutoff_at": token.cutoff_at.isoformat()}
+            for token, stage, _ in notices
+        ],
+    }
+    same = {
+        "org_id": org.id,
+        "kind": kind,
+        "status": OutboxStatus.PENDING,
+        "attempts": 0,
+        "next_attempt_at": now,
+        "created_at": now,
+    }
+    insert: Any
+    params: Any
+    if session.get_bind().dialect.name == "postgresql":
+        # What differs from message to message goes as arrays, the rest once.
+        rows = unnest(
+            "notices",
+            token_id=sa.Integer(),
+            recipient=sa.String(),
+            dedupe_key=sa.String(),
+            payload=sa.String(),
+        )
+        constants = {c: sa.bindparam(c, type_=OUTBOX.c[c].type) for c in same}
+        insert = postgresql.insert(OUTBOX).from_select(
+            [*constants, "token_id", "recipient", "dedupe_key", "payload"],
+            sa.select(
+                *constants.values(),
+                rows.c.token_id,
+                rows.c.recipient,
+                rows.c.dedupe_key,
+                sa.cast(rows.c.payload, postgresql.JSON),
+            ),
+        )
+        varying["payload"] = [json.dumps(p) for p in varying["payload"]]
+        params = same | varying
+    else:  # SQLite runs in process: many rows to one statement cost nothing
+        insert = sqlite.insert(OUTBOX)
+        params = [
+            same | {column: values[n] for column, values in varying.items()}
+            for n in range(len(notices))
+        ]
+    # RETURNING, not rowcount: it names the rows the dedupe key let in.
+    insert = insert.on_conflict_do_nothing().returning(OUTBOX.c.token_id)
+    return set(session.execute(insert, params).scalars())
 
 
 def queue_ownerless_report(

@@ -3,14 +3,17 @@ of tokens not delivered by their deadline (R14).
 
 Its cost follows the tokens that are due, not all tokens: it reads only through the
 indexes on (state, cutoff_at) and (state, next_notice_at), in batches, one organization
-at a time with the organization locked. Each reminder stage and each expiry is queued
+at a time with the organization locked. Each step of a batch is one statement for all
+of its tokens (the state change, their audit events in order, the recipients of service
+tokens, the notices, next_notice_at), so a due token costs a share of a handful of
+statements, not a handful of its own. Each reminder stage and each expiry is queued
 once as a notice, whose unique key makes a second sweeper's attempt a no-op, across
-restarts and replicas.
+restarts and replicas; rows another sweeper holds are skipped, not waited for.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,10 +24,10 @@ from sqlmodel import Session
 
 from storage import audit, outbox
 from storage.db import Database
-from storage.models import Member, NoticeKind, Organization, Token, TokenState
-from storage.orgs import LockedOrg, lock_org
-from storage.services import recipients
-from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, lapse, token_info
+from storage.models import Member, NoticeKind, Organization, Token, TokenState, UTCDateTime
+from storage.orgs import LockedOrg, lock_org, unnest
+from storage.services import OWNER, recipients
+from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, lapse_all, token_info
 
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
@@ -55,10 +58,12 @@ class SweepReport:
         return out
 
 
-def _due(column: sa.Column[datetime]) -> tuple[sa.ColumnElement[bool], ...]:
+def _due(
+    column: sa.Column[datetime], org: sa.ColumnElement[int] | None = None
+) -> tuple[sa.ColumnElement[bool], ...]:
     """One organization's active tokens whose ``column`` time has come."""
     return (
-        TOKEN.c.org_id == sa.bindparam("org"),
+        TOKEN.c.org_id == (sa.bindparam("org") if org is None else org),
         TOKEN.c.state == TokenState.ACTIVE,
         column <= sa.bindparam("now"),
     )
@@ -73,23 +78,49 @@ def _batch(column: sa.Column[datetime]) -> sa.Select[Any]:
         .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
         .where(*_due(column))
         .order_by(column)
-        .limit(BATCH)
+        .limit(sa.bindparam("batch"))
         .with_for_update(of=TOKEN, skip_locked=True)
     )
 
 
 # Each reads through its (org_id, state, column) index: the cost follows what is due.
-_HAS_EXPIRED = sa.select(TOKEN.c.id).where(*_due(TOKEN.c.cutoff_at)).limit(1)
-_HAS_NOTICE = sa.select(TOKEN.c.id).where(*_due(TOKEN.c.next_notice_at)).limit(1)
+# The organizations with something due are found in one statement (one index probe or
+# two for each, in the database, not a round trip each).
+_ORGS_DUE = (
+    sa.select(ORG.c.id)
+    .where(
+        sa.or_(
+            *(
+                sa.exists().where(*_due(column, ORG.c.id))
+                for column in (TOKEN.c.cutoff_at, TOKEN.c.next_notice_at)
+            )
+        )
+    )
+    .order_by(ORG.c.id)
+)
 _EXPIRED = _batch(TOKEN.c.cutoff_at)
 _REMINDERS = _batch(TOKEN.c.next_notice_at)
-_ORG_IDS = sa.select(ORG.c.id).order_by(ORG.c.id)
 _NEXT_NOTICE = (
     sa.update(TOKEN)
     .where(TOKEN.c.id == sa.bindparam("token"))
     .values(next_notice_at=sa.bindparam("next_notice"))
 )
 _ORG_SLACK_ID = sa.select(ORG.c.slack_id).where(ORG.c.id == sa.bindparam("org"))
+# The active owners of each of a batch's service users, in one query.
+_OWNERS = (
+    sa.select(OWNER.c.service_user_id, MEMBER.c.slack_user_id)
+    .select_from(OWNER.join(MEMBER, OWNER.c.member_id == MEMBER.c.id))
+    .where(OWNER.c.service_user_id.in_(sa.bindparam("services", expanding=True)), ~MEMBER.c.deleted)
+    .order_by(OWNER.c.service_user_id, MEMBER.c.slack_user_id)
+)
+
+
+_NEXT_NOTICES = unnest("due", token=sa.Integer(), next_notice=UTCDateTime())
+_SET_NEXT_NOTICES = (
+    sa.update(TOKEN)
+    .where(TOKEN.c.id == _NEXT_NOTICES.c.token)
+    .values(next_notice_at=_NEXT_NOTICES.c.next_notice)
+)
 
 
 class _DryRun(Exception):
@@ -108,30 +139,36 @@ def _transaction(db: Database, dry_run: bool) -> Iterator[Session]:
         pass
 
 
-def _recipients(session: Session, org: LockedOrg, row: Any) -> list[str]:
-    """Who hears about the token: its member, or its service user's owners (R12)."""
-    if row.owner is not None:
-        return [row.owner]
-    if row.service_user_id is not None:
-        return recipients(session, org.id, row.service_user_id)
-    return []
+def _recipients(session: Session, org: LockedOrg, rows: Sequence[Any]) -> dict[int, list[str]]:
+    """Who hears about each token of the batch, by token id: its member, or its service
+    user's owners (R12), as :func:`storage.services.recipients` says."""
+    services = sorted({row.service_user_id for row in rows if row.owner is None} - {None})
+    owners: dict[int, list[str]] = {}
+    if services:
+        for service, owner in session.execute(_OWNERS, {"services": services}):
+            owners.setdefault(service, []).append(owner)
+        ownerless = [service for service in services if service not in owners]
+        if ownerless:  # the organization's admins, the same for every one of them
+            admins = recipients(session, org.id, ownerless[0])
+            owners.update((service, admins) for service in ownerless)
+    return {
+        row.id: [row.owner] if row.owner is not None else owners.get(row.service_user_id, [])
+        for row in rows
+    }
 
 
 def _queue(
     session: Session,
     org: LockedOrg,
-    token: TokenInfo,
-    to: list[str],
     kind: NoticeKind,
-    stage: int,
+    due: Sequence[tuple[TokenInfo, int]],
+    to: Mapping[int, list[str]],
     now: datetime,
-) -> bool:
-    """Queue a notice to each of ``to``; False if every one of them exists already."""
-    queued = [
-        outbox.queue_token_notice(session, org, token, kind, stage, recipient, now)
-        for recipient in to
-    ]
-    return any(queued)
+) -> set[int]:
+    """Owe a notice of ``kind`` to each of ``to[token.id]`` for each ``(token, stage)``
+    of ``due``; the ids of the tokens of which at least one notice is new."""
+    notices = [(token, stage, recipient) for token, stage in due for recipient in to[token.id]]
+    return outbox.queue_token_notices(session, org, kind, notices, now)
 
 
 def _due_stage(org: LockedOrg, cutoff: datetime, now: datetime) -> int | None:
@@ -154,75 +191,85 @@ def _sweep_org(
             with _transaction(db, dry_run) as session:
                 slack_id = session.execute(_ORG_SLACK_ID, {"org": org_id}).scalar_one()
                 org = lock_org(session, slack_id, now)
-                rows = session.execute(query, {"org": org.id, "now": now}).all()
-                moved = [
-                    handle(
-                        session, org, token_info(row), _recipients(session, org, row), now, report
-                    )
-                    for row in rows
-                ]
+                params = {"org": org.id, "now": now, "batch": BATCH}
+                rows = session.execute(query, params).all()
+                moved = handle(session, org, rows, now, report) if rows else 0
             # A full batch means there may be more; none moved means the rest is someone
             # else's (locked by another sweeper) or not this pass's business.
-            if len(rows) < BATCH or dry_run or not any(moved):
+            if len(rows) < BATCH or dry_run or not moved:
                 break
 
 
 def _expire(
-    session: Session,
-    org: LockedOrg,
-    token: TokenInfo,
-    to: list[str],
-    now: datetime,
-    report: SweepReport,
-) -> bool:
-    ended = lapse(session, org, token, now)
-    if token.delivered_at is None:  # never shown, so nobody is told (R14)
-        report.undelivered.append((org.slack_id, ended))
-        return True
-    _queue(session, org, token, to, NoticeKind.EXPIRED, 0, now)
-    report.expired.append((org.slack_id, ended))
-    return True
+    session: Session, org: LockedOrg, rows: Sequence[Any], now: datetime, report: SweepReport
+) -> int:
+    """End the batch's tokens and queue their expiry notices; the number handled."""
+    ended = lapse_all(session, org, [token_info(row) for row in rows], now)
+    expired = [token for token in ended if token.delivered_at is not None]
+    # One never shown is revoked, and nobody is told (R14).
+    _queue(
+        session,
+        org,
+        NoticeKind.EXPIRED,
+        [(t, 0) for t in expired],
+        _recipients(session, org, rows),
+        now,
+    )
+    for token in ended:
+        listed = report.expired if token.delivered_at is not None else report.undelivered
+        listed.append((org.slack_id, token))
+    return len(ended)
 
 
 def _remind(
-    session: Session,
-    org: LockedOrg,
-    token: TokenInfo,
-    to: list[str],
-    now: datetime,
-    report: SweepReport,
-) -> bool:
-    """Queue the reminder that is due; False if the token is not this pass's business."""
-    if token.cutoff_at <= now:
-        return False  # expired, not reminded: the expiry pass takes it
-    stage = _due_stage(org, token.cutoff_at, now)
-    if stage is None:  # reminder days changed since next_notice_at was set
-        nxt = org.first_notice(token.cutoff_at)
-        session.execute(_NEXT_NOTICE, {"token": token.id, "next_notice": nxt})
-        return True
-    session.execute(
-        _NEXT_NOTICE,
-        {"token": token.id, "next_notice": _next_notice(org, token.cutoff_at, stage)},
-    )
-    queued = _queue(session, org, token, to, NoticeKind.REMINDER, stage, now)
-    if queued or not to:  # nobody left to tell is on the record too
-        audit.record(
-            session,
-            org,
+    session: Session, org: LockedOrg, rows: Sequence[Any], now: datetime, report: SweepReport
+) -> int:
+    """Queue the reminders that are due; the number of tokens handled (those past their
+    cutoff are not this pass's business: the expiry pass takes them)."""
+    tokens = [token for token in map(token_info, rows) if token.cutoff_at > now]
+    next_notice: dict[int, datetime] = {}
+    due: list[tuple[TokenInfo, int]] = []
+    for token in tokens:
+        stage = _due_stage(org, token.cutoff_at, now)
+        if stage is None:  # reminder days changed since next_notice_at was set
+            next_notice[token.id] = org.first_notice(token.cutoff_at)
+        else:
+            next_notice[token.id] = _next_notice(org, token.cutoff_at, stage)
+            due.append((token, stage))
+    _set_next_notice(session, next_notice)
+    to = _recipients(session, org, rows)
+    queued = _queue(session, org, NoticeKind.REMINDER, due, to, now)
+    events = [
+        audit.NewEvent(
             actor=audit.SYSTEM,
             action="token.reminder",
             subject=f"token:{token.id}",
-            now=now,
             detail={
                 "name": token.name,
                 "hint": token.hint,
                 "days_before": stage,
-                "recipients": len(to),
+                "recipients": len(to[token.id]),
             },
         )
-    if queued:
-        report.reminded.append((org.slack_id, token, stage))
-    return True
+        for token, stage in due
+        if token.id in queued or not to[token.id]  # nobody left to tell is on the record too
+    ]
+    audit.record_all(session, org, events, now)
+    report.reminded += [(org.slack_id, token, stage) for token, stage in due if token.id in queued]
+    return len(tokens)
+
+
+def _set_next_notice(session: Session, next_notice: Mapping[int, datetime]) -> None:
+    """Move each token's next_notice_at: in one statement on PostgreSQL; on SQLite, which
+    runs in process, one per token costs no more."""
+    if not next_notice:
+        return
+    if session.get_bind().dialect.name == "postgresql":
+        params = {"token": list(next_notice), "next_notice": list(next_notice.values())}
+        session.execute(_SET_NEXT_NOTICES, params)
+    else:
+        rows = [{"token": token, "next_notice": at} for token, at in next_notice.items()]
+        session.execute(_NEXT_NOTICE, rows)
 
 
 def sweep(db: Database, now: datetime, *, dry_run: bool = False) -> SweepReport:
@@ -230,12 +277,7 @@ def sweep(db: Database, now: datetime, *, dry_run: bool = False) -> SweepReport:
     ``now``. With ``dry_run`` nothing is written; the report says what would be done."""
     report = SweepReport()
     with db.read() as session:
-        orgs = [
-            org
-            for org in session.execute(_ORG_IDS).scalars()
-            if session.execute(_HAS_EXPIRED, {"org": org, "now": now}).first()
-            or session.execute(_HAS_NOTICE, {"org": org, "now": now}).first()
-        ]
+        orgs = list(session.execute(_ORGS_DUE, {"now": now}).scalars())
     for org_id in orgs:
         _sweep_org(db, org_id, now, dry_run, report)
     return report

@@ -7,6 +7,7 @@ path of every Slack request, and each write runs while the organization is locke
 from __future__ import annotations
 
 import unicodedata
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -100,6 +101,7 @@ _DELIVERED = (
     )
 )
 _END = sa.update(TOKEN).where(TOKEN.c.id == sa.bindparam("token"))
+_END_ALL = sa.update(TOKEN).where(TOKEN.c.id.in_(sa.bindparam("tokens", expanding=True)))
 _LOCKED = (
     sa.select(*TOKEN_INFO_COLUMNS, MEMBER.c.slack_user_id, TOKEN.c.service_user_id)
     .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
@@ -167,28 +169,54 @@ def end_token(
     params = {"token": token.id, "state": state, "state_reason": reason, "state_changed_at": now}
     session.execute(_END, params)
     invalidates(session)
-    action = "token.revoked" if state == TokenState.REVOKED else "token.expired"
-    detail = {"name": token.name, "hint": token.hint, "kind": token.kind, "reason": reason}
-    audit.record(
-        session,
-        org,
-        actor=actor,
-        action=action,
-        subject=f"token:{token.id}",
-        now=now,
-        detail=detail,
-    )
-    return replace(token, state=state, state_reason=reason)
+    ended = replace(token, state=state, state_reason=reason)
+    audit.record_all(session, org, [_end_event(ended, actor)], now)
+    return ended
+
+
+def _end_event(ended: TokenInfo, actor: str) -> audit.NewEvent:
+    """The audit event of a token's end."""
+    action = "token.revoked" if ended.state == TokenState.REVOKED else "token.expired"
+    detail = {
+        "name": ended.name,
+        "hint": ended.hint,
+        "kind": ended.kind,
+        "reason": ended.state_reason,
+    }
+    return audit.NewEvent(actor=actor, action=action, subject=f"token:{ended.id}", detail=detail)
+
+
+def _lapse_outcome(token: TokenInfo) -> tuple[TokenState, str]:
+    if token.delivered_at is None:
+        return TokenState.REVOKED, "not delivered"
+    return TokenState.EXPIRED, "inactive"
 
 
 def lapse(session: Session, org: LockedOrg, token: TokenInfo, now: datetime) -> TokenInfo:
     """End an active token past its cutoff: expired for inactivity (R11), or, if it was
     never delivered in time, revoked as "not delivered" (R14)."""
-    if token.delivered_at is None:
-        return end_token(
-            session, org, token, TokenState.REVOKED, "not delivered", audit.SYSTEM, now
-        )
-    return end_token(session, org, token, TokenState.EXPIRED, "inactive", audit.SYSTEM, now)
+    state, reason = _lapse_outcome(token)
+    return end_token(session, org, token, state, reason, audit.SYSTEM, now)
+
+
+def lapse_all(
+    session: Session, org: LockedOrg, tokens: Sequence[TokenInfo], now: datetime
+) -> list[TokenInfo]:
+    """:func:`lapse` for many active tokens (locked by the caller) at once: one update
+    per outcome, and their audit events appended in the order of ``tokens``."""
+    ended = [
+        replace(token, state=state, state_reason=reason)
+        for token in tokens
+        for state, reason in [_lapse_outcome(token)]
+    ]
+    for state, reason in dict.fromkeys((t.state, t.state_reason) for t in ended):
+        ids = [t.id for t in ended if (t.state, t.state_reason) == (state, reason)]
+        params = {"tokens": ids, "state": state, "state_reason": reason, "state_changed_at": now}
+        session.execute(_END_ALL, params)
+    if ended:
+        invalidates(session)
+    audit.record_all(session, org, [_end_event(t, audit.SYSTEM) for t in ended], now)
+    return ended
 
 
 def end_overdue(
