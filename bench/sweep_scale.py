@@ -115,7 +115,7 @@ def put_back(url: str, size: int) -> None:
     db = Database(url)
     token_table = Token.__table__  # type: ignore[attr-defined]
     with db.engine.begin() as conn:
-        for table in ("notice", "auditevent"):
+        for table in ("outbox", "auditevent"):
             conn.execute(sa.text(f"DELETE FROM {table}"))
         conn.execute(
             sa.text("UPDATE organization SET audit_head = :genesis"), {"genesis": GENESIS_DIGEST}

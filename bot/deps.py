@@ -11,11 +11,10 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
-import anyio.to_thread
 from cachetools import TLRUCache
 
 from bot.config import Settings
-from storage.db import Database
+from storage.db import Database, run
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -205,8 +204,10 @@ class Deps:
         self.directory.keep(key, answer, max_age)
 
     async def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run a synchronous storage function in a worker thread: the loop never blocks."""
-        return await anyio.to_thread.run_sync(partial(fn, *args, **kwargs))
+        """Run a storage function where the database says (``storage.db.run``): a quick
+        one on the loop or natively async, any other in a worker thread. The loop never
+        blocks."""
+        return await run(fn, *args, **kwargs)
 
 
 def org_of(context: Any) -> str:

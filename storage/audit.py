@@ -12,8 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from storage.db import Database
-from storage.models import GENESIS_DIGEST, AuditEvent, Organization
+from storage.db import Database, sha256_hex
+from storage.models import GENESIS_DIGEST, AuditEvent, Organization, UTCDateTime
 from storage.orgs import LockedOrg, find_org
 
 SYSTEM = "system"
@@ -25,9 +25,25 @@ _INSERT_EVENT = sa.insert(_EVENT)
 _ADVANCE_HEAD = sa.update(_ORG).where(_ORG.c.id == sa.bindparam("org"))
 
 
+def _canonical(event: dict[str, Any]) -> str:
+    """The text an event's digest is taken over, after the digest of the one before it."""
+    return json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
 def _event_digest(prev_digest: str, event: dict[str, Any]) -> str:
-    canonical = json.dumps(event, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256((prev_digest + canonical).encode("utf-8")).hexdigest()
+    return hashlib.sha256((prev_digest + _canonical(event)).encode("utf-8")).hexdigest()
+
+
+def _new_content(
+    actor: str, action: str, subject: str, now: datetime, detail: dict[str, Any] | None
+) -> dict[str, Any]:
+    return {
+        "at": now.astimezone(UTC).isoformat(),
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "detail": detail or {},
+    }
 
 
 def _content(event: AuditEvent) -> dict[str, Any]:
@@ -55,13 +71,7 @@ def record(
 
     ``detail`` must never hold a secret: callers pass names and hints only.
     """
-    content = {
-        "at": now.astimezone(UTC).isoformat(),
-        "actor": actor,
-        "action": action,
-        "subject": subject,
-        "detail": detail or {},
-    }
+    content = _new_content(actor, action, subject, now, detail)
     digest = _event_digest(org.audit_head, content)
     event = {**content, "at": now, "org_id": org.id, "prev_digest": org.audit_head}
     session.execute(_INSERT_EVENT, {**event, "digest": digest})
@@ -89,17 +99,10 @@ def record_all(
 
     ``detail`` must never hold a secret: callers pass names and hints only.
     """
-    at = now.astimezone(UTC).isoformat()
     rows: list[dict[str, Any]] = []
     head = org.audit_head
     for event in events:
-        content = {
-            "at": at,
-            "actor": event.actor,
-            "action": event.action,
-            "subject": event.subject,
-            "detail": event.detail,
-        }
+        content = _new_content(event.actor, event.action, event.subject, now, event.detail)
         digest = _event_digest(head, content)
         rows.append({**content, "at": now, "org_id": org.id, "prev_digest": head, "digest": digest})
         head = digest
@@ -110,6 +113,67 @@ def record_all(
         session.execute(_ADVANCE_HEAD, {"org": org.id, "audit_head": head})
         org.audit_head = head
     return [row["digest"] for row in rows]
+
+
+# An event appended by a quick write (storage.db.Statements.write), which cannot read the
+# head between its statements: the database takes the digest, over the head it finds
+# under the organization's lock and the event's canonical text, given as "content". The
+# event's id comes from the database, under that lock, so ids keep the chain's order.
+_APPENDED_DIGEST = sha256_hex(_ORG.c.audit_head + sa.bindparam("content", type_=sa.String))
+_APPENDED_VALUES = sa.select(
+    _ORG.c.id,
+    sa.bindparam("at", type_=UTCDateTime()),
+    sa.bindparam("actor", type_=sa.String),
+    sa.bindparam("action", type_=sa.String),
+    sa.bindparam("subject", type_=sa.String),
+    sa.bindparam("detail", type_=sa.JSON),
+    _ORG.c.audit_head,
+    _APPENDED_DIGEST,
+)
+_APPENDED_COLUMNS = (
+    "org_id",
+    "at",
+    "actor",
+    "action",
+    "subject",
+    "detail",
+    "prev_digest",
+    "digest",
+)
+
+
+def appending(condition: sa.ColumnElement[bool]) -> tuple[sa.Executable, sa.Executable]:
+    """The two statements of a quick write that append an event to its organization's
+    chain if ``condition`` holds: the event, then the new head, each taking the digest
+    from the head as it was. The write locks the organization first, and nothing between
+    the two may change what ``condition`` reads. Their parameters: :func:`appended`."""
+    where = (_ORG.c.id == sa.bindparam("org"), condition)
+    event = sa.insert(_EVENT).from_select(_APPENDED_COLUMNS, _APPENDED_VALUES.where(*where))
+    head = sa.update(_ORG).where(*where).values(audit_head=_APPENDED_DIGEST)
+    return event, head
+
+
+def appended(
+    org_id: int,
+    *,
+    actor: str,
+    action: str,
+    subject: str,
+    now: datetime,
+    detail: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The parameters of :func:`appending`'s statements for one event: the same event,
+    chained the same way, as :func:`record` appends. ``detail`` never holds a secret."""
+    content = _new_content(actor, action, subject, now, detail)
+    return {
+        "org": org_id,
+        "at": now,
+        "actor": actor,
+        "action": action,
+        "subject": subject,
+        "detail": content["detail"],
+        "content": _canonical(content),
+    }
 
 
 def events(db: Database, org_slack_id: str) -> list[AuditEvent]:

@@ -1,14 +1,17 @@
 """Tokens: issue, list, find and revoke, and who may act on one (R7, R9-R11, R15, R16).
 
 Statements are plain SQL over the tables (no ORM objects): these functions sit on the
-path of every Slack request, and each write runs while the organization is locked.
+path of every Slack request, and each write runs while the organization is locked. Those
+on the path of an acknowledgement (list, find, room under the cap, issue, delivered) are
+quick (``storage.db.quick``): a read, then at most one write sent whole, whose statements
+check what must hold (the cap, a free name) as they write.
 """
 
 from __future__ import annotations
 
 import unicodedata
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any
 
@@ -16,23 +19,26 @@ import sqlalchemy as sa
 from sqlmodel import Session
 
 from storage import audit, tokenformat
-from storage.db import Database, invalidates
+from storage.db import Database, Decline, Query, Statements, invalidates, next_id, quick
 from storage.errors import CapReached, InvalidName, NameTaken, NotAllowed, TokenNotFound
 from storage.models import (
     DEFAULT_USER_TOKEN_CAP,
     DELIVERY_DEADLINE,
     Member,
+    Organization,
     ServiceOwner,
     Token,
     TokenState,
+    UTCDateTime,
 )
-from storage.orgs import LockedOrg, ensure_member, find_org, lock_org, member_id
+from storage.orgs import LockedOrg, ensure_member, lock_org
 from storage.tokenformat import TokenKind
 
 NAME_MAX = 64
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
 OWNER = ServiceOwner.__table__  # type: ignore[attr-defined]
+ORG = Organization.__table__  # type: ignore[attr-defined]
 
 
 @dataclass(frozen=True)
@@ -125,6 +131,148 @@ _SERVICE_OWNER = (
 
 def token_info(row: Any) -> TokenInfo:
     return TokenInfo(**{name: row._mapping[name] for name in TokenInfo.__dataclass_fields__})
+
+
+_INFO_WIDTH = len(TOKEN_INFO_COLUMNS)
+
+
+def _info(row: Any) -> TokenInfo:
+    """The TokenInfo of a quick query's row that starts with TOKEN_INFO_COLUMNS."""
+    return TokenInfo(*row[:_INFO_WIDTH])
+
+
+# -- the statements of the quick functions -----------------------------------------------
+
+# A member's active tokens not past their cutoff, oldest first, with their organization's
+# cap and whether the member is known: one statement, no row if the organization is not.
+_LISTING = (
+    sa.select(*TOKEN_INFO_COLUMNS, ORG.c.user_token_cap, MEMBER.c.id.label("member"))
+    .select_from(
+        ORG.outerjoin(
+            MEMBER,
+            (MEMBER.c.org_id == ORG.c.id) & (MEMBER.c.slack_user_id == sa.bindparam("user")),
+        ).outerjoin(
+            TOKEN,
+            (TOKEN.c.member_id == MEMBER.c.id)
+            & (TOKEN.c.state == TokenState.ACTIVE)
+            & (TOKEN.c.cutoff_at > sa.bindparam("now")),
+        )
+    )
+    .where(ORG.c.slack_id == sa.bindparam("org"))
+    .order_by(TOKEN.c.created_at, TOKEN.c.id)
+)
+_ORG_ROW = sa.select(*(ORG.c[f.name] for f in fields(LockedOrg))).where(
+    ORG.c.slack_id == sa.bindparam("org")
+)
+_LOCK_ORG = sa.select(ORG.c.id).where(ORG.c.id == sa.bindparam("org")).with_for_update()
+_MEMBER_ID = (
+    sa.select(MEMBER.c.id)
+    .where(MEMBER.c.org_id == sa.bindparam("org"), MEMBER.c.slack_user_id == sa.bindparam("user"))
+    .scalar_subquery()
+)
+_CAP = sa.select(ORG.c.user_token_cap).where(ORG.c.id == sa.bindparam("org")).scalar_subquery()
+_ORG_ID = sa.select(ORG.c.id).where(ORG.c.slack_id == sa.bindparam("org")).scalar_subquery()
+# Before an issue: the member, if known, and the id the token will have (named in its
+# audit event).
+_ISSUE_IDS = sa.select(
+    sa.select(MEMBER.c.id)
+    .where(MEMBER.c.org_id == _ORG_ID, MEMBER.c.slack_user_id == sa.bindparam("user"))
+    .scalar_subquery()
+    .label("member"),
+    next_id(TOKEN).label("token"),
+)
+# The member, if new: under the organization's lock (no other writer creates them
+# meanwhile), and only if the token will be issued (a new member has no token to clash
+# with, so only the cap can refuse it).
+_NEW_MEMBER = sa.insert(MEMBER).from_select(
+    ["org_id", "slack_user_id", "created_at", "role", "deleted"],
+    sa.select(
+        sa.bindparam("org", type_=sa.Integer),
+        sa.bindparam("user", type_=sa.String),
+        sa.bindparam("created_at", type_=UTCDateTime()),
+        sa.bindparam("role", type_=sa.String),
+        sa.bindparam("deleted", type_=sa.Boolean),
+    ).where(~sa.exists(_MEMBER_ID.element), _CAP > 0),
+)
+# The defaults of the model, which an INSERT from a SELECT names itself.
+_MEMBER_DEFAULTS = {"role": MEMBER.c.role.default.arg, "deleted": MEMBER.c.deleted.default.arg}
+_THEIRS = TOKEN.alias("theirs")
+_THEIR_ACTIVE = (_THEIRS.c.member_id == _MEMBER_ID) & (_THEIRS.c.state == TokenState.ACTIVE)
+# The token, if the member has room under the cap, no active token of that name, and no
+# token past its cutoff that must be ended first (storage.tokens.end_overdue; left to the
+# full transaction): checked by the statement itself, under the organization's lock.
+_ISSUE = (
+    sa.insert(TOKEN)
+    .from_select(
+        [
+            "id",
+            "org_id",
+            "kind",
+            "member_id",
+            "name",
+            "name_key",
+            "hint",
+            "digest",
+            "created_at",
+            "created_by_id",
+            "cutoff_at",
+            "state",
+        ],
+        sa.select(
+            sa.bindparam("token", type_=sa.Integer),
+            sa.bindparam("org", type_=sa.Integer),
+            sa.bindparam("kind", type_=sa.String),
+            _MEMBER_ID.label("member_id"),
+            sa.bindparam("name", type_=sa.String),
+            sa.bindparam("name_key", type_=sa.String),
+            sa.bindparam("hint", type_=sa.String),
+            sa.bindparam("digest", type_=sa.String),
+            sa.bindparam("created_at", type_=UTCDateTime()),
+            _MEMBER_ID.label("created_by_id"),
+            sa.bindparam("cutoff_at", type_=UTCDateTime()),
+            sa.bindparam("state", type_=sa.String),
+        ).where(
+            ~sa.exists(
+                sa.select(_THEIRS.c.id).where(
+                    _THEIR_ACTIVE,
+                    (_THEIRS.c.name_key == sa.bindparam("name_key"))
+                    | (_THEIRS.c.cutoff_at <= sa.bindparam("now")),
+                )
+            ),
+            sa.select(sa.func.count()).select_from(_THEIRS).where(_THEIR_ACTIVE).scalar_subquery()
+            < _CAP,
+        ),
+    )
+    .returning(TOKEN.c.id)
+)
+_ISSUED_EVENT, _ISSUED_HEAD = audit.appending(
+    sa.exists(sa.select(TOKEN.c.id).where(TOKEN.c.id == sa.bindparam("token")))
+)
+# After an issue that did not happen: why, as the member will be told.
+_ALL_ACTIVE = (
+    sa.select(*TOKEN_INFO_COLUMNS)
+    .where(TOKEN.c.member_id == _MEMBER_ID, TOKEN.c.state == TokenState.ACTIVE)
+    .order_by(TOKEN.c.created_at, TOKEN.c.id)
+)
+_CAP_NOW = sa.select(ORG.c.user_token_cap).where(ORG.c.id == sa.bindparam("org"))
+# Before a delivery is recorded: the token, if it is the organization's.
+_TOKEN_OF_ORG = sa.select(*TOKEN_INFO_COLUMNS).where(
+    TOKEN.c.id == sa.bindparam("token"), TOKEN.c.org_id == _ORG_ID
+)
+_DELIVERED_RETURNING = _DELIVERED.returning(TOKEN.c.id)
+# The event and the head go first, under the same condition as the update that follows
+# them: nothing else can change the token in between (every writer of tokens locks the
+# organization).
+_DELIVERED_EVENT, _DELIVERED_HEAD = audit.appending(
+    sa.exists(
+        sa.select(TOKEN.c.id).where(
+            TOKEN.c.id == sa.bindparam("token"),
+            TOKEN.c.state == TokenState.ACTIVE,
+            TOKEN.c.delivered_at.is_(None),
+            TOKEN.c.cutoff_at > sa.bindparam("now"),
+        )
+    )
+)
 
 
 def validate_token_name(raw: str | None) -> str:
@@ -235,20 +383,49 @@ def end_overdue(
         lapse(session, org, token_info(row), now)
 
 
-def check_room_for_user_token(db: Database, org_slack_id: str, user_id: str, now: datetime) -> None:
+async def _listing(
+    statements: Statements, org_slack_id: str, user_id: str, now: datetime
+) -> tuple[int | None, bool, list[TokenInfo]]:
+    """The organization's cap (None: not known), whether the member is known, and their
+    active tokens not past their cutoff, oldest first."""
+    params = {"org": org_slack_id, "user": user_id, "now": now}
+    (rows,) = await statements.read(Query(_LISTING, params))
+    if not rows:
+        return None, False, []
+    return (
+        rows[0].user_token_cap,
+        rows[0].member is not None,
+        [_info(row) for row in rows if row.id is not None],
+    )
+
+
+@quick(writes=False)
+async def check_room_for_user_token(
+    statements: Statements, org_slack_id: str, user_id: str, now: datetime
+) -> None:
     """CapReached when the member has no room left for another token (R9)."""
-    with db.read() as session:
-        org = find_org(session, org_slack_id)
-        member = member_id(session, org.id, user_id) if org is not None else None
-        if org is None or member is None:
-            return
-        active = _active(session, member, now)
-        if len(active) >= org.user_token_cap:
-            raise CapReached(cap=org.user_token_cap, active=_shown(active))
+    cap, known, active = await _listing(statements, org_slack_id, user_id, now)
+    if cap is not None and known and len(active) >= cap:
+        raise CapReached(cap=cap, active=_shown(active))
 
 
-def issue_user_token(
-    db: Database, org_slack_id: str, user_id: str, raw_name: str | None, now: datetime
+def _name_taken(name: str, clash: TokenInfo) -> NameTaken:
+    if clash.delivered_at is None:
+        # Not listed yet, so "you already have one" would contradict /token list.
+        return NameTaken(
+            f"A token named “{name}” is still being delivered to you; if it never "
+            "arrives, the name is free again within a few minutes. Pick another name."
+        )
+    return NameTaken(f"You already have an active token named “{name}”. Pick another name.")
+
+
+@quick(writes=True)
+async def issue_user_token(
+    statements: Statements,
+    org_slack_id: str,
+    user_id: str,
+    raw_name: str | None,
+    now: datetime,
 ) -> IssuedToken:
     """Mint a personal token for ``user_id`` named ``raw_name``, in one transaction.
 
@@ -256,20 +433,72 @@ def issue_user_token(
     """
     name = validate_token_name(raw_name)
     key = name_key(name)
+    org_rows, (ids,) = await statements.read(
+        Query(_ORG_ROW, {"org": org_slack_id}),
+        Query(_ISSUE_IDS, {"org": org_slack_id, "user": user_id}),
+    )
+
+    def in_full(db: Database) -> IssuedToken:
+        return _issue_user_token(db, org_slack_id, user_id, name, now)
+
+    if not org_rows:  # the organization's first request: it is created on the way
+        raise Decline(in_full)
+    org = LockedOrg(**org_rows[0]._asdict())
+    secret = tokenformat.mint(TokenKind.USER)
+    values = _new_token(org.id, TokenKind.USER, name, secret, now)
+    params = {**values, "token": ids.token, "org": org.id, "user": user_id, "now": now}
+    event = audit.appended(
+        org.id,
+        actor=user_id,
+        action="token.issued",
+        subject=f"token:{ids.token}",
+        now=now,
+        detail={"name": name, "hint": values["hint"], "kind": TokenKind.USER},
+    )
+    who = {"org": org.id, "user": user_id}
+    new_member = (
+        [Query(_NEW_MEMBER, {**who, **_MEMBER_DEFAULTS, "created_at": now})]
+        if ids.member is None
+        else []
+    )
+    *_, issued, _, _, active_rows, (cap,) = await statements.write(
+        Query(_LOCK_ORG, {"org": org.id}),
+        *new_member,
+        Query(_ISSUE, params),
+        Query(_ISSUED_EVENT, {**event, "token": ids.token}),
+        Query(_ISSUED_HEAD, {**event, "token": ids.token}),
+        Query(_ALL_ACTIVE, who),
+        Query(_CAP_NOW, who),
+    )
+    if issued:
+        info = TokenInfo(id=ids.token, **{k: values[k] for k in _TOKEN_INFO_VALUES})
+        # Described as its owner will have it once shown: the whole inactivity period ahead.
+        return IssuedToken(info=replace(info, cutoff_at=now + org.period), secret=secret)
+    active = [_info(row) for row in active_rows]
+    if any(t.cutoff_at <= now for t in active):
+        raise Decline(in_full)  # tokens past their cutoff are ended first
+    clash = next((t for t in active if name_key(t.name) == key), None)
+    if clash is not None:
+        raise _name_taken(name, clash)
+    if len(active) >= cap.user_token_cap:
+        raise CapReached(cap=cap.user_token_cap, active=_shown(active))
+    raise Decline(in_full)  # (the cap changed meanwhile)
+
+
+def _issue_user_token(
+    db: Database, org_slack_id: str, user_id: str, name: str, now: datetime
+) -> IssuedToken:
+    """:func:`issue_user_token` in full, for what its quick form leaves: an organization
+    to create, tokens past their cutoff to end first."""
+    key = name_key(name)
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         member = ensure_member(session, org.id, user_id, now)
         end_overdue(session, org, now, member=member)
         active = _active(session, member, now)
         clash = next((t for t in active if name_key(t.name) == key), None)
-        if clash is not None and clash.delivered_at is None:
-            # Not listed yet, so "you already have one" would contradict /token list.
-            raise NameTaken(
-                f"A token named “{name}” is still being delivered to you; if it never "
-                "arrives, the name is free again within a few minutes. Pick another name."
-            )
         if clash is not None:
-            raise NameTaken(f"You already have an active token named “{name}”. Pick another name.")
+            raise _name_taken(name, clash)
         if len(active) >= org.user_token_cap:
             raise CapReached(cap=org.user_token_cap, active=_shown(active))
         return insert_token(session, org, TokenKind.USER, name, user_id, now, member=member)
@@ -293,28 +522,10 @@ def insert_token(
     The token is not valid until :func:`mark_delivered` says its owner was shown it; if
     that does not happen within DELIVERY_DEADLINE, the sweep revokes it (R14)."""
     secret = tokenformat.mint(kind)
-    values: dict[str, Any] = {
-        "org_id": org.id,
-        "kind": kind,
-        "member_id": member,
-        "service_user_id": service_user,
-        "name": name,
-        "name_key": name_key(name),
-        "hint": tokenformat.hint(secret),
-        "digest": tokenformat.digest(secret),
-        "created_at": now,
-        "created_by_id": member,
-        "last_used_at": None,
-        "delivered_at": None,
-        "cutoff_at": now + DELIVERY_DEADLINE,
-        "next_notice_at": None,  # nothing to remind of before it is delivered
-        "state": TokenState.ACTIVE,
-        "state_reason": None,
-    }
+    values = _new_token(org.id, kind, name, secret, now)
+    values.update(member_id=member, service_user_id=service_user, created_by_id=member)
     token_id = session.execute(_INSERT, values).scalar_one()
-    info = TokenInfo(
-        id=token_id, **{k: v for k, v in values.items() if k in TokenInfo.__dataclass_fields__}
-    )
+    info = TokenInfo(id=token_id, **{k: values[k] for k in _TOKEN_INFO_VALUES})
     audit.record(
         session,
         org,
@@ -328,25 +539,50 @@ def insert_token(
     return IssuedToken(info=replace(info, cutoff_at=now + org.period), secret=secret)
 
 
-def list_user_tokens(db: Database, org_slack_id: str, user_id: str, now: datetime) -> TokenList:
+def _new_token(
+    org_id: int, kind: TokenKind, name: str, secret: str, now: datetime
+) -> dict[str, Any]:
+    """The row of a new token, but for its owner (member or service user) and id."""
+    return {
+        "org_id": org_id,
+        "kind": kind,
+        "name": name,
+        "name_key": name_key(name),
+        "hint": tokenformat.hint(secret),
+        "digest": tokenformat.digest(secret),
+        "created_at": now,
+        "last_used_at": None,
+        "delivered_at": None,
+        "cutoff_at": now + DELIVERY_DEADLINE,
+        "next_notice_at": None,  # nothing to remind of before it is delivered
+        "state": TokenState.ACTIVE,
+        "state_reason": None,
+    }
+
+
+_TOKEN_INFO_VALUES = [name for name in TokenInfo.__dataclass_fields__ if name != "id"]
+
+
+@quick(writes=False)
+async def list_user_tokens(
+    statements: Statements, org_slack_id: str, user_id: str, now: datetime
+) -> TokenList:
     """The member's active tokens, oldest first, and their organization's cap (R5, R10).
     A token still being delivered is not listed (it counts against the cap all the same).
     """
-    with db.read() as session:
-        org = find_org(session, org_slack_id)
-        if org is None:
-            return TokenList([], DEFAULT_USER_TOKEN_CAP)
-        member = member_id(session, org.id, user_id)
-        active = _active(session, member, now) if member is not None else []
-        return TokenList(_shown(active), org.user_token_cap)
+    cap, _, active = await _listing(statements, org_slack_id, user_id, now)
+    if cap is None:
+        return TokenList([], DEFAULT_USER_TOKEN_CAP)
+    return TokenList(_shown(active), cap)
 
 
-def find_user_token(
-    db: Database, org_slack_id: str, user_id: str, raw_name: str, now: datetime
+@quick(writes=False)
+async def find_user_token(
+    statements: Statements, org_slack_id: str, user_id: str, raw_name: str, now: datetime
 ) -> TokenInfo:
     """The member's active token called ``raw_name`` (any case), or TokenNotFound."""
     key = name_key(raw_name.strip())
-    for info in list_user_tokens(db, org_slack_id, user_id, now).tokens:
+    for info in (await list_user_tokens.body(statements, org_slack_id, user_id, now)).tokens:
         if name_key(info.name) == key:
             return info
     raise TokenNotFound(f"You have no active token named “{raw_name.strip()}”.")
@@ -425,12 +661,54 @@ def _permitted(
     return token, owns
 
 
-def mark_delivered(
-    db: Database, org_slack_id: str, token_id: int, now: datetime, via: str
+@quick(writes=True)
+async def mark_delivered(
+    statements: Statements, org_slack_id: str, token_id: int, now: datetime, via: str
 ) -> TokenInfo | None:
     """The token was shown to its owner: from now on it is valid, with the full
     inactivity period from its creation (R11, R14). None when it can no longer become
     valid (revoked meanwhile, or past its delivery deadline)."""
+    org_rows, found = await statements.read(
+        Query(_ORG_ROW, {"org": org_slack_id}),
+        Query(_TOKEN_OF_ORG, {"token": token_id, "org": org_slack_id}),
+    )
+    if not org_rows:  # created on the way, as ever: left to the full transaction
+        raise Decline(lambda db: _mark_delivered(db, org_slack_id, token_id, now, via))
+    org = LockedOrg(**org_rows[0]._asdict())
+    if not found:
+        return None
+    token = _info(found[0])
+    if token.state != TokenState.ACTIVE or token.delivered_at is not None or token.cutoff_at <= now:
+        return None  # for good: no token becomes deliverable again
+    cutoff = token.created_at + org.period
+    params = {
+        "token": token_id,
+        "now": now,
+        "cutoff": cutoff,
+        "next_notice": org.first_notice(cutoff),
+    }
+    event = audit.appended(
+        org.id,
+        actor=audit.SYSTEM,
+        action="token.delivered",
+        subject=f"token:{token_id}",
+        now=now,
+        detail={"name": token.name, "hint": token.hint, "kind": token.kind, "via": via},
+    )
+    condition = {"token": token_id, "now": now}
+    *_, delivered = await statements.write(
+        Query(_LOCK_ORG, {"org": org.id}),
+        Query(_DELIVERED_EVENT, {**event, **condition}),
+        Query(_DELIVERED_HEAD, {**event, **condition}),
+        Query(_DELIVERED_RETURNING, params),
+    )
+    return replace(token, delivered_at=now, cutoff_at=cutoff) if delivered else None
+
+
+def _mark_delivered(
+    db: Database, org_slack_id: str, token_id: int, now: datetime, via: str
+) -> TokenInfo | None:
+    """:func:`mark_delivered` in full, for an organization not seen before."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         found = _locked_token(session, org, token_id)
