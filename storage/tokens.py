@@ -136,7 +136,7 @@ def token_info(row: Any) -> TokenInfo:
 _INFO_WIDTH = len(TOKEN_INFO_COLUMNS)
 
 
-def _info(row: Any) -> TokenInfo:
+def _info_first(row: Any) -> TokenInfo:
     """The TokenInfo of a quick query's row that starts with TOKEN_INFO_COLUMNS."""
     return TokenInfo(*row[:_INFO_WIDTH])
 
@@ -395,7 +395,7 @@ async def _listing(
     return (
         rows[0].user_token_cap,
         rows[0].member is not None,
-        [_info(row) for row in rows if row.id is not None],
+        [_info_first(row) for row in rows if row.id is not None],
     )
 
 
@@ -474,7 +474,7 @@ async def issue_user_token(
         info = TokenInfo(id=ids.token, **{k: values[k] for k in _TOKEN_INFO_VALUES})
         # Described as its owner will have it once shown: the whole inactivity period ahead.
         return IssuedToken(info=replace(info, cutoff_at=now + org.period), secret=secret)
-    active = [_info(row) for row in active_rows]
+    active = [_info_first(row) for row in active_rows]
     if any(t.cutoff_at <= now for t in active):
         raise Decline(in_full)  # tokens past their cutoff are ended first
     clash = next((t for t in active if name_key(t.name) == key), None)
@@ -677,7 +677,7 @@ async def mark_delivered(
     org = LockedOrg(**org_rows[0]._asdict())
     if not found:
         return None
-    token = _info(found[0])
+    token = _info_first(found[0])
     if token.state != TokenState.ACTIVE or token.delivered_at is not None or token.cutoff_at <= now:
         return None  # for good: no token becomes deliverable again
     cutoff = token.created_at + org.period
