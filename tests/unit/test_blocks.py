@@ -5,107 +5,33 @@ are the stand-in's, which refuses what Slack refuses."""
 from __future__ import annotations
 
 import re
-from dataclasses import replace
-from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from bot.blocks import service as blocks
 from bot.blocks import tokens as token_blocks
-from bot.blocks.text import clip, escape, inline, quoted
-from bot.standin.server import message_problems, view_problems
+from bot.blocks.text import clip, escape, fit, inline, quoted
+from bot.standin.server import view_problems
 from storage.approvals import RequestInfo
 from storage.reports import Report
-from storage.services import ServiceUserInfo
-from storage.tokens import IssuedToken, TokenInfo
+from storage.tokens import IssuedToken
 from tests.conftest import NOW
-
-# The most escaping each field can need: every character becomes five (&amp;), or a line
-# of its own (each quoted line carries "> ").
-TOKEN_NAME = "&" * 64  # R15: 64 printable characters
-SERVICE_NAME = "&" * 40
-PURPOSE = "&" * 500
-PURPOSE_LINES = "\n&" * 250
-JUSTIFICATION = "&" * 1000
-JUSTIFICATION_LINES = "\n<" * 500
-REASON = "<" * 1000
-SCOPES = [f"{'&' * 60}-{n}" for n in range(80)]
-USER = "U0123456789ABCDEF"
-# What the app itself may put between < and >: mentions and dates.
-APP_MARKUP = re.compile(r"<(@U\w+|!date\^[^<>]*|#C\w+)>")
-
-
-def token(n: int = 1, name: str = TOKEN_NAME) -> TokenInfo:
-    return TokenInfo(
-        id=n,
-        kind="service",
-        name=name,
-        hint="tbs_…abcd",
-        created_at=NOW,
-        last_used_at=NOW,
-        cutoff_at=NOW + timedelta(days=30),
-        state="active",
-    )
-
-
-def request(n: int = 1, **changes: Any) -> RequestInfo:
-    base = RequestInfo(
-        id=n,
-        org="T0",
-        requester=USER,
-        service_user_id=None,
-        name=SERVICE_NAME,
-        purpose=PURPOSE,
-        scopes=SCOPES,
-        justification=JUSTIFICATION,
-        state="pending",
-        decided_by=None,
-        decided_at=None,
-        reason=None,
-        created_at=NOW,
-        expires_at=NOW + timedelta(days=7),
-    )
-    return replace(base, **changes)
-
-
-def service(n: int, tokens: int) -> ServiceUserInfo:
-    return ServiceUserInfo(
-        id=n,
-        name=SERVICE_NAME,
-        purpose=PURPOSE,
-        scopes=SCOPES,
-        owners=[f"U{m:010d}" for m in range(40)],
-        tokens=[token(n * 100 + t) for t in range(tokens)],
-    )
-
-
-def texts(obj: Any) -> list[str]:
-    """Every string a person could read in ``obj`` (text objects, top-level text)."""
-    if isinstance(obj, dict):
-        found = [obj["text"]] if isinstance(obj.get("text"), str) else []
-        return found + [t for key, v in obj.items() if key != "text" for t in texts(v)]
-    if isinstance(obj, list):
-        return [t for v in obj for t in texts(v)]
-    return []
-
-
-def well_formed(text: str) -> None:
-    """No escape cut in half, and nothing between < and > but the app's own markup."""
-    assert not re.search(r"&(?!(amp|lt|gt);)", text), text[-40:]
-    stripped = APP_MARKUP.sub("", text)
-    assert "<" not in stripped and ">" not in stripped.replace("\n> ", "\n").removeprefix("> ")
-
-
-def fits_a_message(message: dict[str, Any]) -> None:
-    assert message_problems(message) == []
-    for text in texts(message["blocks"]):
-        well_formed(text)
-
-
-def fits_a_view(view: dict[str, Any]) -> None:
-    assert view_problems(view) == []
-
+from tests.unit.blocks_data import (
+    JUSTIFICATION,
+    JUSTIFICATION_LINES,
+    PURPOSE_LINES,
+    REASON,
+    SERVICE_NAME,
+    TOKEN_NAME,
+    USER,
+    fits_a_message,
+    fits_a_view,
+    request,
+    service,
+    texts,
+    token,
+)
 
 REQUESTS = [
     request(),
@@ -204,6 +130,55 @@ def test_user_text_cannot_make_markup_or_pass_for_the_apps_own_lines() -> None:
     lines = quoted(typed).splitlines()
     assert len(lines) == 3 and all(line.startswith("> ") for line in lines)
     assert not any(mark in line[2:] for line in lines for mark in "*`~_<>")
+
+
+def test_escaping_leaves_no_mention_link_or_date_to_make() -> None:
+    assert escape("a&b <!channel> <https://x|y>") == (
+        "a&amp;b &lt;!channel&gt; &lt;https://x|y&gt;"
+    )
+
+
+def test_clip_keeps_what_fits_and_ends_what_is_cut_with_an_ellipsis() -> None:
+    assert clip("abcd", 4) == "abcd"
+    assert clip("abcdef", 4) == "abc…"
+    assert clip(escape("a&b"), 4) == "a…"  # not "a&a…": the escape goes whole
+
+
+def test_inline_text_is_one_line_within_its_limit() -> None:
+    assert inline("first\nsecond\r\nthird") == "first second third"
+    assert inline("x" * 10, 5) == "xxxx…"
+    assert inline("a" * 3000) == "a" * 3000 and len(inline("a" * 3001)) == 3000
+
+
+def test_quoted_text_starts_every_line_with_a_quote_mark_even_when_empty() -> None:
+    assert quoted("") == "> "
+    assert quoted("one\n\ntwo") == "> one\n> \n> two"
+    assert quoted("x" * 10, 6) == "> xxx…"
+
+
+def more(left: int) -> dict[str, Any]:
+    return {"type": "context", "more": left}
+
+
+def test_fit_shows_whole_entries_while_they_fit_then_says_how_many_more() -> None:
+    heading = {"type": "section"}
+    entries = [[{"entry": n, "part": 1}, {"entry": n, "part": 2}] for n in range(5)]
+    shown_blocks: list[dict[str, Any]] = [heading]
+    assert fit(shown_blocks, entries, 6, more) == 2
+    assert shown_blocks == [heading, *entries[0], *entries[1], more(3)]
+
+
+def test_fit_keeps_no_room_for_a_more_line_after_the_last_entry() -> None:
+    shown_blocks: list[dict[str, Any]] = [{"type": "section"}]
+    assert fit(shown_blocks, [[{"entry": n}] for n in range(3)], 4, more) == 3
+    assert len(shown_blocks) == 4 and more(0) not in shown_blocks
+
+
+def test_fit_never_splits_an_entry_nor_shows_one_after_a_gap() -> None:
+    shown_blocks: list[dict[str, Any]] = []
+    entries = [[{"big": n} for n in range(9)], [{"small": 1}]]
+    assert fit(shown_blocks, entries, 5, more) == 0
+    assert shown_blocks == [more(2)]
 
 
 @pytest.mark.parametrize(
