@@ -180,7 +180,8 @@ def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = N
         BLOCKS_MAX - 3,  # the Home tab adds its heading, button and footer
         lambda left: _context(f"… and {left} more, not shown here."),
     )
-    return {"text": notice or f"You have {len(tokens)} active tokens.", "blocks": blocks}
+    count = f"{len(tokens)} active token{'' if len(tokens) == 1 else 's'}"
+    return {"text": notice or f"You have {count}.", "blocks": blocks}
 
 
 def cap_reached_message(cap: int, tokens: list[TokenInfo]) -> Message:

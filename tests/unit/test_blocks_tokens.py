@@ -237,6 +237,11 @@ def test_the_token_list_shows_each_token_with_its_dates_and_a_revoke_button() ->
     fits_a_message(message)
 
 
+def test_the_fallback_text_of_a_list_of_one_token_says_token() -> None:
+    message = token_blocks.token_list_message([mine(1)], 10)
+    assert message["text"] == "You have 1 active token."
+
+
 def test_an_empty_token_list_says_so_and_how_to_make_one() -> None:
     message = token_blocks.token_list_message([], 10)
     assert types(message) == ["section"]
