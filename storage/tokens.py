@@ -680,20 +680,14 @@ async def mark_delivered(
     token = _info_first(found[0])
     if token.state != TokenState.ACTIVE or token.delivered_at is not None or token.cutoff_at <= now:
         return None  # for good: no token becomes deliverable again
-    cutoff = token.created_at + org.period
-    params = {
-        "token": token_id,
-        "now": now,
-        "cutoff": cutoff,
-        "next_notice": org.first_notice(cutoff),
-    }
+    params, detail = _delivery(org, token, now, via)
     event = audit.appended(
         org.id,
         actor=audit.SYSTEM,
         action="token.delivered",
         subject=f"token:{token_id}",
         now=now,
-        detail={"name": token.name, "hint": token.hint, "kind": token.kind, "via": via},
+        detail=detail,
     )
     condition = {"token": token_id, "now": now}
     *_, delivered = await statements.write(
@@ -702,7 +696,22 @@ async def mark_delivered(
         Query(_DELIVERED_HEAD, {**event, **condition}),
         Query(_DELIVERED_RETURNING, params),
     )
-    return replace(token, delivered_at=now, cutoff_at=cutoff) if delivered else None
+    return replace(token, delivered_at=now, cutoff_at=params["cutoff"]) if delivered else None
+
+
+def _delivery(
+    org: LockedOrg, token: TokenInfo, now: datetime, via: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The parameters of the update that records ``token``'s delivery, and the detail of
+    its audit event."""
+    cutoff = token.created_at + org.period
+    params = {
+        "token": token.id,
+        "now": now,
+        "cutoff": cutoff,
+        "next_notice": org.first_notice(cutoff),
+    }
+    return params, {"name": token.name, "hint": token.hint, "kind": token.kind, "via": via}
 
 
 def _mark_delivered(
@@ -715,13 +724,7 @@ def _mark_delivered(
         if found is None:
             return None
         token = found[0]
-        cutoff = token.created_at + org.period
-        params = {
-            "token": token_id,
-            "now": now,
-            "cutoff": cutoff,
-            "next_notice": org.first_notice(cutoff),
-        }
+        params, detail = _delivery(org, token, now, via)
         if not session.execute(_DELIVERED, params).rowcount:  # type: ignore[attr-defined]
             return None
         audit.record(
@@ -731,9 +734,9 @@ def _mark_delivered(
             action="token.delivered",
             subject=f"token:{token_id}",
             now=now,
-            detail={"name": token.name, "hint": token.hint, "kind": token.kind, "via": via},
+            detail=detail,
         )
-        return replace(token, delivered_at=now, cutoff_at=cutoff)
+        return replace(token, delivered_at=now, cutoff_at=params["cutoff"])
 
 
 def revoke_undelivered(db: Database, org_slack_id: str, token_id: int, now: datetime) -> None:

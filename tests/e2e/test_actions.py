@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from bot.standin.harness import Running
+from bot.standin.server import Call
 from storage import tokens
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import generate, run_command
@@ -14,14 +15,20 @@ def active_names(env: Running, user: str) -> list[str]:
     return [t.name for t in tokens.list_user_tokens(env.db, ORG, user, env.deps.clock()).tokens]
 
 
-async def test_revoke_from_the_list_replaces_it_with_the_remaining_tokens(env: Running) -> None:
+async def revoke_one_of_two(env: Running) -> tuple[Call, Call, str]:
+    """Alice lists her tokens "one" and "two" and revokes "one": the list, what answered
+    the click, and the id of "one"."""
     await generate(env, ALICE, "one")
     await generate(env, ALICE, "two")
     listing = await run_command(env, "list", ALICE)
     one_id = str(tokens.find_user_token(env.db, ORG, ALICE, "one", env.deps.clock()).id)
     mark = len(env.standin.calls)
     await env.slack.click(listing, "revoke_token", ALICE, value=one_id)
-    updated = await env.standin.wait_for("response_url", after=mark)
+    return listing, await env.standin.wait_for("response_url", after=mark), one_id
+
+
+async def test_revoke_from_the_list_replaces_it_with_the_remaining_tokens(env: Running) -> None:
+    _, updated, _ = await revoke_one_of_two(env)
     assert updated.args["replace_original"] is True
     assert "Revoked *one*" in updated.text_content()
     assert "*two*" in updated.text_content() and "(1 of 10)" in updated.text_content()
@@ -43,13 +50,7 @@ async def test_a_second_click_on_revoke_changes_nothing_and_says_why(env: Runnin
 async def test_a_refused_revoke_redraws_the_list_as_it_is_now_with_the_reason_on_top(
     env: Running,
 ) -> None:
-    await generate(env, ALICE, "one")
-    await generate(env, ALICE, "two")
-    listing = await run_command(env, "list", ALICE)
-    one_id = str(tokens.find_user_token(env.db, ORG, ALICE, "one", env.deps.clock()).id)
-    mark = len(env.standin.calls)
-    await env.slack.click(listing, "revoke_token", ALICE, value=one_id)
-    await env.standin.wait_for("response_url", after=mark)
+    listing, _, one_id = await revoke_one_of_two(env)
     mark = len(env.standin.calls)
     await env.slack.click(listing, "revoke_token", ALICE, value=one_id)  # the stale list
     again = await env.standin.wait_for("response_url", after=mark)
