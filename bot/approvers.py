@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -19,7 +20,11 @@ from bot.members import is_admin
 from bot.sender import failure_reason
 from storage.errors import NotAllowed
 
+if TYPE_CHECKING:
+    from bot.deps import Deps
+
 log = logging.getLogger(__name__)
+PEOPLE_MAX_AGE = timedelta(hours=1)  # how long a list of approvers or admins is trusted
 T = TypeVar("T")
 UNCONFIRMED = "Slack could not confirm your standing just now. Try again."
 
@@ -62,6 +67,18 @@ async def approvers(client: AsyncWebClient, settings: Settings) -> list[str]:
 async def admins(client: AsyncWebClient) -> list[str]:
     """The workspace's admins and owners, to tell them what needs an admin (R17)."""
     return await _people(client, is_admin)
+
+
+async def known_approvers(deps: Deps, client: AsyncWebClient, org: str) -> list[str]:
+    """:func:`approvers`, read from Slack at most once every PEOPLE_MAX_AGE."""
+    return await deps.remember(
+        f"approvers:{org}", PEOPLE_MAX_AGE, lambda: approvers(client, deps.settings)
+    )
+
+
+async def known_admins(deps: Deps, client: AsyncWebClient, org: str) -> list[str]:
+    """:func:`admins`, read from Slack at most once every PEOPLE_MAX_AGE."""
+    return await deps.remember(f"admins:{org}", PEOPLE_MAX_AGE, lambda: admins(client))
 
 
 class Standing:

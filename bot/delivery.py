@@ -10,7 +10,7 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import approvers
+from bot import approvers, screens
 from bot.blocks import service as blocks
 from bot.blocks.tokens import Message
 from bot.deps import Deps
@@ -57,6 +57,7 @@ async def deliver_token(
         # Revoked meanwhile, or shown after its delivery deadline: it stays invalid.
         log.warning("token %s was shown too late to become valid", issued.info.id)
         return False
+    screens.refresh_homes(deps, client, org, [user_id])
     return True
 
 

@@ -45,7 +45,6 @@ async def update_request_copies(
             )
 
 
-PEOPLE_MAX_AGE = timedelta(hours=1)  # how long the sweep trusts a list of approvers or admins
 NOBODY_TO_TELL = timedelta(hours=1)  # when to try again a report no admin was there to get
 # Messages about a token go to its owners, whatever their organization; the others are
 # about an organization's members and requests, and only the organization the bot token
@@ -124,11 +123,7 @@ async def queue_digests(deps: Deps, client: AsyncWebClient) -> int:
         org = await _own_workspace(deps, client)
         if org not in due:
             return 0
-        people = await deps.remember(
-            f"approvers:{org}",
-            PEOPLE_MAX_AGE,
-            lambda: approvers.approvers(client, deps.settings),
-        )
+        people = await approvers.known_approvers(deps, client, org)
     except Exception as error:
         log.info("approvers not known (%s); digests wait for a later sweep", failure_reason(error))
         return 0
@@ -178,9 +173,7 @@ async def _recipients(deps: Deps, client: AsyncWebClient, message: outbox.Messag
     lists them now."""
     if message.recipient is not None:
         return [message.recipient]
-    org = message.org
-    admins = await deps.remember(f"admins:{org}", PEOPLE_MAX_AGE, lambda: approvers.admins(client))
-    return admins
+    return await approvers.known_admins(deps, client, message.org)
 
 
 async def _deliver_one(deps: Deps, client: AsyncWebClient, message: outbox.Message) -> bool:

@@ -6,29 +6,82 @@ the message (or shows the view); listeners answer with it."""
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Iterable
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import sender
+from bot import approvers, sender
 from bot.approvers import Standing
 from bot.blocks import service as service_blocks
 from bot.blocks import tokens as token_blocks
+from bot.blocks.home import Home, home_view
 from bot.blocks.tokens import Message
 from bot.deps import Deps
 from storage import approvals, reports, services, tokens
-from storage.errors import CapReached
+from storage.errors import CapReached, NotAllowed
 
+log = logging.getLogger(__name__)
 COULD_NOT_OPEN = "Slack could not open the form just now (the request may have come too late)."
 
 
 async def publish_home(
-    deps: Deps, client: AsyncWebClient, org: str, user_id: str, notice: str | None = None
+    deps: Deps,
+    client: AsyncWebClient,
+    org: str,
+    user_id: str,
+    notice: str | None = None,
+    standing: Standing | None = None,
 ) -> None:
-    """Show the member their tokens on the app's Home tab."""
-    listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
-    view = token_blocks.home_view(listing.tokens, listing.cap, notice)
-    await sender.publish_home(client, user_id, view)
+    """Show the member their Home tab as it is now: their tokens, their pending requests,
+    the requests they may decide and, for an admin, the report's figures. ``standing``:
+    the member's, when the request that led here has it already."""
+    standing = standing or Standing(client, deps.settings, user_id)
+    now = deps.clock()
+    listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, now)
+    pending = await deps.call(approvals.pending_requests, deps.db, org)
+    mine = [r for r in pending if r.requester == user_id]
+    others = [r for r in pending if r.requester != user_id]
+    try:
+        decidable = others if others and await standing.refusal_to_decide() is None else []
+        admin = await standing.is_admin()
+    except NotAllowed:  # Slack could not say: the member's own part is shown all the same
+        decidable, admin = [], False
+    found = await deps.call(reports.report, deps.db, org, now) if admin else None
+    home = Home(listing.tokens, listing.cap, mine, decidable, found)
+    await sender.publish_home(client, user_id, home_view(home, deps.settings.command, notice))
+
+
+def refresh_homes(
+    deps: Deps,
+    client: AsyncWebClient,
+    org: str,
+    users: Iterable[str],
+    *,
+    approvers_too: bool = False,
+) -> None:
+    """Publish again, in the background, the Home tabs a change has altered: of ``users``
+    (a token issued or ended, a request made or decided) and, with ``approvers_too``, of
+    everyone who may decide on requests, whose queue changed (who they are is read from
+    Slack at most once an hour). A failure is logged: a Home tab is published anew
+    whenever its member opens it."""
+    deps.background.start(_refresh(deps, client, org, list(users), approvers_too), finish=False)
+
+
+async def _refresh(
+    deps: Deps, client: AsyncWebClient, org: str, users: list[str], approvers_too: bool
+) -> None:
+    if approvers_too:
+        try:
+            users += await approvers.known_approvers(deps, client, org)
+        except Exception as error:
+            log.info("approvers not known (%s); their Home tabs wait", sender.failure_reason(error))
+    for user_id in dict.fromkeys(users):
+        try:
+            await publish_home(deps, client, org, user_id)
+        except Exception as error:
+            log.info("home of %s not refreshed (%s)", user_id, sender.failure_reason(error))
 
 
 async def token_list(deps: Deps, org: str, user_id: str, notice: str | None = None) -> Message:

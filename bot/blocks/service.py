@@ -281,31 +281,39 @@ def closed_as_taken_message(request: RequestInfo, command: str) -> Message:
 CANCEL_REQUEST_ACTION = "cancel_request"
 
 
+def cancel_entry(request: RequestInfo) -> list[dict[str, Any]]:
+    """One of the member's own pending requests, with Cancel (R25)."""
+    return [
+        _section(
+            f"*{inline(request.name, NAME_SHOWN)}* · asked {when(request.created_at)}",
+            {
+                "type": "button",
+                "action_id": CANCEL_REQUEST_ACTION,
+                "text": _plain("Cancel"),
+                "value": str(request.id),
+            },
+        )
+    ]
+
+
+def decision_entry(request: RequestInfo) -> list[dict[str, Any]]:
+    """A pending request the member may decide: the request, with Approve and Deny."""
+    blocks: list[dict[str, Any]] = approval_request_message(request)["blocks"][:2]
+    return blocks
+
+
 def requests_message(mine: list[RequestInfo], decidable: list[RequestInfo]) -> Message:
     """``/token requests``: what the caller asked for (with Cancel), and what they may
     decide (with Approve and Deny)."""
     blocks: list[dict[str, Any]] = []
     if mine:
         blocks.append(_section("*Your pending requests*"))
-        cancel = [
-            [
-                _section(
-                    f"*{inline(request.name, NAME_SHOWN)}* · asked {when(request.created_at)}",
-                    {
-                        "type": "button",
-                        "action_id": CANCEL_REQUEST_ACTION,
-                        "text": _plain("Cancel"),
-                        "value": str(request.id),
-                    },
-                )
-            ]
-            for request in mine
-        ]
         # Room is kept for the heading below and at least one request under it.
+        cancel = [cancel_entry(request) for request in mine]
         fit(blocks, cancel, BLOCKS_MAX - (4 if decidable else 0), _more("of yours"))
     if decidable:
         blocks.append(_section("*Waiting for your decision*"))
-        decide = [approval_request_message(r)["blocks"][:2] for r in decidable]
+        decide = [decision_entry(r) for r in decidable]
         fit(blocks, decide, BLOCKS_MAX, _more("waiting: decide them on their messages first"))
     if not blocks:
         blocks.append(_section("No pending requests."))
@@ -321,6 +329,11 @@ def _more(what: str) -> Callable[[int], dict[str, Any]]:
 
 def report_message(report: Report) -> Message:
     """``/token report`` for admins (R6)."""
+    return {"text": "tokenbot report", "blocks": [_section(report_text(report))]}
+
+
+def report_text(report: Report) -> str:
+    """The report's figures (R6), as lines of one section."""
     lines = [
         f"*Seats* (members holding an active personal token): {report.seats}",
         f"*Service users* (never seats): {report.service_users}",
@@ -332,7 +345,7 @@ def report_message(report: Report) -> Message:
             shown += ("being delivered",)
         summary = ", ".join(f"{states.get(s, 0)} {s}" for s in shown)
         lines.append(f"*{kind.title()} tokens:* {summary}")
-    return {"text": "tokenbot report", "blocks": [_section("\n".join(lines))]}
+    return "\n".join(lines)
 
 
 PURPOSE_SHOWN, OWNERS_SHOWN, NAMES_SHOWN = 1000, 10, 30

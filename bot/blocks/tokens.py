@@ -168,6 +168,12 @@ def _token_line(info: TokenInfo) -> str:
     )
 
 
+def token_entry(info: TokenInfo) -> list[dict[str, Any]]:
+    """The blocks of one token in a list (``/token list``, the Home tab): its name, hint
+    and times, and what can be done with it."""
+    return [_section(_token_line(info), revoke_button(info))]
+
+
 def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> Message:
     blocks = [_section(notice)] if notice else []
     if not tokens:
@@ -176,8 +182,8 @@ def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = N
     blocks.append(_section(f"*Your active tokens* ({len(tokens)} of {cap})"))
     fit(
         blocks,
-        [[_section(_token_line(t), revoke_button(t))] for t in tokens],
-        BLOCKS_MAX - 3,  # the Home tab adds its heading, button and footer
+        [token_entry(t) for t in tokens],
+        BLOCKS_MAX,
         lambda left: _context(f"… and {left} more, not shown here."),
     )
     count = f"{len(tokens)} active token{'' if len(tokens) == 1 else 's'}"
@@ -220,31 +226,6 @@ def revoke_confirm_message(info: TokenInfo) -> Message:
 
 def revoked_notice(info: TokenInfo) -> str:
     return f":white_check_mark: Revoked *{_name(info)}* (`{info.hint}`). It no longer works."
-
-
-def home_view(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> dict[str, Any]:
-    """The App Home tab: the member's tokens with their cutoffs, and a Generate button."""
-    generate = {
-        "type": "actions",
-        "elements": [
-            {
-                "type": "button",
-                "action_id": OPEN_GENERATE_ACTION,
-                "text": _plain("Generate token"),
-                "style": "primary",
-            }
-        ],
-    }
-    listing = token_list_message(tokens, cap, notice)["blocks"]
-    return {
-        "type": "home",
-        "blocks": [
-            {"type": "header", "text": _plain("Your API tokens")},
-            generate,
-            *listing,
-            _context("The token is shown to you once, in a message only you can see."),
-        ],
-    }
 
 
 def _whose(info: TokenInfo, service_user: str | None) -> str:

@@ -60,6 +60,7 @@ async def handle_revoke(
     deps: Deps,
     org: str,
     actor: str,
+    standing: Standing,
     as_owner_or_admin: OwnerOrAdmin,
 ) -> None:
     """Revoke on ``/token list``, on a reminder, or on the Home tab: answered with the
@@ -67,9 +68,10 @@ async def handle_revoke(
     await ack()
     notice = await _revoke(action, as_owner_or_admin)
     if clicked_on_home(body):
-        await screens.publish_home(deps, client, org, actor, notice)
+        await screens.publish_home(deps, client, org, actor, notice, standing)
         return
     await respond(replace_original=True, **await screens.token_list(deps, org, actor, notice))
+    screens.refresh_homes(deps, client, org, [actor])
 
 
 async def handle_service_revoke(
@@ -91,7 +93,14 @@ async def handle_service_revoke(
 
 
 async def handle_keep_alive(
-    ack: AsyncAck, action: dict[str, Any], respond: Responder, as_owner_or_admin: OwnerOrAdmin
+    ack: AsyncAck,
+    action: dict[str, Any],
+    respond: Responder,
+    client: AsyncWebClient,
+    deps: Deps,
+    org: str,
+    actor: str,
+    as_owner_or_admin: OwnerOrAdmin,
 ) -> None:
     """The reminder's "Keep for another period": a keep-alive, never a use (R12)."""
     await ack()
@@ -99,6 +108,7 @@ async def handle_keep_alive(
     await respond(
         replace_original=True, **token_blocks.text_message(token_blocks.kept_notice(kept))
     )
+    screens.refresh_homes(deps, client, org, [actor])  # the new cutoff
 
 
 async def handle_cancel(ack: AsyncAck, respond: Responder) -> None:

@@ -9,6 +9,7 @@ from slack_bolt.async_app import AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import screens
+from bot.approvers import Standing
 from bot.deps import Deps
 from bot.members import profile_from_slack
 from bot.profiles import apply_profile
@@ -23,11 +24,16 @@ def register(app: AsyncApp) -> None:
 
 
 async def handle_app_home_opened(
-    event: dict[str, Any], client: AsyncWebClient, deps: Deps, org: str, actor: str
+    event: dict[str, Any],
+    client: AsyncWebClient,
+    deps: Deps,
+    org: str,
+    actor: str,
+    standing: Standing,
 ) -> None:
     if event.get("tab") != "home":
         return  # the Messages tab needs nothing from us
-    await screens.publish_home(deps, client, org, actor)
+    await screens.publish_home(deps, client, org, actor, standing=standing)
 
 
 async def handle_member_profile(

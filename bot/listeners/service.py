@@ -12,9 +12,16 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import delivery, screens
 from bot.approvers import Standing
 from bot.blocks import service as blocks
+from bot.blocks.text import inline
 from bot.deps import Deps
 from bot.guards import require_approver
-from bot.listeners.payload import button_id, private_metadata, request_id_of, text_of
+from bot.listeners.payload import (
+    button_id,
+    clicked_on_home,
+    private_metadata,
+    request_id_of,
+    text_of,
+)
 from bot.listeners.replies import Replies, Unavailable, answering
 from bot.notify import update_request_copies
 from bot.sender import Responder, deliver_ephemeral, is_slack_response_url, open_modal
@@ -76,6 +83,7 @@ async def handle_request_submission(
     )
     await ack()
     sent_to = await delivery.route_request(deps, client, request)
+    screens.refresh_homes(deps, client, org, [actor], approvers_too=True)
     await deliver_ephemeral(
         client,
         user_id=actor,
@@ -103,6 +111,7 @@ async def handle_approve(
             now=deps.clock(),
         )
         request = decision.request
+        screens.refresh_homes(deps, client, org, [actor, request.requester], approvers_too=True)
         if decision.issued is None:  # closed instead: the name was taken meanwhile
             await delivery.announce_closed(deps, client, request)
             raise AlreadyDecided(decision.refusal or f"This request is {request.state}.")
@@ -139,10 +148,14 @@ async def handle_deny_submission(
     )
     await ack()
     await delivery.announce_denial(deps, client, decision.request)
+    screens.refresh_homes(
+        deps, client, org, [actor, decision.request.requester], approvers_too=True
+    )
 
 
 async def handle_cancel_request(
     ack: AsyncAck,
+    body: dict[str, Any],
     action: dict[str, Any],
     client: AsyncWebClient,
     respond: Responder,
@@ -157,5 +170,10 @@ async def handle_cancel_request(
         approvals.cancel_request, deps.db, org, actor, button_id(action), deps.clock()
     )
     await update_request_copies(deps, client, request)
-    listing = await screens.requests_listing(deps, org, actor, standing)
-    await respond(replace_original=True, **listing)
+    if clicked_on_home(body):
+        notice = f"Cancelled your request for *{inline(request.name)}*."
+        await screens.publish_home(deps, client, org, actor, notice, standing)
+    else:
+        listing = await screens.requests_listing(deps, org, actor, standing)
+        await respond(replace_original=True, **listing)
+    screens.refresh_homes(deps, client, org, [], approvers_too=True)

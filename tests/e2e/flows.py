@@ -46,7 +46,17 @@ async def generate(env: Running, user: str, name: str) -> str:
     shown = await env.standin.wait_for("response_url", after=mark)
     secrets = tokenformat.TOKEN_PATTERN.findall(shown.text_content())
     assert len(secrets) == 1
-    return await until_valid(env, str(secrets[0]))
+    secret = await until_valid(env, str(secrets[0]))
+    # Done once the member's Home tab shows the new token, published after it became valid.
+    await env.standin.wait_for("views.publish", lambda c: c.args["user_id"] == user, after=mark)
+    return secret
+
+
+async def settled(env: Running) -> None:
+    """Wait until the background work (profile refreshes, Home tabs published again, their
+    follow-ups) is done; fail after 5 seconds."""
+    while env.deps.background.tasks:
+        await asyncio.wait_for(asyncio.wait(list(env.deps.background.tasks)), 5)
 
 
 async def until_valid(env: Running, secret: str) -> str:

@@ -1,14 +1,18 @@
-"""The App Home tab: the member's tokens with cutoffs, Generate and Revoke buttons."""
+"""The App Home tab: the member's tokens with cutoffs, Generate and Revoke buttons, their
+pending requests, the approvers' queue and an admin's figures, published when opened and
+again after a change that alters it."""
 
 from __future__ import annotations
 
 import json
 
 from bot.standin.harness import Running
-from storage import tokenformat, tokens
+from bot.standin.server import Call
+from storage import approvals, audit, tokenformat, tokens
 from tests.conftest import FIXTURES
-from tests.e2e.conftest import ALICE
-from tests.e2e.flows import generate
+from tests.e2e.conftest import ALICE, BOB
+from tests.e2e.flows import generate, settled, until_valid
+from tests.e2e.test_service_requests import CAROL, GUEST, requested
 
 ORG = "T0TOKENBOT"
 
@@ -56,7 +60,9 @@ async def test_revoke_on_home_revokes_and_refreshes_home(env: Running) -> None:
     view_id = await home_view_id(env, ALICE)
     mark = len(env.standin.calls)
     await env.slack.click_in_view(view_id, "revoke_token", ALICE)
-    refreshed = await env.standin.wait_for("views.publish", after=mark)
+    refreshed = await env.standin.wait_for(
+        "views.publish", lambda c: "Revoked" in c.text_content(), after=mark
+    )
     assert "Revoked *ci*" in refreshed.text_content()
     assert tokens.list_user_tokens(env.db, ORG, ALICE, env.deps.clock()).tokens == []
 
@@ -82,3 +88,84 @@ async def test_generate_from_home_at_the_cap_explains_on_home(env: Running) -> N
     refreshed = await env.standin.wait_for("views.publish", after=mark)
     assert "the limit is 10" in refreshed.text_content()
     assert not [c for c in env.standin.calls[mark:] if c.method == "views.open"]
+
+
+def home_of(env: Running, user: str) -> Call:
+    """The latest Home tab published for ``user``."""
+    return [c for c in env.standin.calls_to("views.publish") if c.args["user_id"] == user][-1]
+
+
+async def test_a_new_token_is_on_the_members_home_tab_without_opening_it_again(
+    env: Running,
+) -> None:
+    secret = await generate(env, ALICE, "ci")
+    published = home_of(env, ALICE)
+    assert "*ci*" in published.text_content() and secret not in published.text_content()
+
+
+async def test_the_requester_sees_their_pending_request_and_cancels_it_on_home(
+    env: Running,
+) -> None:
+    await requested(env)
+    view = home_of(env, ALICE)  # published again by the request
+    assert "*Your pending requests*" in view.text_content()
+    mark = len(env.standin.calls)
+    await env.slack.click_in_view(view.result["view"]["id"], "cancel_request", ALICE)
+    refreshed = await env.standin.wait_for(
+        "views.publish", lambda c: c.args["user_id"] == ALICE, after=mark
+    )
+    assert "Cancelled your request for *ci-deployer*" in refreshed.text_content()
+    assert "*Your pending requests*" not in refreshed.text_content()
+    assert approvals.pending_requests(env.db, ORG) == []
+    await settled(env)
+    # The approvers' queues no longer show it.
+    for approver in (BOB, CAROL):
+        assert "Waiting for your decision" not in home_of(env, approver).text_content()
+
+
+async def test_an_approver_decides_from_the_queue_on_home(env: Running) -> None:
+    await requested(env)
+    queue = home_of(env, BOB)
+    assert "*Waiting for your decision*" in queue.text_content()
+    assert "ci-deployer" in queue.text_content()
+    mark = len(env.standin.calls)
+    await env.slack.click_in_view(queue.result["view"]["id"], "approve_request", BOB)
+    shown = await env.standin.wait_for(
+        "response_url", lambda c: "tbs_" in c.text_content(), after=mark
+    )
+    await until_valid(env, tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0])
+    await settled(env)
+    assert "Waiting for your decision" not in home_of(env, BOB).text_content()
+    assert "Waiting for your decision" not in home_of(env, CAROL).text_content()
+    [event] = [e for e in audit.events(env.db, ORG) if e.action == "approval.approved"]
+    assert event.actor == BOB
+
+
+async def test_someone_who_may_not_decide_is_refused_on_home_and_nothing_changes(
+    env: Running,
+) -> None:
+    await requested(env)
+    queue = home_of(env, BOB)
+    mark = len(env.standin.calls)
+    await env.slack.click_in_view(queue.result["view"]["id"], "approve_request", GUEST)
+    refused = await env.standin.wait_for(
+        "views.publish", lambda c: c.args["user_id"] == GUEST, after=mark
+    )
+    assert "Guests cannot decide on requests." in refused.text_content()
+    assert [r.name for r in approvals.pending_requests(env.db, ORG)] == ["ci-deployer"]
+
+
+async def test_an_admin_sees_the_organizations_figures_and_a_member_does_not(
+    env: Running,
+) -> None:
+    env.standin.users[BOB]["is_admin"] = True
+    await generate(env, ALICE, "ci")
+    mark = len(env.standin.calls)
+    await open_home(env, BOB)
+    admin = await env.standin.wait_for("views.publish", after=mark)
+    assert "*Your organization*" in admin.text_content()
+    assert "*Seats* (members holding an active personal token): 1" in admin.text_content()
+    mark = len(env.standin.calls)
+    await open_home(env, ALICE)
+    member = await env.standin.wait_for("views.publish", after=mark)
+    assert "Seats" not in member.text_content()

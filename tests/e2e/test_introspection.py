@@ -23,7 +23,7 @@ from bot.standin.harness import RESOURCE_SERVER, Clock, Running
 from storage import audit, tokens
 from storage.models import Member
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import eventually, eventually_async, generate
+from tests.e2e.flows import eventually, eventually_async, generate, settled
 
 GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
 
@@ -147,12 +147,6 @@ async def test_concurrent_uses_of_a_stale_profile_fetch_it_once(env: Running) ->
     await eventually(lambda: profile_at(env, ALICE), lambda at: at == clock())
     assert (await answer(env, secret))["active"] is True  # fresh again: no new fetch
     assert len([c for c in env.standin.calls[mark:] if c.method == "users.info"]) == 1
-
-
-async def settled(env: Running) -> None:
-    """Wait until the background work (profile refreshes, their follow-ups) is done."""
-    while env.deps.background.tasks:
-        await asyncio.wait_for(asyncio.wait(list(env.deps.background.tasks)), 5)
 
 
 def calls_since(env: Running, method: str, mark: int) -> list:

@@ -17,7 +17,7 @@ from bot.standin.server import Call, message_problems
 from storage import approvals, audit, tokenformat
 from storage.orgs import ORG, lock_org
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import run_command, until_valid
+from tests.e2e.flows import run_command, settled, until_valid
 
 CAROL, GUEST = "U0CAROL", "U0GUEST"
 GOOD = {
@@ -67,6 +67,7 @@ async def requested(env: Running) -> list[Call]:
     response = await submit_request(env, GOOD, ["api:write"])
     assert response.status_code == 200 and response.content == b""
     await env.standin.wait_for("response_url", lambda c: "went to" in c.text_content(), after=mark)
+    await settled(env)  # the Home tabs the request changed are published again
     return [c for c in env.standin.calls[mark:] if c.method == "chat.postMessage"]
 
 

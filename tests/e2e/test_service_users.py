@@ -16,7 +16,7 @@ from bot.standin.server import Call
 from storage import approvals, audit, members, tokenformat
 from storage.models import Member, NoticeKind, OutboxMessage
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import eventually, run_command, until_valid
+from tests.e2e.flows import eventually, run_command, settled, until_valid
 from tests.e2e.test_members import deliver, envelope
 from tests.e2e.test_service_requests import CAROL, admins, approve, requested
 
@@ -34,7 +34,9 @@ async def approved(env: Running) -> str:
         "response_url", lambda c: "tbs_" in c.text_content(), after=mark
     )
     env.standin.add_user(NOBODY, "nobody")
-    return await until_valid(env, str(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0]))
+    secret = await until_valid(env, str(tokenformat.TOKEN_PATTERN.findall(shown.text_content())[0]))
+    await settled(env)  # the Home tabs the approval changed are published again
+    return secret
 
 
 async def introspect(env: Running, secret: str) -> dict:

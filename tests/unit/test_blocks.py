@@ -5,12 +5,14 @@ are the stand-in's, which refuses what Slack refuses."""
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from bot.blocks import service as blocks
 from bot.blocks import tokens as token_blocks
+from bot.blocks.home import Home, home_view
 from bot.blocks.text import clip, escape, fit, inline, quoted
 from bot.standin.server import view_problems
 from storage.approvals import RequestInfo
@@ -94,7 +96,11 @@ def test_token_messages_fit_at_the_most_escaping() -> None:
 
 
 def test_views_fit_at_the_most_escaping() -> None:
-    fits_a_view(token_blocks.home_view([token(n) for n in range(100)], 100, inline(REASON)))
+    big = 10**6
+    report = Report(seats=big, service_users=big, tokens={"user": {"active": big}})
+    many = Home([token(n) for n in range(100)], 100, [request(n) for n in range(30)])
+    everything = replace(many, decidable=[request(n) for n in range(30)], report=report)
+    fits_a_view(home_view(everything, "/token", inline(REASON)))
     fits_a_view(token_blocks.generate_modal(TOKEN_NAME, "{}"))
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from bot.blocks import tokens as token_blocks
+from bot.blocks.home import Home, home_view
 from bot.blocks.text import CONFIRM_MAX
 from bot.blocks.tokens import (
     CANCEL_ACTION,
@@ -178,7 +179,7 @@ def test_no_other_token_message_shows_the_secret() -> None:
         token_blocks.revoke_confirm_message(info),
         token_blocks.text_message(token_blocks.revoked_notice(info)),
         token_blocks.text_message(token_blocks.kept_notice(info)),
-        token_blocks.home_view([info], 10),
+        home_view(Home([info], 10), "/token"),
         token_blocks.reminder_message(info, 7, True, "/token"),
         token_blocks.reminder_message(info, 1, True, "/token", "ci-deployer"),
         token_blocks.expired_message(info, "/token"),
@@ -262,13 +263,13 @@ def test_a_notice_on_the_token_list_comes_first_and_is_the_fallback() -> None:
 
 @pytest.mark.parametrize(
     ("count", "notice", "shown", "more"),
-    [(46, None, 46, None), (47, None, 45, 2), (100, None, 45, 55), (100, "Revoked.", 44, 56)],
+    [(49, None, 49, None), (50, None, 48, 2), (100, None, 48, 52), (100, "Revoked.", 47, 53)],
 )
-def test_a_long_token_list_stops_at_47_blocks_and_says_how_many_more(
+def test_a_long_token_list_stops_at_50_blocks_and_says_how_many_more(
     count: int, notice: str | None, shown: int, more: int | None
 ) -> None:
     message = token_blocks.token_list_message([mine(n) for n in range(count)], 100, notice)
-    assert len(message["blocks"]) == 47  # the Home tab adds 3 and stays within 50
+    assert len(message["blocks"]) == 50  # Slack's limit for a message
     assert len(buttons(message)) == shown
     last = block_text(message["blocks"][-1])
     if more is None:
@@ -321,37 +322,6 @@ def test_a_typed_name_cannot_make_markup_in_the_apps_sentences() -> None:
     listing = token_blocks.token_list_message([sly], 10)
     assert block_text(listing["blocks"][1]).startswith(f"*{expected}*  `{HINT}`")
     assert token_blocks.revoke_confirm_message(sly)["text"] == f"Revoke “{expected}”?"
-
-
-def test_the_home_tab_has_a_heading_a_generate_button_the_tokens_and_a_footer() -> None:
-    view = token_blocks.home_view([mine(3)], 10)
-    assert view["type"] == "home"
-    assert types(view) == ["header", "actions", "section", "section", "context"]
-    header = view["blocks"][0]["text"]
-    assert header["type"] == "plain_text" and header["text"] == "Your API tokens"
-    generate, revoke = buttons(view)
-    assert (generate["action_id"], generate["text"]["text"]) == (
-        OPEN_GENERATE_ACTION,
-        "Generate token",
-    )
-    assert (revoke["action_id"], revoke["value"]) == (REVOKE_ACTION, "3")
-    assert "shown to you once" in block_text(view["blocks"][-1])
-    fits_a_view(view)
-
-
-def test_the_home_tab_shows_its_notice_below_the_generate_button() -> None:
-    view = token_blocks.home_view([], 10, notice="Revoked *x*.")
-    assert types(view) == ["header", "actions", "section", "section", "context"]
-    assert block_text(view["blocks"][2]) == "Revoked *x*."
-    assert "You have no active tokens." in block_text(view["blocks"][3])
-
-
-def test_the_home_tab_of_a_member_with_many_tokens_stays_within_50_blocks() -> None:
-    view = token_blocks.home_view([mine(n) for n in range(100)], 100, notice="Revoked.")
-    assert len(view["blocks"]) == 50  # of a view's 100: a message shows the same list
-    assert block_text(view["blocks"][-2]) == "… and 56 more, not shown here."
-    assert view["blocks"][-1]["type"] == "context"
-    fits_a_view(view)
 
 
 def test_the_generate_button_is_a_click_that_must_bring_a_trigger_to_open_the_modal() -> None:
