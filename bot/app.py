@@ -57,7 +57,9 @@ def build_app(deps: Deps) -> AsyncApp:
         req: AsyncBoltRequest, context: AsyncBoltContext, next: Any
     ) -> BoltResponse | None:
         event_id = req.body.get("event_id")
-        if event_id and not await deps.call(
+        # A message with no token in it, most of what the app hears, costs no write.
+        remembered = event_id and not payload.is_idle_message(req.body)
+        if remembered and not await deps.call(
             events.first_delivery, deps.db, str(event_id), deps.clock()
         ):
             return BoltResponse(status=200, body="")  # a repeated delivery: no second effect

@@ -51,6 +51,7 @@ class Demo:
         text = render_blocks(call.blocks, indent="  │ ")
         for user_id, user in self.standin.users.items():  # mentions, as Slack shows them
             text = text.replace(f"@{user_id}", f"@{user['name']}")
+        text = text.replace("#C0GENERAL", "#general")
         print(text)
 
     async def command(self, text: str) -> Call:
@@ -133,6 +134,7 @@ class Demo:
         await self.token_life(scripts[0])
         await self.deactivation()
         await self.service_token()
+        await self.leak()
         print("\nAll steps behaved as expected.")
 
     async def generate_quietly(self, user: str, name: str) -> str:
@@ -344,6 +346,41 @@ class Demo:
             and secret not in listing.text_content(),
             "alice's service users are listed with the token's hint, never the token",
         )
+
+    async def leak(self) -> None:
+        self.step("12. A token pasted in a channel is revoked on sight")
+        secret = await self.generate_quietly(ALICE, "notebook")
+        print("  alice has a token, notebook, and pastes it in #general by mistake:")
+        print(f"  │ alice: try this one: {secret[:4]}…{secret[-4:]}  (the whole token)")
+        mark = len(self.standin.calls)
+        response = await self.slack.event(
+            {
+                "type": "message",
+                "channel": "C0GENERAL",
+                "channel_type": "channel",
+                "user": ALICE,
+                "text": f"try this one: {secret}",
+                "ts": f"{time.time():.6f}",
+                "event_ts": f"{time.time():.6f}",
+            },
+            event_id="EvDEMO-LEAK",
+        )
+        expect(response.status_code == 200, "Slack's message event is acknowledged")
+        note = await self.standin.wait_for("chat.postEphemeral", after=mark)
+        self.show(note, "tokenbot, in #general (only visible to alice):")
+        told = await self.standin.wait_for(
+            "chat.postMessage", lambda c: c.args.get("channel") == "D0ALICE", after=mark
+        )
+        self.show(told, "alice, the token's owner, gets a DM:")
+        sent = [c for c in self.standin.calls[mark:] if c.method != "auth.test"]
+        expect(
+            "delete your message" in note.text_content()
+            and "archives/C0GENERAL" in told.text_content()
+            and all(secret not in c.text_content() for c in sent),
+            "the note and the DM name the token by its hint, never the token itself",
+        )
+        answer = await self.introspect(secret)
+        expect(answer == {"active": False}, "the pasted token no longer works")
 
 
 async def run_demo() -> int:

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING, Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import approvers
+from bot.blocks import leaks as leak_blocks
 from bot.blocks import service as service_blocks
 from bot.blocks import tokens as token_blocks
 from bot.deps import workspace_of
-from bot.sender import PERMANENT, dm, failure_reason, retry_delay, update
+from bot.sender import PERMANENT, dm, failure_reason, permalink, retry_delay, update
 from storage import approvals, digests, outbox
 from storage.approvals import RequestInfo
 from storage.models import NoticeKind
@@ -49,15 +50,18 @@ NOBODY_TO_TELL = timedelta(hours=1)  # when to try again a report no admin was t
 # Messages about a token go to its owners, whatever their organization; the others are
 # about an organization's members and requests, and only the organization the bot token
 # serves is told of its own (R10).
-TOKEN_KINDS = (NoticeKind.REMINDER, NoticeKind.EXPIRED)
+TOKEN_KINDS = (NoticeKind.REMINDER, NoticeKind.EXPIRED, NoticeKind.LEAKED)
 WORKSPACE_KINDS = (NoticeKind.DIGEST, NoticeKind.OWNERLESS)
 
 # A renderer turns a claimed message into the Block Kit to send, or None when there is
-# nothing left to say (the message is then settled as skipped).
-Renderer = Callable[["Deps", outbox.Message], Awaitable[dict[str, Any] | None]]
+# nothing left to say (the message is then settled as skipped). It may ask Slack for what
+# the message shows (a permalink), through the client it is given.
+Renderer = Callable[["Deps", AsyncWebClient, outbox.Message], Awaitable[dict[str, Any] | None]]
 
 
-async def _reminder(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
+async def _reminder(
+    deps: Deps, client: AsyncWebClient, message: outbox.Message
+) -> dict[str, Any] | None:
     assert message.token is not None  # a reminder is about a token
     return token_blocks.reminder_message(
         message.token,
@@ -68,12 +72,16 @@ async def _reminder(deps: Deps, message: outbox.Message) -> dict[str, Any] | Non
     )
 
 
-async def _expired(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
+async def _expired(
+    deps: Deps, client: AsyncWebClient, message: outbox.Message
+) -> dict[str, Any] | None:
     assert message.token is not None  # an expiry notice is about a token
     return token_blocks.expired_message(message.token, deps.settings.command, message.service_user)
 
 
-async def _ownerless_report(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
+async def _ownerless_report(
+    deps: Deps, client: AsyncWebClient, message: outbox.Message
+) -> dict[str, Any] | None:
     return service_blocks.orphaned_message(
         message.payload["member"], message.payload["service_users"], deps.settings.command
     )
@@ -88,7 +96,9 @@ def _digest_for(
     return theirs if any(now - r.created_at >= digests.WAITING for r in theirs) else []
 
 
-async def _digest(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
+async def _digest(
+    deps: Deps, client: AsyncWebClient, message: outbox.Message
+) -> dict[str, Any] | None:
     """The requests waiting for the approver, as they stand when the digest is sent."""
     pending = await deps.call(approvals.pending_requests, deps.db, message.org)
     if listed := _digest_for(message.recipient, pending, deps.clock()):
@@ -96,11 +106,28 @@ async def _digest(deps: Deps, message: outbox.Message) -> dict[str, Any] | None:
     return None  # decided meanwhile
 
 
+async def _leaked(
+    deps: Deps, client: AsyncWebClient, message: outbox.Message
+) -> dict[str, Any] | None:
+    """Which token was revoked for being pasted, linking to the message where it was."""
+    assert message.token is not None  # a leak notice is about a token
+    channel, ts = str(message.payload["channel"]), str(message.payload["ts"])
+    return leak_blocks.leaked_message(
+        message.token,
+        deps.settings.command,
+        channel=channel,
+        permalink=await permalink(client, channel, ts),
+        poster=message.payload.get("poster"),
+        service_user=message.service_user,
+    )
+
+
 RENDERERS: dict[NoticeKind, Renderer] = {
     NoticeKind.REMINDER: _reminder,
     NoticeKind.EXPIRED: _expired,
     NoticeKind.OWNERLESS: _ownerless_report,
     NoticeKind.DIGEST: _digest,
+    NoticeKind.LEAKED: _leaked,
 }
 
 
@@ -178,7 +205,7 @@ async def _recipients(deps: Deps, client: AsyncWebClient, message: outbox.Messag
 
 async def _deliver_one(deps: Deps, client: AsyncWebClient, message: outbox.Message) -> bool:
     """Render, send and settle one claimed message; True if anyone got it."""
-    rendered = await RENDERERS[message.kind](deps, message)
+    rendered = await RENDERERS[message.kind](deps, client, message)
     if rendered is None:
         await deps.call(outbox.mark_skipped, deps.db, message)
         return False

@@ -139,6 +139,25 @@ async def deliver_ephemeral(
     return None
 
 
+async def note_to(
+    client: AsyncWebClient, *, user_id: str, channel_id: str, message: dict[str, Any], app_dm: bool
+) -> str | None:
+    """Show ``message`` to ``user_id`` in the conversation they are in; return where it
+    went, or None if nowhere. In their DM with the app (``app_dm``), nobody else reads
+    it, so it is an ordinary message there; elsewhere it is ephemeral, as
+    :func:`deliver_ephemeral` shows it (the channel, then their DM with the app)."""
+    if not app_dm:
+        return await deliver_ephemeral(
+            client, user_id=user_id, message=message, response_url=None, channel_id=channel_id
+        )
+    try:
+        await post(client, channel_id, message)
+    except Exception as error:
+        log.info("could not reach %s in their DM (%s)", user_id, failure_reason(error))
+        return None
+    return "dm"
+
+
 def failure_reason(error: Exception) -> str:
     """What went wrong, in words safe to log: Slack's error code or the exception type."""
     if isinstance(error, SlackApiError):
@@ -182,6 +201,18 @@ async def post(client: AsyncWebClient, channel: str, message: dict[str, Any]) ->
     """Post ``message`` in ``channel``; its (channel, ts), to update it later."""
     posted = await client.chat_postMessage(channel=channel, **message)
     return str(posted["channel"]), str(posted["ts"])
+
+
+async def permalink(client: AsyncWebClient, channel: str, ts: str) -> str | None:
+    """A link to the message at (``channel``, ``ts``); None when Slack gives none (the
+    message is gone, the app cannot see it), for the caller to name the channel instead."""
+    try:
+        answer = await client.chat_getPermalink(channel=channel, message_ts=ts)
+    except Exception as error:
+        log.info("no permalink for a message in %s (%s)", channel, failure_reason(error))
+        return None
+    link = answer.get("permalink")
+    return link if isinstance(link, str) else None
 
 
 async def update(client: AsyncWebClient, channel: str, ts: str, message: dict[str, Any]) -> None:

@@ -179,6 +179,7 @@ class NoticeKind(StrEnum):
     EXPIRED = "expired"  # a token has expired (R13)
     OWNERLESS = "ownerless"  # to the admins: service users left with no owner (R17)
     DIGEST = "digest"  # to an approver: the day's requests waiting for them (R25)
+    LEAKED = "leaked"  # a token was revoked for being pasted in a message (R19)
 
 
 class OutboxStatus(StrEnum):

@@ -19,6 +19,9 @@ ALPHABET = string.digits + string.ascii_letters  # base62
 RANDOM_LENGTH = 30
 CHECKSUM_LENGTH = 6  # 62**6 > 2**32, so any CRC32 fits
 TOKEN_PATTERN = re.compile(r"\btb[us]_[0-9A-Za-z]{36}\b")
+# What :func:`find_tokens` looks for in a message: the same shape, with only letters and
+# digits for neighbours, so a token set in italics (``_tbu_…_``) is found too.
+_IN_TEXT = re.compile(r"(?<![0-9A-Za-z])tb[us]_[0-9A-Za-z]{36}(?![0-9A-Za-z])")
 
 
 class TokenKind(StrEnum):
@@ -52,6 +55,15 @@ def has_valid_checksum(token: str) -> bool:
     if not TOKEN_PATTERN.fullmatch(token):
         return False
     return _checksum(token[:-CHECKSUM_LENGTH]) == token[-CHECKSUM_LENGTH:]
+
+
+def find_tokens(text: str) -> list[str]:
+    """The tokens in ``text`` whose checksum matches, each once, in order of appearance.
+
+    Pure and offline: a look-alike whose checksum does not match is dropped here, so it
+    never costs a lookup (R19)."""
+    found = (match.group() for match in _IN_TEXT.finditer(text))
+    return list(dict.fromkeys(token for token in found if has_valid_checksum(token)))
 
 
 def kind_of(token: str) -> TokenKind | None:

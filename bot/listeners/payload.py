@@ -8,11 +8,13 @@ have the types Slack gives them; a request that fails is refused with a 400.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from bot.blocks.service import DENY_CALLBACK
+from storage import tokenformat
 from storage.errors import TokenbotError
 
 # Slack's ids (users, teams, enterprises, channels) are short; the database keeps 32.
@@ -87,6 +89,21 @@ class _MemberChanged(_Shape):
     user: _User
 
 
+class _Posted(_Shape):
+    user: SlackId | None = None
+    text: str | None = None
+    ts: str | None = None
+    subtype: str | None = None
+    bot_id: str | None = None
+
+
+class _Message(_Posted):
+    channel: SlackId
+    channel_type: str | None = None
+    message: _Posted | None = None  # the message as edited, for ``message_changed``
+    previous_message: _Posted | None = None
+
+
 _PAYLOADS: dict[str, type[_Shape]] = {
     "block_actions": _BlockActions,
     "view_submission": _ViewSubmission,
@@ -95,6 +112,7 @@ _EVENTS: dict[str, type[_Shape]] = {
     "app_home_opened": _HomeOpened,
     "user_change": _MemberChanged,
     "team_join": _MemberChanged,
+    "message": _Message,
 }
 # What a listener needs of the trigger to open a modal: these clicks open one.
 _OPENS_A_MODAL = {"deny_request", "open_generate"}
@@ -196,6 +214,67 @@ def actor_of(body: dict[str, Any]) -> str | None:
     if isinstance(event, dict) and event.get("type") == "app_home_opened":
         return str(event["user"]) if isinstance(event.get("user"), str) else None
     return None
+
+
+# Messages a person wrote: new ones, in a thread and also sent to the channel, with a file,
+# and ``/me`` ones; for ``message_changed``, the message as edited has one of these.
+_WRITTEN = {None, "thread_broadcast", "file_share", "me_message"}
+
+
+@dataclass(frozen=True)
+class Posted:
+    """A message a person posted or edited, as the leak listener reads it."""
+
+    text: str
+    channel: str
+    ts: str
+    poster: str | None
+    in_app_dm: bool  # the person's DM with the app (answered there, not ephemerally)
+
+
+def posted_message(body: dict[str, Any]) -> Posted | None:
+    """The message a ``message`` event carries, new or edited (``message_changed``: the
+    text as it is now); None for anything else, and for a bot's messages (the app's own
+    included), deletions and Slack's own notices (joins, topics)."""
+    event = body.get("event")
+    if body.get("type") != "event_callback" or not isinstance(event, dict):
+        return None
+    if event.get("type") != "message":
+        return None
+    message: Any = event
+    if event.get("subtype") == "message_changed":
+        message = event.get("message")
+        if not isinstance(message, dict):
+            return None
+    elif event.get("subtype") not in _WRITTEN:
+        return None
+    if message.get("subtype") not in _WRITTEN or message.get("bot_id") or event.get("bot_id"):
+        return None
+    text, channel = message.get("text"), event.get("channel")
+    previous = event.get("previous_message")
+    posted_at = previous.get("ts") if isinstance(previous, dict) else None
+    # An edit's own ts is the edit's; the message keeps the ts it was posted with.
+    ts = message.get("ts") or posted_at or event.get("ts")
+    if not (isinstance(text, str) and isinstance(channel, str) and isinstance(ts, str)):
+        return None
+    poster = message.get("user")
+    return Posted(
+        text=text,
+        channel=channel,
+        ts=ts,
+        poster=poster if isinstance(poster, str) else None,
+        in_app_dm=event.get("channel_type") == "im",
+    )
+
+
+def is_idle_message(body: dict[str, Any]) -> bool:
+    """True for a ``message`` event that asks nothing of the app: no token in it (or not
+    a person's message). Such events, most of what the app receives, are not recorded as
+    delivered: a repeat of one has no effect either."""
+    if not isinstance(body.get("event"), dict) or body["event"].get("type") != "message":
+        return False
+    posted = posted_message(body)
+    return posted is None or not tokenformat.find_tokens(posted.text)
 
 
 def clicked_on_home(body: dict[str, Any]) -> bool:

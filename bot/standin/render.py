@@ -9,12 +9,20 @@ from typing import Any
 _DATE = re.compile(r"<!date\^[^|>]*\|([^>]*)>")
 _LINK = re.compile(r"<([^|>]+)\|([^>]+)>")
 _MENTION = re.compile(r"<@(\w+)>")
-_EMOJI = {":key:": "🔑", ":no_entry:": "⛔", ":white_check_mark:": "✅", ":warning:": "⚠️"}
+_CHANNEL = re.compile(r"<#(\w+)>")
+_EMOJI = {
+    ":key:": "🔑",
+    ":no_entry:": "⛔",
+    ":white_check_mark:": "✅",
+    ":warning:": "⚠️",
+    ":rotating_light:": "🚨",
+}
 
 
 def mrkdwn(text: str) -> str:
     text = _DATE.sub(r"\1", text)
     text = _MENTION.sub(r"@\1", text)
+    text = _CHANNEL.sub(r"#\1", text)
     text = _LINK.sub(r"\2", text)
     for code, char in _EMOJI.items():
         text = text.replace(code, char)

@@ -445,6 +445,14 @@ class SlackStandin:
             "message": {"text": args.get("text", "")},
         }
 
+    def _chat_getPermalink(self, args: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(args.get("channel", "")), str(args.get("message_ts", ""))
+        if not channel or not ts:
+            return {"ok": False, "error": "message_not_found"}
+        # Slack's shape: the workspace's address, the channel, "p" and the ts without its dot.
+        link = f"https://demo.slack.invalid/archives/{channel}/p{ts.replace('.', '')}"
+        return {"channel": channel, "permalink": link}
+
     def _chat_update(self, args: dict[str, Any]) -> dict[str, Any]:
         return {"channel": args.get("channel"), "ts": args.get("ts"), "text": args.get("text")}
 

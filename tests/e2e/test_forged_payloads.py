@@ -148,6 +148,15 @@ FORGED_EVENTS: dict[str, Payload] = {
     "home opened by a list": {"type": "app_home_opened", "user": [ALICE], "tab": "home"},
     "user change of a string": {"type": "user_change", "user": ALICE},
     "team join without a user": {"type": "team_join"},
+    "message text a list": {"type": "message", "channel": "C0", "ts": "1.2", "text": ["tbu_"]},
+    "message without a channel": {"type": "message", "ts": "1.2", "text": "hi"},
+    "message by a list": {"type": "message", "channel": "C0", "user": [ALICE], "text": "hi"},
+    "edit of a string": {
+        "type": "message",
+        "subtype": "message_changed",
+        "channel": "C0",
+        "message": "hi",
+    },
 }
 
 

@@ -15,6 +15,7 @@ SCOPES_FOR_METHODS = {
     "chat.postEphemeral": "chat:write",
     "chat.postMessage": "chat:write",
     "chat.update": "chat:write",
+    "chat.getPermalink": None,  # no scope: any message the app can see
     "users.info": "users:read",
     "users.list": "users:read",
     "usergroups.list": "usergroups:read",
@@ -51,3 +52,28 @@ def test_app_home_has_the_home_and_messages_tabs() -> None:
 def test_the_events_tokenbot_handles_are_subscribed() -> None:
     events = set(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
     assert {"app_home_opened", "user_change", "team_join"} <= events
+
+
+# Each message event tokenbot reads for leaked tokens (R19), and the scope that lets the
+# app receive it.
+SCOPES_FOR_MESSAGE_EVENTS = {
+    "message.channels": "channels:history",
+    "message.groups": "groups:history",
+    "message.im": "im:history",
+    "message.mpim": "mpim:history",
+}
+
+
+def test_messages_where_the_app_is_are_subscribed_with_their_scopes() -> None:
+    events = set(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
+    scopes = set(MANIFEST["oauth_config"]["scopes"]["bot"])
+    assert set(SCOPES_FOR_MESSAGE_EVENTS) <= events
+    assert set(SCOPES_FOR_MESSAGE_EVENTS.values()) <= scopes
+
+
+def test_no_message_event_beyond_the_conversations_the_app_is_in() -> None:
+    # The four above are the conversations the app is a member of; a user scope would let
+    # it read a person's own conversations too.
+    events = MANIFEST["settings"]["event_subscriptions"]["bot_events"]
+    assert {e for e in events if e.startswith("message.")} == set(SCOPES_FOR_MESSAGE_EVENTS)
+    assert "user" not in MANIFEST["oauth_config"]["scopes"]

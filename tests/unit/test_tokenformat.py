@@ -54,3 +54,17 @@ def test_digest_is_sha256_and_hint_reveals_only_prefix_and_last_four() -> None:
     hint = tokenformat.hint(token)
     assert hint == f"tbu_…{token[-4:]}"
     assert token[4:-4] not in hint
+
+
+def test_tokens_are_found_in_text_wherever_a_person_may_paste_them() -> None:
+    user, service = tokenformat.mint(TokenKind.USER), tokenformat.mint(TokenKind.SERVICE)
+    text = f"`{user}` and ```{service}```, in italics _{user}_, as TOKEN={service}."
+    assert tokenformat.find_tokens(text) == [user, service]  # each once, in order
+
+
+def test_only_whole_tokens_with_a_matching_checksum_are_found() -> None:
+    token = tokenformat.mint(TokenKind.USER)
+    lookalike = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert tokenformat.find_tokens(f"{lookalike} tbu_{'x' * 36}") == []
+    assert tokenformat.find_tokens(f"x{token} {token}9 {token[:-1]}") == []
+    assert tokenformat.find_tokens("") == []
