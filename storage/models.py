@@ -179,6 +179,7 @@ class NoticeKind(StrEnum):
     EXPIRED = "expired"  # a token has expired (R13)
     OWNERLESS = "ownerless"  # to the admins: service users left with no owner (R17)
     DIGEST = "digest"  # to an approver: the day's requests waiting for them (R25)
+    REVOKED = "revoked"  # to a member: an admin revoked their token (R16)
 
 
 class OutboxStatus(StrEnum):

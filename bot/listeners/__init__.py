@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.listeners import actions, commands, events, service, views
+from bot.listeners import actions, admin, commands, events, owners, service, views
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
@@ -14,3 +14,5 @@ def register(app: AsyncApp, settings: Settings) -> None:
     views.register(app)
     events.register(app)
     service.register(app)
+    admin.register(app)
+    owners.register(app)
