@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from bot.blocks.text import BLOCKS_MAX, SECTION_MAX, clip, fit, inline
+from bot.blocks.text import BLOCKS_MAX, SECTION_MAX, clip, escape, fit, inline
 from bot.blocks.tokens import Message, _context, _plain, _section, when
 from storage.audit import SYSTEM, Entry, Page
 
@@ -17,12 +17,20 @@ AUDIT_NEWER_ACTION = "audit_newer"
 LINE_MAX = 700
 PART_MAX = 100  # characters of one value from an event's detail, escaped
 _USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
+_BACKTICK_LOOKALIKE = "\u02cb"  # modifier letter grave accent, as bot.blocks.text uses
 
 
 def _value(detail: dict[str, Any], key: str) -> str:
     """A value of the event's detail, as text safe in the app's sentence ("" if none)."""
     value = detail.get(key)
     return "" if value is None or value == "" else inline(str(value), PART_MAX)
+
+
+def _code(value: object) -> str:
+    """A value as a code span: escaped, with no backtick to end the span early (inside
+    it, no other character formats)."""
+    text = escape(str(value)).replace("`", _BACKTICK_LOOKALIKE)
+    return f"`{clip(text, PART_MAX)}`"
 
 
 def _member(user_id: object) -> str:
@@ -43,13 +51,13 @@ def _subject(subject: str) -> str:
     kind, _, key = subject.partition(":")
     if kind == "member":
         return _member(key)
-    return f"`{inline(subject, PART_MAX)}`"
+    return _code(subject)
 
 
 def _token(detail: dict[str, Any]) -> str:
-    name, hint = _value(detail, "name"), _value(detail, "hint")
+    name, hint = _value(detail, "name"), detail.get("hint")
     shown = f"*{name}*" if name else "a token"
-    return f"{shown} (`{hint}`)" if hint else shown
+    return f"{shown} ({_code(hint)})" if hint else shown
 
 
 def _phrase(entry: Entry) -> str:
@@ -95,7 +103,7 @@ def _phrase(entry: Entry) -> str:
     about = [token] if "name" in detail or "hint" in detail else []
     if "service_user" in detail:
         about.append(service)
-    return " ".join([f"`{inline(entry.action, PART_MAX)}`", *about])
+    return " ".join([_code(entry.action), *about])
 
 
 def audit_line(entry: Entry) -> str:
