@@ -111,6 +111,12 @@ class Standing:
         user = await self.user()
         return is_admin(user) and not user.get("deleted")
 
+    def said_admin(self) -> bool:
+        """Whether Slack has already said, in this request, that the member is an admin
+        or owner who is not deactivated; Slack is not asked."""
+        user = self._user
+        return user is not None and is_admin(user) and not user.get("deleted")
+
     async def refusal_to_decide(self) -> str | None:
         """Why the member may not decide on requests, as of now; None if they may (R21)."""
         user = await self.user()

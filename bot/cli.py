@@ -1,13 +1,16 @@
-"""The ``tokenbot`` command: serve · socket · demo · db upgrade."""
+"""The ``tokenbot`` command: serve · socket · sweep · demo · db upgrade · audit."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import json
 import signal
 import sys
 from datetime import UTC, datetime
+
+import sqlalchemy as sa
 
 from bot.config import Mode, Settings, SettingsError, load_settings, parse_listen
 from bot.deps import Deps, wind_down
@@ -38,6 +41,13 @@ def _parser() -> argparse.ArgumentParser:
     db = sub.add_parser("db", help="database maintenance")
     db_sub = db.add_subparsers(dest="db_command", required=True, metavar="ACTION")
     db_sub.add_parser("upgrade", help="apply database migrations")
+    audit = sub.add_parser("audit", help="check or export the audit log")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True, metavar="ACTION")
+    audit_sub.add_parser("verify", help="check the hash chain of every organization's log")
+    export = audit_sub.add_parser("export", help="the audit log as JSON lines, on stdout")
+    export.add_argument("--org", help="only this organization (its Slack team or enterprise id)")
+    export.add_argument("--since", type=_when, help="events at or after this ISO 8601 time")
+    export.add_argument("--until", type=_when, help="events before this ISO 8601 time")
     return parser
 
 
@@ -91,6 +101,57 @@ def sweep_once(now: datetime | None, dry_run: bool) -> None:
                 f"{waiting} message(s) wait to be sent: set SLACK_BOT_TOKEN, or let "
                 "`tokenbot serve` send them"
             )
+
+
+def verify_audit(db: Database) -> int:
+    """``tokenbot audit verify``: each organization's chain checked whole; a line for
+    each, naming the first bad event where there is one. 1 if any chain is broken."""
+    from storage import audit
+
+    broken = 0
+    orgs = audit.organizations(db)
+    for org in orgs:
+        check = audit.check_chain(db, org)
+        if check.broken is None:
+            print(f"{org}: {check.events} event(s), chain intact")
+        else:
+            broken += 1
+            print(f"{org}: chain broken ({check.events} event(s)): {check.broken}")
+    if not orgs:
+        print("no organization has an audit log yet")
+    return 1 if broken else 0
+
+
+def export_audit(
+    db: Database, org: str | None, since: datetime | None, until: datetime | None
+) -> int:
+    """``tokenbot audit export``: the events as JSON lines, oldest first per organization,
+    each with its id, organization, content and digests (README: how to check them)."""
+    from storage import audit
+
+    if org is not None and org not in audit.organizations(db):
+        print(f"tokenbot: no organization {org!r} in the database", file=sys.stderr)
+        return 2
+    for entry in audit.export(db, org, since, until):
+        print(json.dumps(entry.exported(), sort_keys=True, ensure_ascii=False))
+    return 0
+
+
+def audit_command(args: argparse.Namespace) -> int:
+    db = Database(load_settings().database_url)
+    try:
+        if args.audit_command == "verify":
+            return verify_audit(db)
+        return export_audit(db, args.org, args.since, args.until)
+    except sa.exc.SQLAlchemyError as error:
+        print(
+            f"tokenbot: the audit log could not be read ({type(error).__name__}); "
+            "is the database migrated (`tokenbot db upgrade`)?",
+            file=sys.stderr,
+        )
+        return 2
+    finally:
+        db.dispose()
 
 
 def _settings(mode: Mode) -> Settings:
@@ -170,7 +231,7 @@ async def serve_socket_mode(deps: Deps, app_token: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging("WARNING" if args.command in ("demo", "sweep") else "INFO")
+    setup_logging("WARNING" if args.command in ("demo", "sweep", "audit") else "INFO")
     try:
         if args.command == "serve":
             serve(args.host, args.port, args.api_listen)
@@ -182,6 +243,8 @@ def main(argv: list[str] | None = None) -> int:
             from bot.demo import run_demo
 
             return asyncio.run(run_demo())
+        elif args.command == "audit":
+            return audit_command(args)
         elif args.command == "db":
             upgrade(Database(load_settings().database_url))
             print("database is at the newest schema")

@@ -50,7 +50,7 @@ NOBODY_TO_TELL = timedelta(hours=1)  # when to try again a report no admin was t
 # Messages about a token go to its owners, whatever their organization; the others are
 # about an organization's members and requests, and only the organization the bot token
 # serves is told of its own (R10).
-TOKEN_KINDS = (NoticeKind.REMINDER, NoticeKind.EXPIRED, NoticeKind.LEAKED)
+TOKEN_KINDS = (NoticeKind.REMINDER, NoticeKind.EXPIRED, NoticeKind.LEAKED, NoticeKind.REVOKED)
 WORKSPACE_KINDS = (NoticeKind.DIGEST, NoticeKind.OWNERLESS)
 
 # A renderer turns a claimed message into the Block Kit to send, or None when there is
@@ -77,6 +77,15 @@ async def _expired(
 ) -> dict[str, Any] | None:
     assert message.token is not None  # an expiry notice is about a token
     return token_blocks.expired_message(message.token, deps.settings.command, message.service_user)
+
+
+async def _revoked(
+    deps: Deps, client: AsyncWebClient, message: outbox.Message
+) -> dict[str, Any] | None:
+    assert message.token is not None  # a revocation notice is about a token
+    return token_blocks.revoked_by_admin_message(
+        message.token, message.payload["by"], deps.settings.command
+    )
 
 
 async def _ownerless_report(
@@ -128,6 +137,7 @@ RENDERERS: dict[NoticeKind, Renderer] = {
     NoticeKind.OWNERLESS: _ownerless_report,
     NoticeKind.DIGEST: _digest,
     NoticeKind.LEAKED: _leaked,
+    NoticeKind.REVOKED: _revoked,
 }
 
 
@@ -183,6 +193,20 @@ async def deliver(
             return sent
         sent += await _deliver_due(deps, client, about_workspace, org)
     return sent
+
+
+def deliver_soon(deps: Deps, client: AsyncWebClient, kinds: Iterable[NoticeKind]) -> None:
+    """Send the outbox's messages of ``kinds`` now, in the background, for a listener
+    that has just queued one and answers meanwhile. What this cannot send, the sweep
+    sends later: the outbox keeps it."""
+
+    async def send() -> None:
+        try:
+            await deliver(deps, client, kinds)
+        except Exception as error:  # logged here: nothing awaits this
+            log.warning("messages not sent now (%s); the sweep sends them", failure_reason(error))
+
+    deps.background.start(send(), finish=False)
 
 
 async def _deliver_due(

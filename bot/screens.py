@@ -1,7 +1,8 @@
-"""What the listeners show, where more than one shows it: the Home tab, the token list,
-the service users' list, the pending requests, the report, and the modals commands and
-buttons open. Each reads storage, renders one builder of :mod:`bot.blocks`, and returns
-the message (or shows the view); listeners answer with it."""
+"""What the listeners show, where more than one shows it: the Home tab, the token list
+(a member's own, or an admin's of a member), the service users' list, the pending
+requests, the report, the audit log, and the modals commands and buttons open. Each
+reads storage, renders one builder of :mod:`bot.blocks`, and returns the message (or
+shows the view); listeners answer with it."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import approvers, sender
 from bot.approvers import Standing
+from bot.blocks import audit as audit_blocks
+from bot.blocks import owners as owner_blocks
 from bot.blocks import service as service_blocks
 from bot.blocks import tokens as token_blocks
 from bot.blocks.home import Home, home_view
 from bot.blocks.tokens import Message
 from bot.deps import Deps
-from storage import approvals, reports, services, tokens
+from storage import approvals, audit, reports, services, tokens
 from storage.errors import CapReached, NotAllowed
 
 log = logging.getLogger(__name__)
@@ -90,6 +93,23 @@ async def token_list(deps: Deps, org: str, user_id: str, notice: str | None = No
     return token_blocks.token_list_message(listing.tokens, listing.cap, notice)
 
 
+async def member_token_list(
+    deps: Deps, org: str, member: str, notice: str | None = None
+) -> Message:
+    """``/token list @member`` for an admin: that member's active tokens, with Revoke
+    buttons (R16)."""
+    listing = await deps.call(tokens.list_user_tokens, deps.db, org, member, deps.clock())
+    return token_blocks.member_token_list_message(member, listing.tokens, listing.cap, notice)
+
+
+async def audit_log(
+    deps: Deps, org: str, size: int, *, before: int | None = None, after: int | None = None
+) -> Message:
+    """``/token audit [n]`` and its Older and Newer buttons: a page of the log (R27)."""
+    found = await deps.call(audit.page, deps.db, org, size, before=before, after=after)
+    return audit_blocks.audit_message(found, size)
+
+
 async def service_list(
     deps: Deps, org: str, user_id: str, standing: Standing, notice: str | None = None
 ) -> Message:
@@ -140,6 +160,23 @@ async def open_generate_modal(
     """Open the Generate modal; False if Slack would not. ``command`` (the slash command,
     or {} from the Home tab) says where to show the token once it exists."""
     view = token_blocks.generate_modal(initial_name, _where(command))
+    return await sender.open_modal(client, trigger_id, view)
+
+
+async def open_owner_modal(
+    client: AsyncWebClient,
+    trigger_id: str | None,
+    service: services.ServiceOwners,
+    *,
+    adding: bool,
+    where: dict[str, Any],
+) -> bool:
+    """Open the modal that adds an owner to ``service``, or removes one; False if Slack
+    would not. ``where``: the list clicked on, to show again once the change is made."""
+    metadata = json.dumps({"service_user": service.id, **where})
+    view = owner_blocks.owner_modal(
+        service.name, service.owners, adding=adding, private_metadata=metadata
+    )
     return await sender.open_modal(client, trigger_id, view)
 
 

@@ -80,6 +80,23 @@ class Responder:
         return await _webhook(self.response_url, self.session).send_dict(message)
 
 
+async def replace_original(
+    client: AsyncWebClient, response_url: str | None, api_url: str, message: dict[str, Any]
+) -> bool:
+    """Replace the message a ``response_url`` came with (one a modal was opened from, say)
+    by ``message``; False when Slack would not take it, or the URL is not Slack's."""
+    if not response_url:
+        return False
+    try:
+        answer = await Responder(response_url, client.session, api_url)(
+            replace_original=True, **message
+        )
+    except Exception as error:
+        log.info("response_url failed (%s)", failure_reason(error))
+        return False
+    return answer.status_code == 200
+
+
 def retry_handlers() -> list[Any]:
     """Retries with backoff on connection errors, 429 (honouring Retry-After) and 5xx.
 

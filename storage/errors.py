@@ -29,6 +29,10 @@ class RequestNotFound(TokenbotError):
     """No such service-token request in the organization."""
 
 
+class ServiceUserNotFound(TokenbotError):
+    """No such service user in the organization."""
+
+
 class NotAllowed(TokenbotError):
     """The member may not do this to that token (an admin might)."""
 

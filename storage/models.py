@@ -180,6 +180,7 @@ class NoticeKind(StrEnum):
     OWNERLESS = "ownerless"  # to the admins: service users left with no owner (R17)
     DIGEST = "digest"  # to an approver: the day's requests waiting for them (R25)
     LEAKED = "leaked"  # a token was revoked for being pasted in a message (R19)
+    REVOKED = "revoked"  # to a member: an admin revoked their token (R16)
 
 
 class OutboxStatus(StrEnum):

@@ -1,5 +1,6 @@
 """The outbox: every message that must eventually arrive in Slack, whatever it says
-(reminders R12, expiry notices R13, reports to the admins R17, approvers' digests R25).
+(reminders R12, expiry notices R13, reports to the admins R17, approvers' digests R25,
+a member told that an admin revoked their token R16).
 
 A message is queued in the transaction that makes it owed, so it is never lost and,
 where it must exist once, never doubled: its dedupe key makes a second sweeper's, a
@@ -184,6 +185,23 @@ def queue_ownerless_report(
     ``service_users``, in the caller's transaction (the deactivation's)."""
     payload = {"member": member, "service_users": service_users}
     enqueue(session, org, NoticeKind.OWNERLESS, now, payload=payload)
+
+
+def queue_revoked_notice(
+    session: Session, org: LockedOrg, token: TokenInfo, member: str, by: str, now: datetime
+) -> None:
+    """Owe ``member`` a message that ``by`` (an admin) revoked their ``token``, in the
+    caller's transaction (the revocation's). A token is revoked once, so it is owed once."""
+    enqueue(
+        session,
+        org,
+        NoticeKind.REVOKED,
+        now,
+        recipient=member,
+        payload={"by": by},
+        dedupe_key=f"revoked:{token.id}",
+        token_id=token.id,
+    )
 
 
 def digest_key(org_id: int, recipient: str, day: str) -> str:

@@ -1,17 +1,21 @@
 """Service users as their owners and admins see them (R5), who may act on their tokens
-(R16), who hears about those tokens (R12, R13), and who is left owning them (R17)."""
+(R16), who hears about those tokens (R12, R13), who is left owning them (R17), and the
+changes owners and admins make to who owns them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 import sqlalchemy as sa
 from sqlmodel import Session
 
+from storage import audit
 from storage.db import Database
+from storage.errors import InvalidField, NotAllowed, PolicyForbids, ServiceUserNotFound
 from storage.models import ADMIN_ROLES, ServiceOwner, ServiceUser, Token, TokenState
-from storage.orgs import MEMBER, find_org, member_id
+from storage.orgs import MEMBER, LockedOrg, ensure_member, find_org, lock_org, member_id
 from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, token_info
 
 SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
@@ -125,3 +129,177 @@ def list_service_users(
             )
             for s in services
         ]
+
+
+# -- who owns a service user --------------------------------------------------------------
+
+OWNER_FIELD = "owner"  # the form field a refusal about the member chosen is shown on
+
+
+@dataclass(frozen=True)
+class ServiceOwners:
+    """A service user and its owners who are still active, by Slack user id."""
+
+    id: int
+    name: str
+    owners: list[str]
+
+
+_SERVICE_OF_ORG = sa.select(SERVICE.c.id, SERVICE.c.name).where(
+    SERVICE.c.org_id == sa.bindparam("org")
+)
+_BY_ID = _SERVICE_OF_ORG.where(SERVICE.c.id == sa.bindparam("service"))
+_BY_NAME = _SERVICE_OF_ORG.where(SERVICE.c.name == sa.bindparam("name"))
+_OWNER_ROW = sa.select(OWNER.c.member_id).where(
+    OWNER.c.service_user_id == sa.bindparam("service"),
+    OWNER.c.member_id == sa.bindparam("member"),
+)
+_MEMBER_DELETED = sa.select(MEMBER.c.deleted).where(MEMBER.c.id == sa.bindparam("member"))
+
+
+def _service(session: Session, row: Any) -> ServiceOwners:
+    if row is None:
+        raise ServiceUserNotFound("That service user does not exist in this workspace.")
+    owners = list(session.execute(_OWNERS_OF, {"service": row.id}).scalars())
+    return ServiceOwners(id=row.id, name=row.name, owners=owners)
+
+
+def _managed(
+    session: Session, org: LockedOrg, service_user_id: int, actor: str, admin: bool
+) -> ServiceOwners:
+    """The service user, if ``actor`` is one of its active owners or acts as an admin
+    (the caller checked that standing in Slack); else NotAllowed."""
+    found = session.execute(_BY_ID, {"org": org.id, "service": service_user_id}).first()
+    service = _service(session, found)
+    if not (admin or actor in service.owners):
+        raise NotAllowed("You can change the owners only of service users you own.")
+    return service
+
+
+def owners_of(
+    db: Database,
+    org_slack_id: str,
+    actor: str,
+    service_user_id: int,
+    now: datetime,
+    *,
+    admin: bool = False,
+) -> ServiceOwners:
+    """The service user and its active owners, for one of those owners or an admin
+    (``admin``: the caller checked the actor's standing in Slack) about to change them.
+    Raises ServiceUserNotFound or NotAllowed."""
+    with db.read() as session:
+        org = find_org(session, org_slack_id)
+        if org is None:
+            raise ServiceUserNotFound("That service user does not exist in this workspace.")
+        return _managed(session, org, service_user_id, actor, admin)
+
+
+def add_owner(
+    db: Database,
+    org_slack_id: str,
+    actor: str,
+    service_user_id: int,
+    now: datetime,
+    *,
+    member: str,
+    admin: bool = False,
+) -> ServiceOwners:
+    """Make ``member`` an owner of the service user: they then see it, act on its tokens
+    and are reminded of them. Only one of its active owners, or an admin (``admin``: the
+    caller checked the actor's standing in Slack), may. Raises ServiceUserNotFound,
+    NotAllowed, or InvalidField (on OWNER_FIELD) when ``member`` owns it already or is
+    known to be deactivated; nothing changes when it raises."""
+    with db.write() as session:
+        org = lock_org(session, org_slack_id, now)
+        service = _managed(session, org, service_user_id, actor, admin)
+        new = ensure_member(session, org.id, member, now)
+        if session.execute(_MEMBER_DELETED, {"member": new}).scalar_one():
+            raise InvalidField(OWNER_FIELD, "That member is deactivated: choose someone else.")
+        if session.execute(_OWNER_ROW, {"service": service.id, "member": new}).first():
+            raise InvalidField(OWNER_FIELD, f"That member already owns {service.name}.")
+        session.execute(sa.insert(OWNER).values(service_user_id=service.id, member_id=new))
+        _record(session, org, actor, "service_user.owner_added", service, now, owner=member)
+        return _service(session, session.execute(_BY_ID, _key(org, service)).first())
+
+
+def remove_owner(
+    db: Database,
+    org_slack_id: str,
+    actor: str,
+    service_user_id: int,
+    now: datetime,
+    *,
+    member: str,
+    admin: bool = False,
+) -> ServiceOwners:
+    """Remove ``member`` from the service user's owners, keeping at least one active
+    owner. Only one of its active owners (themself included), or an admin (``admin``:
+    the caller checked the actor's standing in Slack), may. Raises
+    ServiceUserNotFound, NotAllowed, InvalidField (on OWNER_FIELD) when ``member`` is not
+    an owner, or PolicyForbids when they are its last active owner; nothing changes when
+    it raises."""
+    with db.write() as session:
+        org = lock_org(session, org_slack_id, now)
+        service = _managed(session, org, service_user_id, actor, admin)
+        gone = member_id(session, org.id, member)
+        if (
+            gone is None
+            or not session.execute(_OWNER_ROW, {"service": service.id, "member": gone}).first()
+        ):
+            raise InvalidField(OWNER_FIELD, f"That member does not own {service.name}.")
+        if service.owners == [member]:
+            raise PolicyForbids(
+                f"That member is the only owner of {service.name}, and a service user keeps "
+                "at least one: add another owner first."
+            )
+        session.execute(
+            sa.delete(OWNER).where(OWNER.c.service_user_id == service.id, OWNER.c.member_id == gone)
+        )
+        _record(session, org, actor, "service_user.owner_removed", service, now, owner=member)
+        return _service(session, session.execute(_BY_ID, _key(org, service)).first())
+
+
+def take_over(
+    db: Database, org_slack_id: str, actor: str, name: str, now: datetime
+) -> ServiceOwners:
+    """Make ``actor``, an admin (the caller checked that standing in Slack), the owner of
+    the service user called ``name`` whose owners have all been deactivated (R17).
+    Raises ServiceUserNotFound, or PolicyForbids when it has an active owner again."""
+    with db.write() as session:
+        org = lock_org(session, org_slack_id, now)
+        found = session.execute(_BY_NAME, {"org": org.id, "name": name}).first()
+        service = _service(session, found)
+        if service.owners:
+            raise PolicyForbids(
+                f"{service.name} has an active owner now, so there is nothing to take over."
+            )
+        admin = ensure_member(session, org.id, actor, now)
+        if not session.execute(_OWNER_ROW, {"service": service.id, "member": admin}).first():
+            session.execute(sa.insert(OWNER).values(service_user_id=service.id, member_id=admin))
+        _record(session, org, actor, "service_user.taken_over", service, now)
+        return _service(session, session.execute(_BY_ID, _key(org, service)).first())
+
+
+def _key(org: LockedOrg, service: ServiceOwners) -> dict[str, int]:
+    return {"org": org.id, "service": service.id}
+
+
+def _record(
+    session: Session,
+    org: LockedOrg,
+    actor: str,
+    action: str,
+    service: ServiceOwners,
+    now: datetime,
+    **detail: str,
+) -> None:
+    audit.record(
+        session,
+        org,
+        actor=actor,
+        action=action,
+        subject=f"service_user:{service.id}",
+        now=now,
+        detail={"service_user": service.name, **detail},
+    )

@@ -607,14 +607,25 @@ def revoke_token(
     user they own, or, when ``admin`` (the caller checked the actor's standing in Slack),
     any token of the organization.
 
+    A member whose token an admin revoked is owed a message saying who revoked which
+    token, queued in the same transaction (the outbox sends it).
+
     Raises TokenNotFound when the token is not the organization's or no longer active,
     NotAllowed when the actor may not revoke it.
     """
+    # Imported here: the outbox reads this module's columns to describe its messages.
+    from storage import outbox
+
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        token, as_owner = _permitted(session, org, token_id, actor_user_id, now, "revoke", admin)
+        token, as_owner, member = _permitted(
+            session, org, token_id, actor_user_id, now, "revoke", admin
+        )
         reason = "revoked by owner" if as_owner else "revoked by admin"
-        return end_token(session, org, token, TokenState.REVOKED, reason, actor_user_id, now)
+        ended = end_token(session, org, token, TokenState.REVOKED, reason, actor_user_id, now)
+        if member is not None and member != actor_user_id:
+            outbox.queue_revoked_notice(session, org, ended, member, actor_user_id, now)
+        return ended
 
 
 def owned_active_token(
@@ -640,9 +651,10 @@ def _permitted(
     now: datetime,
     verb: str,
     admin: bool,
-) -> tuple[TokenInfo, bool]:
-    """The one permission check for a member acting on a token: the token, locked, and
-    whether the actor acts as its owner (False: as an admin)."""
+) -> tuple[TokenInfo, bool, str | None]:
+    """The one permission check for a member acting on a token: the token, locked,
+    whether the actor acts as its owner (False: as an admin), and the member it belongs
+    to (None for a service token)."""
     found = _locked_token(session, org, token_id)
     if found is None:
         raise TokenNotFound("That token does not exist in this workspace.")
@@ -658,7 +670,8 @@ def _permitted(
         raise NotAllowed(refusal)
     if token.state != TokenState.ACTIVE or token.cutoff_at <= now:
         raise TokenNotFound(f"The token “{token.name}” is no longer active.")
-    return token, owns
+    member: str | None = row.slack_user_id if row.service_user_id is None else None
+    return token, owns, member
 
 
 @quick(writes=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from bot.blocks.owners import owner_buttons, take_over_button
 from bot.blocks.text import BLOCKS_MAX, CONFIRM_MAX, clip, fit, inline, quoted
 from bot.blocks.tokens import (
     SERVICE_REVOKE_ACTION,
@@ -393,7 +394,8 @@ def service_list_message(
     services: list[ServiceUserInfo], admin: bool, command: str, notice: str | None = None
 ) -> Message:
     """``/token service list``: service users with their permissions, owners and active
-    tokens, each token with a Revoke button (R5, R16). Admins see all, owners theirs."""
+    tokens, each token with a Revoke button (R5, R16), and buttons to add and remove
+    owners. Admins see all, owners theirs."""
     blocks: list[dict[str, Any]] = [_section(notice)] if notice else []
     if not services:
         text = (
@@ -405,7 +407,10 @@ def service_list_message(
         return {"text": notice or text, "blocks": blocks}
     whose = "All service users" if admin else "Your service users"
     blocks.append(_section(f"*{whose}* ({len(services)})"))
-    entries = [[_service_header(s)] + [_service_token(t) for t in s.tokens] for s in services]
+    entries = [
+        [_service_header(s), owner_buttons(s.id)] + [_service_token(t) for t in s.tokens]
+        for s in services
+    ]
     fit(blocks, entries, BLOCKS_MAX, _more("service users that do not fit here"))
     total = sum(len(s.tokens) for s in services)
     return {
@@ -438,13 +443,23 @@ def digest_message(requests: list[RequestInfo], command: str) -> Message:
 
 def orphaned_message(member: str, names: list[str], command: str) -> Message:
     """To the admins: a deactivated member was the only owner of these service users
-    (R17). Their tokens keep working."""
-    listed = ", ".join(f"*{inline(n, NAME_SHOWN)}*" for n in names[:NAMES_SHOWN])
-    if len(names) > NAMES_SHOWN:
-        listed += f" and {len(names) - NAMES_SHOWN} more"
+    (R17), each with a Take over button. Their tokens keep working."""
     text = (
-        f"<@{member}> was deactivated and was the only owner of the service user(s) "
-        f"{listed}. Their tokens keep working, but nobody will be reminded before they "
-        f"expire except the admins. Review them with `{command} service list`."
+        f"<@{member}> was deactivated and was the only owner of the service user(s) below. "
+        "Their tokens keep working, but nobody will be reminded before they expire except "
+        f"the admins. Take one over to own it, or review them with `{command} service list`."
     )
-    return {"text": text, "blocks": [_section(text)]}
+    blocks = [_section(text)]
+    blocks += [
+        _section(f"*{inline(name, NAME_SHOWN)}*", take_over_button(name))
+        for name in names[:NAMES_SHOWN]
+    ]
+    if len(names) > NAMES_SHOWN:
+        blocks.append(
+            _context(f"… and {len(names) - NAMES_SHOWN} more: add owners to them from the list.")
+        )
+    listed = ", ".join(inline(n, NAME_SHOWN) for n in names[:NAMES_SHOWN])
+    return {
+        "text": clip(f"<@{member}> was deactivated; left with no owner: {listed}", 3000),
+        "blocks": blocks,
+    }

@@ -15,6 +15,7 @@ NAME_BLOCK = "token_name"
 NAME_INPUT = "name"
 REVOKE_ACTION = "revoke_token"
 SERVICE_REVOKE_ACTION = "revoke_service_token"  # answered with the service users' list
+MEMBER_REVOKE_ACTION = "revoke_member_token"  # on an admin's list of a member's tokens
 OPEN_GENERATE_ACTION = "open_generate"
 KEEP_ALIVE_ACTION = "keep_alive"
 CANCEL_ACTION = "cancel"
@@ -71,11 +72,14 @@ def help_message(command: str, notice: str | None = None) -> Message:
     lines = [
         f"`{command} new [name]` generate a personal API token (shown once)",
         f"`{command} list` your active tokens, with Revoke buttons",
+        f"`{command} list @member` that member's active tokens, with Revoke buttons (admins)",
         f"`{command} revoke <name>` revoke one of your tokens, after you confirm",
         f"`{command} service request` ask for a token for a service user (approved by an admin)",
-        f"`{command} service list` service users and their tokens (admins, and owners)",
+        f"`{command} service list` service users and their tokens, and who owns them "
+        "(admins, and owners)",
         f"`{command} requests` pending service-token requests you made or may decide",
         f"`{command} report` seats, service users and tokens by state (admins)",
+        f"`{command} audit [n]` the last n audit events, newest first (admins)",
         f"`{command} help` this message",
     ]
     blocks = [_section(notice)] if notice else []
@@ -138,15 +142,18 @@ def new_token_message(issued: IssuedToken) -> Message:
     }
 
 
-def revoke_button(info: TokenInfo, action_id: str = REVOKE_ACTION) -> dict[str, Any]:
-    """A Revoke button with its confirm dialog (R16)."""
+def revoke_button(
+    info: TokenInfo, action_id: str = REVOKE_ACTION, value: str | None = None
+) -> dict[str, Any]:
+    """A Revoke button with its confirm dialog (R16); its value is the token's id unless
+    ``value`` says more."""
     name = inline(info.name, CONFIRM_MAX // 2)
     return {
         "type": "button",
         "action_id": action_id,
         "text": _plain("Revoke"),
         "style": "danger",
-        "value": str(info.id),
+        "value": value or str(info.id),
         "confirm": {
             "title": _plain("Revoke this token?"),
             "text": {
@@ -188,6 +195,41 @@ def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = N
     )
     count = f"{len(tokens)} active token{'' if len(tokens) == 1 else 's'}"
     return {"text": notice or f"You have {count}.", "blocks": blocks}
+
+
+def member_token_list_message(
+    member: str, tokens: list[TokenInfo], cap: int, notice: str | None = None
+) -> Message:
+    """``/token list @member`` for an admin: the member's active tokens, each with a
+    Revoke button whose click says whose list to show again (R16)."""
+    blocks = [_section(notice)] if notice else []
+    if not tokens:
+        blocks.append(_section(f"<@{member}> has no active tokens."))
+        return {"text": notice or "No active tokens.", "blocks": blocks}
+    blocks.append(_section(f"*Active tokens of <@{member}>* ({len(tokens)} of {cap})"))
+    fit(
+        blocks,
+        [
+            [_section(_token_line(t), revoke_button(t, MEMBER_REVOKE_ACTION, f"{t.id}:{member}"))]
+            for t in tokens
+        ],
+        BLOCKS_MAX,
+        lambda left: _context(f"… and {left} more, not shown here."),
+    )
+    count = f"{len(tokens)} active token{'' if len(tokens) == 1 else 's'}"
+    return {"text": notice or count, "blocks": blocks}
+
+
+def revoked_by_admin_message(info: TokenInfo, by: str, command: str) -> Message:
+    """The DM to a member whose token an admin revoked (R16): who, and which token."""
+    text = (
+        f":no_entry: <@{by}> revoked your token *{_name(info)}* (`{info.hint}`). It no "
+        f"longer works. If you still need one, generate a new token with `{command} new`."
+    )
+    return {
+        "text": f"Your token “{_name(info)}” was revoked by an admin.",
+        "blocks": [_section(text)],
+    }
 
 
 def cap_reached_message(cap: int, tokens: list[TokenInfo]) -> Message:

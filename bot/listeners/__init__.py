@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.listeners import actions, commands, events, leaks, service, views
+from bot.listeners import actions, admin, commands, events, leaks, owners, service, views
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
@@ -15,3 +15,5 @@ def register(app: AsyncApp, settings: Settings) -> None:
     events.register(app)
     service.register(app)
     leaks.register(app)
+    admin.register(app)
+    owners.register(app)

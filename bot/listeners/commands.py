@@ -17,6 +17,13 @@ from bot.blocks import tokens as token_blocks
 from bot.config import Settings
 from bot.deps import Deps
 from bot.guards import require_admin
+from bot.listeners.payload import (
+    AUDIT_DEFAULT,
+    AUDIT_MAX,
+    audit_size,
+    mentioned_member,
+    unescaped,
+)
 from bot.listeners.replies import Listener, Replies, Unavailable, answering
 from storage import tokens
 
@@ -24,9 +31,9 @@ Matcher = Callable[..., Awaitable[bool]]
 
 
 def words(command: dict[str, Any]) -> tuple[str, str]:
-    """The subcommand (lower case) and the rest of what was typed after it."""
+    """The subcommand (lower case) and the rest of what was typed after it, as typed."""
     sub, _, rest = (command.get("text") or "").strip().partition(" ")
-    return sub.lower(), rest.strip()
+    return sub.lower(), unescaped(rest.strip())
 
 
 def subcommand(name: str, rest: str | None = None) -> Matcher:
@@ -39,13 +46,29 @@ def subcommand(name: str, rest: str | None = None) -> Matcher:
     return matches
 
 
+def subcommand_with_argument(name: str) -> Matcher:
+    """A matcher for ``/token <name> <something>``."""
+
+    async def matches(command: dict[str, Any]) -> bool:
+        sub, after = words(command)
+        return sub == name and bool(after)
+
+    return matches
+
+
 def register(app: AsyncApp, settings: Settings) -> None:
     name = settings.command
     subcommands: list[tuple[Matcher, list[Any], Listener]] = [
         (subcommand("new"), [], handle_new),
+        (
+            subcommand_with_argument("list"),
+            [require_admin("see another member's tokens")],
+            handle_member_list,
+        ),
         (subcommand("list"), [], handle_list),
         (subcommand("revoke"), [Replies(after=f"See `{name} list`.")], handle_revoke),
         (subcommand("report"), [require_admin("see the report")], handle_report),
+        (subcommand("audit"), [require_admin("see the audit log")], handle_audit),
         (subcommand("requests"), [], handle_requests),
         (subcommand("service", "list"), [], handle_service_list),
         (subcommand("service", "request"), [], handle_service_request),
@@ -85,6 +108,29 @@ async def handle_new(
 
 async def handle_list(ack: AsyncAck, deps: Deps, org: str, actor: str) -> None:
     await _answer(ack, await screens.token_list(deps, org, actor))
+
+
+async def handle_member_list(ack: AsyncAck, command: dict[str, Any], deps: Deps, org: str) -> None:
+    """``/token list @member``, for admins: that member's tokens, to revoke (R16)."""
+    member = mentioned_member(words(command)[1])
+    if member is None:
+        usage = f"Name one member, as a mention: `{command['command']} list @member`."
+        await _answer(ack, token_blocks.text_message(usage))
+        return
+    await _answer(ack, await screens.member_token_list(deps, org, member))
+
+
+async def handle_audit(ack: AsyncAck, command: dict[str, Any], deps: Deps, org: str) -> None:
+    """``/token audit [n]``, for admins: the last n events of the audit log (R27)."""
+    size = audit_size(words(command)[1])
+    if size is None:
+        usage = (
+            f"Say how many events to show, from 1 to {AUDIT_MAX}: "
+            f"`{command['command']} audit 50` (without a number, {AUDIT_DEFAULT})."
+        )
+        await _answer(ack, token_blocks.text_message(usage))
+        return
+    await _answer(ack, await screens.audit_log(deps, org, size))
 
 
 async def handle_revoke(

@@ -8,11 +8,13 @@ have the types Slack gives them; a request that fails is refused with a 400.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from bot.blocks.owners import ADD_OWNER_ACTION, OWNER_CALLBACKS, REMOVE_OWNER_ACTION
 from bot.blocks.service import DENY_CALLBACK
 from storage import tokenformat
 from storage.errors import TokenbotError
@@ -43,6 +45,7 @@ class _Option(_Shape):
 class _Input(_Shape):
     value: str | None = None
     selected_options: list[_Option] | None = None
+    selected_user: SlackId | None = None
 
 
 class _State(_Shape):
@@ -115,7 +118,7 @@ _EVENTS: dict[str, type[_Shape]] = {
     "message": _Message,
 }
 # What a listener needs of the trigger to open a modal: these clicks open one.
-_OPENS_A_MODAL = {"deny_request", "open_generate"}
+_OPENS_A_MODAL = {"deny_request", "open_generate", ADD_OWNER_ACTION, REMOVE_OWNER_ACTION}
 
 
 def malformed(body: dict[str, Any]) -> str | None:
@@ -150,6 +153,12 @@ def malformed(body: dict[str, Any]) -> str | None:
         and request_id_of(private_metadata(body["view"])) is None
     ):
         return "view.private_metadata: no request"
+    if (
+        isinstance(parsed, _ViewSubmission)
+        and parsed.view.callback_id in OWNER_CALLBACKS
+        and service_user_of(private_metadata(body["view"])) is None
+    ):
+        return "view.private_metadata: no service user"
     return None
 
 
@@ -175,6 +184,12 @@ def request_id_of(metadata: dict[str, Any]) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
 
+def service_user_of(metadata: dict[str, Any]) -> int | None:
+    """The service user id an owners' modal carries, or None when there is none."""
+    value = metadata.get("service_user")
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 def button_value(action: dict[str, Any]) -> int | None:
     """The id a button carries in its value, or None when it carries none."""
     value = action.get("value")
@@ -194,6 +209,74 @@ def button_id(action: dict[str, Any]) -> int:
     if value is None:
         raise StaleButton("That button is out of date.")
     return value
+
+
+# A member as Slack writes a mention in command text when it escapes it: <@U123|name>,
+# or <@U123>. Enterprise Grid ids start with W.
+_MENTION = re.compile(r"<@([UW][A-Z0-9]{2,31})(?:\|[^<>]*)?>")
+
+
+def mentioned_member(text: str) -> str | None:
+    """The Slack user id of the one member mentioned in ``text``, or None when ``text``
+    is not exactly one mention."""
+    found = _MENTION.fullmatch(text.strip())
+    return found.group(1) if found else None
+
+
+AUDIT_DEFAULT, AUDIT_MAX = 20, 100  # events on a page of /token audit
+
+
+def audit_size(text: str) -> int | None:
+    """How many events ``/token audit [n]`` asks for: 20 when none is said; None unless
+    it is a number from 1 to 100."""
+    text = text.strip()
+    if not text:
+        return AUDIT_DEFAULT
+    if not text.isdecimal() or not 1 <= int(text) <= AUDIT_MAX:
+        return None
+    return int(text)
+
+
+_MEMBER_BUTTON = re.compile(r"(\d{1,18}):([UW][A-Z0-9]{2,31})")
+_AUDIT_BUTTON = re.compile(r"(\d{1,3}):(\d{1,18})")
+
+
+def member_button_value(action: dict[str, Any]) -> tuple[int, str] | None:
+    """The token and its member that a Revoke button on an admin's list of a member's
+    tokens carries (``"12:U0ALICE"``), or None when it carries none."""
+    found = _MEMBER_BUTTON.fullmatch(str(action.get("value") or ""))
+    return (int(found.group(1)), found.group(2)) if found else None
+
+
+def member_button(action: dict[str, Any]) -> tuple[int, str]:
+    """:func:`member_button_value`; StaleButton when the button carries none."""
+    value = member_button_value(action)
+    if value is None:
+        raise StaleButton("That button is out of date.")
+    return value
+
+
+def button_text(action: dict[str, Any], max_length: int = 100) -> str:
+    """The text a button carries in its value (a name); StaleButton when it carries none."""
+    value = action.get("value")
+    if not isinstance(value, str) or not 0 < len(value) <= max_length:
+        raise StaleButton("That button is out of date.")
+    return value
+
+
+def unescaped(text: str) -> str:
+    """Command text as typed: Slack escapes ``&``, ``<`` and ``>`` in it (the command is
+    set to escape, so that mentions arrive as user ids)."""
+    return text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+
+
+def audit_position(action: dict[str, Any]) -> tuple[int, int]:
+    """The page size and the event an Older or Newer button pages from (``"20:153"``);
+    StaleButton when it carries none."""
+    found = _AUDIT_BUTTON.fullmatch(str(action.get("value") or ""))
+    if found is None or not 1 <= int(found.group(1)) <= AUDIT_MAX:
+        raise StaleButton("That button is out of date.")
+    return int(found.group(1)), int(found.group(2))
 
 
 def kind_of(body: dict[str, Any]) -> str:

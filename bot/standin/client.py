@@ -222,15 +222,21 @@ class SlackClient:
         return await self.interact(payload)
 
     def view_submission_body(
-        self, view_id: str, user_id: str, values: dict[str, dict[str, str]]
+        self, view_id: str, user_id: str, values: dict[str, dict[str, Any]]
     ) -> str:
         """The form body Slack posts when ``user_id`` submits the modal ``view_id``,
-        having typed ``values[block_id][action_id]``."""
+        having typed ``values[block_id][action_id]`` (a string), or chosen it (the
+        element's state as Slack sends it, such as ``{"type": "users_select",
+        "selected_user": "U…"}``)."""
         view = {k: v for k, v in self.standin.views[view_id].items() if not k.startswith("_")}
         state: dict[str, dict[str, Any]] = {}
         for block_id, inputs in values.items():
             state[block_id] = {
-                action_id: {"type": "plain_text_input", "value": value}
+                action_id: (
+                    {"type": "plain_text_input", "value": value}
+                    if isinstance(value, str)
+                    else value
+                )
                 for action_id, value in inputs.items()
             }
         # Slack sets these to the workspace the modal is opened in; Bolt reads them.
@@ -252,9 +258,10 @@ class SlackClient:
         return "payload=" + quote(json.dumps(payload))
 
     async def submit_view(
-        self, view_id: str, user_id: str, values: dict[str, dict[str, str]]
+        self, view_id: str, user_id: str, values: dict[str, dict[str, Any]]
     ) -> httpx.Response:
-        """Submit a modal the app opened, typing ``values[block_id][action_id]``."""
+        """Submit a modal the app opened, with ``values[block_id][action_id]`` (see
+        :meth:`view_submission_body`)."""
         body = self.view_submission_body(view_id, user_id, values)
         return await self.post(body, "application/x-www-form-urlencoded")
 

@@ -68,7 +68,7 @@ async def test_owners_see_their_service_users_admins_all_and_others_none(env: Ru
     text = mine.text_content()
     assert "*Your service users* (1)" in text and "*ci-deployer*" in text
     assert "`api:write`" in text and "owners: <@U0ALICE>" in text and hint in text
-    assert buttons(mine) == ["Revoke"]
+    assert buttons(mine) == ["Add owner", "Remove owner", "Revoke"]
     assert secret not in text
     every = await run_command(env, "service list", BOB)  # an admin who owns none
     assert "*All service users* (1)" in every.text_content()

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from bot.blocks import service as blocks
+from bot.blocks.owners import ADD_OWNER_ACTION, REMOVE_OWNER_ACTION, TAKE_OVER_ACTION
 from bot.blocks.service import (
     APPROVE_ACTION,
     CANCEL_REQUEST_ACTION,
@@ -426,15 +427,19 @@ def test_the_report_shows_tokens_being_delivered_only_when_there_are_some() -> N
 
 def test_the_service_list_shows_each_service_user_with_its_tokens_and_revoke_buttons() -> None:
     message = blocks.service_list_message([owned(1, tokens=2)], True, "/tok")
-    assert types(message) == ["section", "section", "section", "section"]
+    assert types(message) == ["section", "section", "actions", "section", "section"]
     assert block_text(message["blocks"][0]) == "*All service users* (1)"
     assert block_text(message["blocks"][1]) == (
         "*ci-deployer* · Deploys the site\nPermissions: `api:read` · owners: <@U1>, <@U2>"
     )
-    assert block_text(message["blocks"][2]) == (
+    assert block_text(message["blocks"][3]) == (
         f"`tbs_…abcd` *deploy-0*\nLast used {when(NOW)} · expires if unused by {when(CUTOFF)}"
     )
-    revokes = buttons(message)
+    assert [(b["action_id"], b["value"]) for b in buttons(message["blocks"][2])] == [
+        (ADD_OWNER_ACTION, "1"),
+        (REMOVE_OWNER_ACTION, "1"),
+    ]
+    revokes = [b for b in buttons(message) if b["action_id"] == SERVICE_REVOKE_ACTION]
     assert [(b["action_id"], b["value"]) for b in revokes] == [
         (SERVICE_REVOKE_ACTION, "100"),
         (SERVICE_REVOKE_ACTION, "101"),
@@ -476,12 +481,13 @@ def test_an_empty_service_list_tells_admins_and_owners_apart() -> None:
 
 
 def test_a_large_service_list_stops_at_50_blocks_and_says_how_many_more() -> None:
-    # A heading, then 16 service users of 3 blocks each fit in 50; the last says the rest.
+    # A heading, then 12 service users of 4 blocks each (heading, owner buttons, two
+    # tokens) fit in 50; the last says the rest.
     message = blocks.service_list_message([owned(n) for n in range(30)], True, "/tok")
     assert len(message["blocks"]) == 50
-    assert len(buttons(message)) == 32
+    assert len(buttons(message)) == 12 * 4
     assert block_text(message["blocks"][-1]) == (
-        "… and 14 more service users that do not fit here."
+        "… and 18 more service users that do not fit here."
     )
     assert message["text"] == "30 service user(s), 60 active token(s)."
 
@@ -511,17 +517,28 @@ def test_a_digest_of_more_than_20_requests_lists_20_and_says_how_many_more() -> 
 
 def test_the_admins_hear_which_service_users_a_deactivated_member_left_without_owners() -> None:
     message = blocks.orphaned_message("U0GONE", ["ci-deployer", "billing-sync"], "/tok")
-    expected = (
-        "<@U0GONE> was deactivated and was the only owner of the service user(s) "
-        "*ci-deployer*, *billing-sync*. Their tokens keep working, but nobody will be "
-        "reminded before they expire except the admins. Review them with "
-        "`/tok service list`."
+    assert block_text(message["blocks"][0]) == (
+        "<@U0GONE> was deactivated and was the only owner of the service user(s) below. "
+        "Their tokens keep working, but nobody will be reminded before they expire except "
+        "the admins. Take one over to own it, or review them with `/tok service list`."
     )
-    assert types(message) == ["section"]
-    assert message["text"] == block_text(message["blocks"][0]) == expected
+    assert types(message) == ["section", "section", "section"]
+    assert [block_text(b) for b in message["blocks"][1:]] == ["*ci-deployer*", "*billing-sync*"]
+    take_overs = buttons(message)
+    assert [(b["action_id"], b["value"]) for b in take_overs] == [
+        (TAKE_OVER_ACTION, "ci-deployer"),
+        (TAKE_OVER_ACTION, "billing-sync"),
+    ]
+    assert all(b["confirm"]["title"]["text"] == "Take over this service user?" for b in take_overs)
+    assert message["text"] == (
+        "<@U0GONE> was deactivated; left with no owner: ci-deployer, billing-sync"
+    )
 
 
 def test_past_30_names_the_orphan_notice_says_how_many_more() -> None:
     names = [f"svc-{n:02d}" for n in range(35)]
-    said = blocks.orphaned_message("U0GONE", names, "/tok")["text"]
-    assert "*svc-29* and 5 more." in said and "svc-30" not in said
+    message = blocks.orphaned_message("U0GONE", names, "/tok")
+    assert len(buttons(message)) == 30 and buttons(message)[-1]["value"] == "svc-29"
+    assert block_text(message["blocks"][-1]).startswith("… and 5 more")
+    assert "svc-29" in message["text"] and "svc-30" not in message["text"]
+    fits_a_message(message)

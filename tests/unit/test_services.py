@@ -246,3 +246,52 @@ def test_ownerless_reports_are_claimed_per_organization_once_and_settled_by_the_
     outbox.mark_sent(db, second, later)
     outbox.mark_retry(db, first, later, timedelta(minutes=1), "timeout")  # stale: no change
     assert outbox.claim_due(db, later + DAY, reports, ORG) == []
+
+
+def test_two_owners_removing_each_other_at_once_leave_one_owner(db: Database) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.errors import PolicyForbids
+
+    service_token(db, "ci-deployer", OWNER)
+    [service] = services.list_service_users(db, ORG, OWNER, admin=False, now=NOW)
+    services.add_owner(db, ORG, OWNER, service.id, NOW, member=CO_OWNER)
+
+    def remove_the_other(actor: str) -> str:
+        other = CO_OWNER if actor == OWNER else OWNER
+        try:
+            services.remove_owner(db, ORG, actor, service.id, NOW, member=other)
+            return "removed"
+        except (PolicyForbids, NotAllowed):  # the last owner kept, or no longer an owner
+            return "refused"
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        outcomes = sorted(pool.map(remove_the_other, [OWNER, CO_OWNER]))
+    assert outcomes == ["refused", "removed"]
+    [after] = services.list_service_users(db, ORG, OWNER, admin=True, now=NOW)
+    assert len(after.owners) == 1
+    assert audit.verify_chain(db, ORG)
+
+
+def test_removing_a_deactivated_owner_leaves_the_active_one(db: Database) -> None:
+    service_token(db, "ci-deployer", OWNER)
+    [service] = services.list_service_users(db, ORG, OWNER, admin=False, now=NOW)
+    services.add_owner(db, ORG, OWNER, service.id, NOW, member=CO_OWNER)
+    deactivate(db, CO_OWNER)
+    changed = services.remove_owner(db, ORG, OWNER, service.id, NOW, member=CO_OWNER)
+    assert changed.owners == [OWNER]
+    from storage.errors import InvalidField
+
+    with pytest.raises(InvalidField, match="That member is deactivated"):
+        services.add_owner(db, ORG, OWNER, service.id, NOW, member=CO_OWNER)
+
+
+def test_a_service_user_of_another_organization_is_not_found(db: Database) -> None:
+    from storage.errors import ServiceUserNotFound
+
+    service_token(db, "ci-deployer", OWNER)
+    [service] = services.list_service_users(db, ORG, OWNER, admin=False, now=NOW)
+    with pytest.raises(ServiceUserNotFound):
+        services.add_owner(db, "T0ELSEWHERE", OWNER, service.id, NOW, member=OTHER, admin=True)
+    with pytest.raises(ServiceUserNotFound):
+        services.take_over(db, "T0ELSEWHERE", APPROVER, "ci-deployer", NOW)
