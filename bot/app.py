@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import Any
 
 import aiohttp
@@ -18,7 +19,7 @@ from slack_bolt.request.internals import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import listeners
+from bot import approvers, listeners
 from bot.approvers import Standing
 from bot.deps import Deps, org_of
 from bot.listeners import payload, replies
@@ -67,7 +68,10 @@ def build_app(deps: Deps) -> AsyncApp:
         context["org"] = org_of(context)
         context["actor"] = actor = payload.actor_of(req.body)
         if actor is not None:
-            context["standing"] = Standing(context.client or app.client, deps.settings, actor)
+            group = partial(approvers.approver_group, deps, context["org"])
+            context["standing"] = Standing(
+                context.client or app.client, deps.settings, actor, group
+            )
         # Always ours, so no answer goes to a response_url that is not Slack's.
         context["respond"] = Responder(
             context.response_url or "", app.client.session, deps.settings.slack_api_url

@@ -124,10 +124,12 @@ async def queue_digests(deps: Deps, client: AsyncWebClient) -> int:
         org = await _own_workspace(deps, client)
         if org not in due:
             return 0
+        group = await approvers.approver_group(deps, org)
+        # Keyed by the group too: a group changed in the settings counts at once.
         people = await deps.remember(
-            f"approvers:{org}",
+            f"approvers:{org}:{group or ''}",
             PEOPLE_MAX_AGE,
-            lambda: approvers.approvers(client, deps.settings),
+            lambda: approvers.approvers(client, group),
         )
     except Exception as error:
         log.info("approvers not known (%s); digests wait for a later sweep", failure_reason(error))

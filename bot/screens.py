@@ -10,13 +10,15 @@ from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import sender
+from bot import approvers, sender
 from bot.approvers import Standing
 from bot.blocks import service as service_blocks
+from bot.blocks import settings as settings_blocks
 from bot.blocks import tokens as token_blocks
 from bot.blocks.tokens import Message
 from bot.deps import Deps
 from storage import approvals, reports, services, tokens
+from storage import settings as org_settings
 from storage.errors import CapReached
 
 COULD_NOT_OPEN = "Slack could not open the form just now (the request may have come too late)."
@@ -88,6 +90,28 @@ async def open_generate_modal(
     or {} from the Home tab) says where to show the token once it exists."""
     view = token_blocks.generate_modal(initial_name, _where(command))
     return await sender.open_modal(client, trigger_id, view)
+
+
+async def open_settings_modal(
+    deps: Deps, client: AsyncWebClient, org: str, command: dict[str, Any]
+) -> bool:
+    """Open the organization's settings, filled in as they are now; False if Slack would
+    not. The approvers are chosen among the user groups Slack lists now."""
+    current = await deps.call(org_settings.current_settings, deps.db, org)
+    groups = await approvers.user_groups(client)  # None: the handle is asked as text
+    where = {
+        "response_url": command.get("response_url"),
+        "channel_id": command.get("channel_id"),
+        "version": current.version(),  # the values shown: saved onto these or refused
+    }
+    view = settings_blocks.settings_modal(
+        current,
+        groups,
+        default_group=deps.settings.approver_group,
+        default_channel=deps.settings.approvals_channel,
+        private_metadata=json.dumps(where),
+    )
+    return await sender.open_modal(client, command.get("trigger_id"), view)
 
 
 async def open_request_modal(

@@ -63,5 +63,15 @@ class InvalidField(TokenbotError):
         self.field = field
 
 
+class InvalidFields(InvalidField):
+    """Input that cannot be accepted, for each field of ``errors`` (field -> sentence):
+    a form is answered on every field at fault at once."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        field, message = next(iter(errors.items()))
+        super().__init__(field, message)
+        self.errors = dict(errors)
+
+
 class AlreadyDecided(TokenbotError):
     """The request was decided (or cancelled, or expired) before this attempt."""

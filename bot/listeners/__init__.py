@@ -6,6 +6,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
 from bot.listeners import actions, commands, events, service, views
+from bot.listeners import settings as settings_form
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
@@ -14,3 +15,4 @@ def register(app: AsyncApp, settings: Settings) -> None:
     views.register(app)
     events.register(app)
     service.register(app)
+    settings_form.register(app)

@@ -46,6 +46,18 @@ def find_button(
     raise LookupError(f"no button {action_id!r} (value {value!r}) in these blocks")
 
 
+def _initial(element: dict[str, Any]) -> dict[str, Any]:
+    """An input element's state as Slack submits it untouched."""
+    kind = element["type"]
+    if kind in ("checkboxes", "multi_static_select"):
+        return {"type": kind, "selected_options": list(element.get("initial_options", []))}
+    if kind == "static_select":
+        return {"type": kind, "selected_option": element.get("initial_option")}
+    if kind == "conversations_select":
+        return {"type": kind, "selected_conversation": element.get("initial_conversation")}
+    return {"type": kind, "value": element.get("initial_value")}
+
+
 class SlackClient:
     """Signs and posts requests to an app's ``/slack/events`` as Slack would."""
 
@@ -221,16 +233,29 @@ class SlackClient:
         }
         return await self.interact(payload)
 
+    def initial_state(self, view_id: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """What Slack submits of the modal ``view_id`` when nothing was touched: each
+        input's initial value, as ``state.values[block_id][action_id]``."""
+        state: dict[str, dict[str, dict[str, Any]]] = {}
+        for block in self.standin.views[view_id].get("blocks", []):
+            if block.get("type") == "input":
+                element = block["element"]
+                state[block["block_id"]] = {element["action_id"]: _initial(element)}
+        return state
+
     def view_submission_body(
-        self, view_id: str, user_id: str, values: dict[str, dict[str, str]]
+        self, view_id: str, user_id: str, values: dict[str, dict[str, Any]]
     ) -> str:
-        """The form body Slack posts when ``user_id`` submits the modal ``view_id``,
-        having typed ``values[block_id][action_id]``."""
+        """The form body Slack posts when ``user_id`` submits the modal ``view_id``, with
+        ``values[block_id][action_id]``: the text typed in a text input, or an element's
+        state as Slack sends it (``{"type": "static_select", "selected_option": …}``)."""
         view = {k: v for k, v in self.standin.views[view_id].items() if not k.startswith("_")}
         state: dict[str, dict[str, Any]] = {}
         for block_id, inputs in values.items():
             state[block_id] = {
-                action_id: {"type": "plain_text_input", "value": value}
+                action_id: value
+                if isinstance(value, dict)
+                else {"type": "plain_text_input", "value": value}
                 for action_id, value in inputs.items()
             }
         # Slack sets these to the workspace the modal is opened in; Bolt reads them.
@@ -252,9 +277,10 @@ class SlackClient:
         return "payload=" + quote(json.dumps(payload))
 
     async def submit_view(
-        self, view_id: str, user_id: str, values: dict[str, dict[str, str]]
+        self, view_id: str, user_id: str, values: dict[str, dict[str, Any]]
     ) -> httpx.Response:
-        """Submit a modal the app opened, typing ``values[block_id][action_id]``."""
+        """Submit a modal the app opened, with ``values[block_id][action_id]`` (as for
+        :meth:`view_submission_body`)."""
         body = self.view_submission_body(view_id, user_id, values)
         return await self.post(body, "application/x-www-form-urlencoded")
 
