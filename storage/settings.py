@@ -197,8 +197,11 @@ def _role_scopes(
             continue
         role, colon, rest = line.partition(":")
         role = role.strip().lower()
-        if not colon:
-            raise _Fault(f"Line {n}: write the role, a colon, then its permissions.")
+        if not colon or not role or any(c.isspace() for c in role):
+            raise _Fault(
+                f"Line {n}: write the role, a colon, then its permissions, such as "
+                "“member: api:read api:write”."
+            )
         if role not in ROLES:
             raise _Fault(f"Line {n}: the roles are {', '.join(ROLES)}; {_shown(role)} is not one.")
         if role in roles:

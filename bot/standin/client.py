@@ -46,7 +46,7 @@ def find_button(
     raise LookupError(f"no button {action_id!r} (value {value!r}) in these blocks")
 
 
-def _initial(element: dict[str, Any]) -> dict[str, Any]:
+def untouched_state(element: dict[str, Any]) -> dict[str, Any]:
     """An input element's state as Slack submits it untouched."""
     kind = element["type"]
     if kind in ("checkboxes", "multi_static_select"):
@@ -240,7 +240,7 @@ class SlackClient:
         for block in self.standin.views[view_id].get("blocks", []):
             if block.get("type") == "input":
                 element = block["element"]
-                state[block["block_id"]] = {element["action_id"]: _initial(element)}
+                state[block["block_id"]] = {element["action_id"]: untouched_state(element)}
         return state
 
     def view_submission_body(
