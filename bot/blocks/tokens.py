@@ -186,9 +186,11 @@ def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = N
 
 
 def cap_reached_message(cap: int, tokens: list[TokenInfo]) -> Message:
+    # Above the cap once an admin has lowered it: more than one must go.
+    over = len(tokens) - cap + 1
     notice = (
         f":no_entry: You have reached the limit of {cap} active tokens per member. "
-        "Revoke one below to make room; nothing is removed for you."
+        f"Revoke {'one' if over <= 1 else over} below to make room; nothing is removed for you."
     )
     return token_list_message(tokens, cap, notice)
 

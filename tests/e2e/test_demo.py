@@ -25,6 +25,10 @@ def test_demo_walks_through_every_step_and_exits_zero(tokenbot: Tokenbot) -> Non
         "was denied by @bob:\n  │ > ask for a narrower scope first",  # the reason, quoted
         "Approved by @",  # bob or carol: whoever was first
         '"token_type": "service", "sub": "release-bot"',
+        "carol types > /token settings",
+        "Personal tokens per member: 10 → 2",
+        "alice's three tokens still work",
+        "limit of 2 active tokens",
         "All steps behaved as expected.",
     ):
         assert line in transcript

@@ -268,10 +268,12 @@ async def test_lowering_the_cap_revokes_nothing_and_refuses_the_next_token(env: 
     refused = await run_command(env, "new one-more", ALICE)
     assert refused.method == "ack"
     assert "limit of 2" in refused.text_content() and "script-0" in refused.text_content()
+    assert "Revoke 2 below to make room" in refused.text_content()
     response = await env.slack.submit_view(
         generate_modal, ALICE, {"token_name": {"name": "one-more"}}
     )
-    assert "the limit is 2 per member" in inline_errors(response)["token_name"]
+    said = inline_errors(response)["token_name"]
+    assert "You already have 3 active tokens, and the limit is 2 per member. Revoke 2" in said
     assert len(tokens.list_user_tokens(env.db, ORG, ALICE, now).tokens) == 3
 
 

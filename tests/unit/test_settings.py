@@ -325,6 +325,7 @@ def test_lowering_the_cap_keeps_every_token_and_refuses_the_next(db: Database) -
     with pytest.raises(CapReached) as full:
         tokens.issue_user_token(db, ORG, ALICE, "t4", NOW)
     assert full.value.cap == 1 and len(full.value.active) == 3
+    assert str(full.value).endswith("the limit is 1 per member. Revoke 3 to make room.")
 
 
 # -- the modal ----------------------------------------------------------------------------
