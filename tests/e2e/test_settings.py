@@ -337,7 +337,7 @@ async def test_the_approver_group_set_in_settings_decides_requests(env: Running)
 async def test_a_group_is_refused_when_slack_cannot_list_the_groups(env: Running) -> None:
     env.standin.groups = {"deployers": [BOB]}
     view_id = await open_settings(env)
-    env.standin.fail_next("usergroups.list", error="ratelimited", times=3)
+    env.standin.fail_next("usergroups.list", error="ratelimited")
     group = {"type": "static_select", "selected_option": {"value": "deployers"}}
     response = await save(env, view_id, approver_group=group)
     assert "could not list the user groups" in inline_errors(response)["approver_group"]
@@ -355,3 +355,18 @@ async def test_a_new_role_map_applies_to_introspection_at_once(env: Running) -> 
     roles = "owner: api:read\nadmin: api:read\nmember: reports:read\nguest:"
     assert (await save(env, await open_settings(env), role_scopes=roles)).content == b""
     assert await scope() == "reports:read"
+
+
+async def test_without_the_groups_list_the_admin_types_the_groups_handle(env: Running) -> None:
+    env.standin.groups = {"deployers": [BOB]}
+    env.standin.fail_next("usergroups.list", error="ratelimited")  # at the opening only
+    view_id = await open_settings(env)
+    element = next(
+        b for b in env.standin.views[view_id]["blocks"] if b.get("block_id") == "approver_group"
+    )["element"]
+    assert element["type"] == "plain_text_input"
+    refused = await save(env, view_id, approver_group="@nobody")
+    assert "no user group @nobody" in inline_errors(refused)["approver_group"]
+    assert current(env).approver_group is None
+    assert (await save(env, view_id, approver_group="@deployers")).content == b""
+    assert current(env).approver_group == "deployers"
