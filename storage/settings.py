@@ -116,12 +116,18 @@ class _Fault(Exception):
     """What is wrong with one field (internal to :func:`check_settings`)."""
 
 
+def _whole(text: str) -> int | None:
+    """``text`` as a whole number, if it is one (a short one: Python refuses to read
+    thousands of digits)."""
+    return int(text) if text.isascii() and text.isdigit() and len(text) <= 12 else None
+
+
 def _number(name: str, raw: str | None) -> int:
     low, high = RANGES[name]
-    text = (raw or "").strip()
-    if not (text.isascii() and text.isdigit()) or not low <= int(text) <= high:
+    number = _whole((raw or "").strip())
+    if number is None or not low <= number <= high:
         raise _Fault(f"Use a whole number from {low} to {high}.")
-    return int(text)
+    return number
 
 
 def _shown(text: str, limit: int = 30) -> str:
@@ -135,11 +141,11 @@ def _reminder_days(raw: str | None, inactivity_days: int | None) -> list[int]:
     pieces = [piece.strip() for piece in (raw or "").split(",")]
     days: list[int] = []
     for piece in filter(None, pieces):
-        if not (piece.isascii() and piece.isdigit()):
+        day = _whole(piece)
+        if day is None:
             raise _Fault(
                 f"Write whole days separated by commas, such as 7, 1: {_shown(piece)} is not one."
             )
-        day = int(piece)
         if day in days:
             raise _Fault(f"Give each day once: {day} is there twice.")
         days.append(day)

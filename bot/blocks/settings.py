@@ -127,7 +127,8 @@ def _approvers(
         )
         return _text("approver_group", current or "", hint, max_length=GROUP_HANDLE_MAX)
     options = [_option(f"Default: {fallback}", DEFAULT_GROUP)]
-    listed = dict(sorted(groups.items()))
+    # A handle too long to be one is left out: Slack would refuse the option's value.
+    listed = {h: n for h, n in sorted(groups.items()) if len(h) <= GROUP_HANDLE_MAX}
     if current and current not in listed:
         listed[current] = current  # no longer listed by Slack, but still the one set
     options += [_option(f"@{handle} ({name})", handle) for handle, name in listed.items()]

@@ -80,7 +80,7 @@ def test_each_number_takes_its_range_and_nothing_else(name: str, low: int, high:
     for good in (low, high):
         checked = check_settings(typed(**days, **{name: f" {good} "}), DEFAULTS, None)
         assert checked.settings is not None and getattr(checked.settings, name) == good
-    for bad in (str(low - 1), str(high + 1), "", None, "ten", "2.5", "-3", "١٢", "1e3"):
+    for bad in (str(low - 1), str(high + 1), "", None, "ten", "2.5", "-3", "١٢", "1e3", "9" * 5000):
         errors = errors_of(typed(**days, **{name: bad}))
         assert errors == {name: f"Use a whole number from {low} to {high}."}
 
@@ -99,6 +99,7 @@ def test_reminders_are_distinct_whole_days_most_distant_first() -> None:
         ("7 1", "30", "“7 1” is not one"),
         ("7; 1", "30", "“7; 1” is not one"),
         ("1.5", "30", "“1.5” is not one"),
+        ("7, " + "1" * 5000, "30", "“1111"),
         ("-1", "30", "“-1” is not one"),
         ("3, 3", "30", "Give each day once: 3 is there twice."),
         ("6, 5, 4, 3, 2, 1", "30", "Use at most 5 reminders (there are 6)."),
