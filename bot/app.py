@@ -18,8 +18,7 @@ from slack_bolt.request.internals import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import listeners
-from bot.approvers import Standing
+from bot import approvers, listeners
 from bot.deps import Deps, org_of
 from bot.listeners import payload, replies
 from bot.logs import quiet_slack_libraries
@@ -69,7 +68,8 @@ def build_app(deps: Deps) -> AsyncApp:
         context["org"] = org_of(context)
         context["actor"] = actor = payload.actor_of(req.body)
         if actor is not None:
-            context["standing"] = Standing(context.client or app.client, deps.settings, actor)
+            client = context.client or app.client
+            context["standing"] = approvers.standing_of(deps, client, context["org"], actor)
         # Always ours, so no answer goes to a response_url that is not Slack's.
         context["respond"] = Responder(
             context.response_url or "", app.client.session, deps.settings.slack_api_url

@@ -1,7 +1,9 @@
 """Standing in the workspace, as Slack says it is. Who may decide on service-token
-requests (R20, R21): the members of the configured user group, or else the workspace's
-admins and owners; never a deactivated member or a guest. Who is an admin (R5, R6, R16,
-R17): a workspace admin or owner (:func:`bot.members.is_admin`) who is not deactivated.
+requests (R20, R21): the members of the approver group (the organization's, set with
+``/token settings``, else the server's), or else the workspace's admins and owners;
+never a deactivated member or a guest. Where requests go: :func:`routing`. Who is an
+admin (R5, R6, R16, R17): a workspace admin or owner (:func:`bot.members.is_admin`) who
+is not deactivated.
 
 The lists of people serve the messages sent to them; :class:`Standing` serves the guards
 (:mod:`bot.guards`) and the screens that show admins more."""
@@ -10,18 +12,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, TypeVar
+from functools import partial
+from typing import Any, TypeVar
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
+from bot.deps import Deps
 from bot.members import is_admin
 from bot.sender import failure_reason
+from bot.sender import user_groups as user_groups_now
+from storage import settings as org_settings
 from storage.errors import NotAllowed
-
-if TYPE_CHECKING:
-    from bot.deps import Deps
 
 log = logging.getLogger(__name__)
 PEOPLE_MAX_AGE = timedelta(hours=1)  # how long a list of approvers or admins is trusted
@@ -56,12 +60,47 @@ async def _people(client: AsyncWebClient, chosen: Callable[[dict[str, Any]], boo
     return found
 
 
-async def approvers(client: AsyncWebClient, settings: Settings) -> list[str]:
-    """Everyone who may decide now, for sending them the request by DM."""
-    if settings.approver_group:
-        group = await _group_members(client, settings.approver_group)
-        return await _people(client, lambda user: user["id"] in group)
+@dataclass(frozen=True)
+class Routing:
+    """Who decides on an organization's requests (a user group's handle, else None: the
+    admins and owners) and where they are posted (a channel, else None: by DM)."""
+
+    approver_group: str | None
+    approvals_channel: str | None
+
+
+async def routing(deps: Deps, org: str) -> Routing:
+    """The organization's own approver group and approvals channel (``/token settings``),
+    each falling back to the server's (TOKENBOT_APPROVER_GROUP, TOKENBOT_APPROVALS_CHANNEL)."""
+    group, channel = await deps.call(org_settings.approval_routing, deps.db, org)
+    return Routing(
+        group or deps.settings.approver_group, channel or deps.settings.approvals_channel
+    )
+
+
+async def approver_group(deps: Deps, org: str) -> str | None:
+    """The handle of the group whose members decide on the organization's requests, if
+    there is one (:func:`routing`)."""
+    return (await routing(deps, org)).approver_group
+
+
+async def approvers(client: AsyncWebClient, group: str | None) -> list[str]:
+    """Everyone who may decide now, for sending them the request by DM: the members of
+    ``group``, or the admins and owners when there is none."""
+    if group:
+        members = await _group_members(client, group)
+        return await _people(client, lambda user: user["id"] in members)
     return await _people(client, is_admin)
+
+
+async def user_groups(client: AsyncWebClient) -> dict[str, str] | None:
+    """The workspace's user groups (handle -> name), to choose the approvers from; None
+    when Slack cannot say just now."""
+    try:
+        return await user_groups_now(client)
+    except Exception as error:
+        log.info("user groups not listed (%s)", failure_reason(error))
+        return None
 
 
 async def admins(client: AsyncWebClient) -> list[str]:
@@ -70,10 +109,19 @@ async def admins(client: AsyncWebClient) -> list[str]:
 
 
 async def known_approvers(deps: Deps, client: AsyncWebClient, org: str) -> list[str]:
-    """:func:`approvers`, read from Slack at most once every PEOPLE_MAX_AGE."""
+    """:func:`approvers` of the organization, read from Slack at most once every
+    PEOPLE_MAX_AGE."""
+    group = await approver_group(deps, org)
+    # Keyed by the group too: a group changed in the settings counts at once.
     return await deps.remember(
-        f"approvers:{org}", PEOPLE_MAX_AGE, lambda: approvers(client, deps.settings)
+        f"approvers:{org}:{group or ''}", PEOPLE_MAX_AGE, lambda: approvers(client, group)
     )
+
+
+def standing_of(deps: Deps, client: AsyncWebClient, org: str, user_id: str) -> Standing:
+    """The :class:`Standing` of ``user_id`` in ``org``, to be asked of Slack when needed."""
+    group = partial(approver_group, deps, org)
+    return Standing(client, deps.settings, user_id, group)
 
 
 async def known_admins(deps: Deps, client: AsyncWebClient, org: str) -> list[str]:
@@ -86,10 +134,19 @@ class Standing:
     at most once per request, and only when a guard or a screen needs it. When Slack
     cannot say, the member is told so (NotAllowed), and nothing is done."""
 
-    def __init__(self, client: AsyncWebClient, settings: Settings, user_id: str) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        settings: Settings,
+        user_id: str,
+        approver_group: Callable[[], Awaitable[str | None]] | None = None,
+    ) -> None:
         self.client = client
         self.settings = settings
         self.user_id = user_id
+        # The approver group in force, asked only when a decision needs it; without it,
+        # the server's.
+        self._approver_group = approver_group
         self._user: dict[str, Any] | None = None
 
     async def _ask(self, what: str, question: Awaitable[T]) -> T:
@@ -105,6 +162,12 @@ class Standing:
             answer = await self._ask("standing", self.client.users_info(user=self.user_id))
             self._user = dict(answer["user"])
         return self._user
+
+    async def approver_group(self) -> str | None:
+        """The handle of the group whose members decide on requests, if there is one."""
+        if self._approver_group is None:
+            return self.settings.approver_group
+        return await self._approver_group()
 
     async def is_admin(self) -> bool:
         """Whether the member is, as of now, an admin or owner who is not deactivated."""
@@ -124,7 +187,7 @@ class Standing:
             return "Your account is deactivated."
         if user.get("is_restricted") or user.get("is_ultra_restricted"):
             return "Guests cannot decide on requests."
-        if group := self.settings.approver_group:
+        if group := await self.approver_group():
             members = await self._ask("group", _group_members(self.client, group))
             if self.user_id not in members:
                 return f"Only members of @{group} can decide on requests."

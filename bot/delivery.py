@@ -62,15 +62,17 @@ async def deliver_token(
 
 
 async def route_request(deps: Deps, client: AsyncWebClient, request: RequestInfo) -> str:
-    """Post the request to the approvals channel, or to each approver by DM (R20); each
-    copy is recorded as it goes out, to be updated with the decision (R22). Returns
-    where it went, for the requester."""
+    """Post the request to the organization's approvals channel, or to each approver by
+    DM (R20); each copy is recorded as it goes out, to be updated with the decision
+    (R22). Returns where it went, for the requester."""
     message = blocks.approval_request_message(request)
-    if channel := deps.settings.approvals_channel:
+    route = await approvers.routing(deps, request.org)
+    if channel := route.approvals_channel:
         copy = await post(client, channel, message)
         await deps.call(approvals.add_message, deps.db, request.id, *copy)
         return f"<#{channel}>"
-    people = [u for u in await approvers.approvers(client, deps.settings) if u != request.requester]
+    chosen = await approvers.approvers(client, route.approver_group)
+    people = [u for u in chosen if u != request.requester]
     for person in people:
         copy = await dm(client, person, message)
         await deps.call(approvals.add_message, deps.db, request.id, *copy)

@@ -54,11 +54,12 @@ class Demo:
         text = text.replace("#C0GENERAL", "#general")
         print(text)
 
-    async def command(self, text: str) -> Call:
-        """Type ``/token text`` and return what the app answered (a message or a modal)."""
-        print(f"  alice types > /token {text}")
+    async def command(self, text: str, user: str = ALICE) -> Call:
+        """Type ``/token text`` as ``user`` and return what the app answered (a message or
+        a modal)."""
+        print(f"  {self.standin.users[user]['name']} types > /token {text}")
         mark = len(self.standin.calls)
-        response = await self.slack.command("/token", text, ALICE)
+        response = await self.slack.command("/token", text, user)
         expect(response.status_code == 200, f"/token {text} was acknowledged")
         if response.content:  # answered in the acknowledgement itself
             call = Call("ack", response.json())
@@ -135,6 +136,7 @@ class Demo:
         await self.deactivation()
         await self.service_token()
         await self.leak()
+        await self.settings()
         print("\nAll steps behaved as expected.")
 
     async def generate_quietly(self, user: str, name: str) -> str:
@@ -381,6 +383,39 @@ class Demo:
         )
         answer = await self.introspect(secret)
         expect(answer == {"active": False}, "the pasted token no longer works")
+
+    async def settings(self) -> None:
+        self.step("13. An admin lowers the cap in the settings: nothing is evicted")
+        secrets = [await self.generate_quietly(ALICE, f"tool-{n}") for n in (1, 2, 3)]
+        print("  alice generates tool-1, tool-2 and tool-3: 3 active tokens")
+        modal = await self.command("settings", CAROL)
+        expect(modal.method == "views.open", "`settings` opens the settings modal for an admin")
+        view_id = modal.result["view"]["id"]
+        form = self.slack.initial_state(view_id)
+        form["user_token_cap"]["value"]["value"] = "2"
+        print("  carol changes Personal tokens per member to 2 and clicks [Save]")
+        mark = len(self.standin.calls)
+        response = await self.slack.submit_view(view_id, CAROL, form)
+        expect(response.status_code == 200 and not response.content, "the settings are saved")
+        told = await self.standin.wait_for("response_url", after=mark)
+        self.show(told, "tokenbot (only visible to carol):")
+        changed = [
+            e.detail
+            for e in audit.events(self.env.db, self.slack.team_id)
+            if e.action == "setting.changed"
+        ]
+        expect(
+            changed == [{"setting": "user_token_cap", "old": 10, "new": 2}],
+            "one audit event records the change, with the old and new value",
+        )
+        answers = [await self.introspect(secret, quiet=True) for secret in secrets]
+        expect(all(a.get("active") for a in answers), "alice's three tokens all still work")
+        print("  alice's three tokens still work: lowering the cap revokes none")
+        refused = await self.command("new tool-4")
+        expect(
+            refused.method == "ack" and "limit of 2" in refused.text_content(),
+            "alice's next token is refused with the new cap",
+        )
 
 
 async def run_demo() -> int:

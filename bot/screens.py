@@ -18,11 +18,13 @@ from bot.approvers import Standing
 from bot.blocks import audit as audit_blocks
 from bot.blocks import owners as owner_blocks
 from bot.blocks import service as service_blocks
+from bot.blocks import settings as settings_blocks
 from bot.blocks import tokens as token_blocks
 from bot.blocks.home import Home, home_view
 from bot.blocks.tokens import Message
 from bot.deps import Deps
 from storage import approvals, audit, reports, services, tokens
+from storage import settings as org_settings
 from storage.errors import CapReached, NotAllowed
 
 log = logging.getLogger(__name__)
@@ -40,7 +42,7 @@ async def publish_home(
     """Show the member their Home tab as it is now: their tokens, their pending requests,
     the requests they may decide and, for an admin, the report's figures. ``standing``:
     the member's, when the request that led here has it already."""
-    standing = standing or Standing(client, deps.settings, user_id)
+    standing = standing or approvers.standing_of(deps, client, org, user_id)
     now = deps.clock()
     listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, now)
     pending = await deps.call(approvals.pending_requests, deps.db, org)
@@ -178,6 +180,28 @@ async def open_owner_modal(
         service.name, service.owners, adding=adding, private_metadata=metadata
     )
     return await sender.open_modal(client, trigger_id, view)
+
+
+async def open_settings_modal(
+    deps: Deps, client: AsyncWebClient, org: str, command: dict[str, Any]
+) -> bool:
+    """Open the organization's settings, filled in as they are now; False if Slack would
+    not. The approvers are chosen among the user groups Slack lists now."""
+    current = await deps.call(org_settings.current_settings, deps.db, org)
+    groups = await approvers.user_groups(client)  # None: the handle is asked as text
+    where = {
+        "response_url": command.get("response_url"),
+        "channel_id": command.get("channel_id"),
+        "version": current.version(),  # the values shown: saved onto these or refused
+    }
+    view = settings_blocks.settings_modal(
+        current,
+        groups,
+        default_group=deps.settings.approver_group,
+        default_channel=deps.settings.approvals_channel,
+        private_metadata=json.dumps(where),
+    )
+    return await sender.open_modal(client, command.get("trigger_id"), view)
 
 
 async def open_request_modal(

@@ -1,7 +1,8 @@
 """The one place that talks to Slack's Web API to show things to people: messages in
-channels and DMs, ephemeral messages, updates, modals and the Home tab. Everything else
-renders blocks and calls these. Retries (connection errors, 429 with Retry-After, 5xx)
-come from slack_sdk's retry handlers, set on the client in :func:`retry_handlers`."""
+channels and DMs, ephemeral messages, updates, modals and the Home tab, and the user
+groups a modal offers. Everything else renders blocks and calls these. Retries
+(connection errors, 429 with Retry-After, 5xx) come from slack_sdk's retry handlers, set
+on the client in :func:`retry_handlers`."""
 
 from __future__ import annotations
 
@@ -254,3 +255,14 @@ async def open_modal(client: AsyncWebClient, trigger_id: str | None, view: dict[
 async def publish_home(client: AsyncWebClient, user_id: str, view: dict[str, Any]) -> None:
     """Show ``view`` on the member's Home tab."""
     await client.views_publish(user_id=user_id, view=view)
+
+
+async def user_groups(client: AsyncWebClient) -> dict[str, str]:
+    """The workspace's user groups now (``usergroups.list``), as handle -> name, for an
+    admin to pick the approvers from."""
+    answer = await client.usergroups_list()
+    return {
+        str(group["handle"]): str(group.get("name") or group["handle"])
+        for group in answer.get("usergroups") or []
+        if group.get("handle")
+    }

@@ -48,14 +48,17 @@ class CapReached(TokenbotError):
     per: str = "member"  # or "organization", for service tokens (R8)
 
     def __str__(self) -> str:
+        # Above the cap once an admin has lowered it: more than one must go.
+        over = len(self.active) - self.cap + 1
+        revoke = f"Revoke {'one' if over <= 1 else over} to make room."
         if self.per == "organization":
             return (
                 f"The workspace already has {len(self.active)} active service tokens, and the "
-                f"limit is {self.cap} per organization. Revoke one to make room."
+                f"limit is {self.cap} per organization. {revoke}"
             )
         return (
             f"You already have {len(self.active)} active tokens, and the limit is {self.cap} "
-            "per member. Revoke one to make room."
+            f"per member. {revoke}"
         )
 
 
@@ -65,6 +68,16 @@ class InvalidField(TokenbotError):
     def __init__(self, field: str, message: str) -> None:
         super().__init__(message)
         self.field = field
+
+
+class InvalidFields(InvalidField):
+    """Input that cannot be accepted, for each field of ``errors`` (field -> sentence):
+    a form is answered on every field at fault at once."""
+
+    def __init__(self, errors: dict[str, str]) -> None:
+        field, message = next(iter(errors.items()))
+        super().__init__(field, message)
+        self.errors = dict(errors)
 
 
 class AlreadyDecided(TokenbotError):

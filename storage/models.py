@@ -87,6 +87,11 @@ class Organization(SQLModel, table=True):
         default_factory=lambda: {k: list(v) for k, v in DEFAULT_ROLE_SCOPES.items()},
         sa_column=Column(JSON, nullable=False),
     )
+    # Who decides on service-token requests (a user group's handle) and where requests
+    # are posted (a channel id), as set in /token settings; None: the server's own
+    # setting (TOKENBOT_APPROVER_GROUP, TOKENBOT_APPROVALS_CHANNEL) applies.
+    approver_group: str | None = Field(default=None, max_length=80)
+    approvals_channel: str | None = Field(default=None, max_length=32)
     created_at: datetime = _at()
 
 

@@ -80,6 +80,7 @@ def help_message(command: str, notice: str | None = None) -> Message:
         f"`{command} requests` pending service-token requests you made or may decide",
         f"`{command} report` seats, service users and tokens by state (admins)",
         f"`{command} audit [n]` the last n audit events, newest first (admins)",
+        f"`{command} settings` caps, expiry, reminders, approvers and permissions (admins)",
         f"`{command} help` this message",
     ]
     blocks = [_section(notice)] if notice else []
@@ -233,9 +234,11 @@ def revoked_by_admin_message(info: TokenInfo, by: str, command: str) -> Message:
 
 
 def cap_reached_message(cap: int, tokens: list[TokenInfo]) -> Message:
+    # Above the cap once an admin has lowered it: more than one must go.
+    over = len(tokens) - cap + 1
     notice = (
         f":no_entry: You have reached the limit of {cap} active tokens per member. "
-        "Revoke one below to make room; nothing is removed for you."
+        f"Revoke {'one' if over <= 1 else over} below to make room; nothing is removed for you."
     )
     return token_list_message(tokens, cap, notice)
 

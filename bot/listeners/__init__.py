@@ -6,6 +6,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
 from bot.listeners import actions, admin, commands, events, leaks, owners, service, views
+from bot.listeners import settings as settings_form
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
@@ -17,3 +18,4 @@ def register(app: AsyncApp, settings: Settings) -> None:
     leaks.register(app)
     admin.register(app)
     owners.register(app)
+    settings_form.register(app)

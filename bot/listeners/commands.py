@@ -72,6 +72,7 @@ def register(app: AsyncApp, settings: Settings) -> None:
         (subcommand("requests"), [], handle_requests),
         (subcommand("service", "list"), [], handle_service_list),
         (subcommand("service", "request"), [], handle_service_request),
+        (subcommand("settings"), [require_admin("change the settings")], handle_settings),
     ]
     for matches, middleware, handler in subcommands:
         app.command(name, matchers=[matches], middleware=middleware)(answering(handler))
@@ -169,3 +170,12 @@ async def handle_service_request(
     if not await screens.open_request_modal(deps, client, org, command):
         again = f"Run `{command['command']} service request` again."
         raise Unavailable(f"{screens.COULD_NOT_OPEN} {again}")
+
+
+async def handle_settings(
+    ack: AsyncAck, command: dict[str, Any], client: AsyncWebClient, deps: Deps, org: str
+) -> None:
+    """The organization's settings, in a modal (admins; the guard asked Slack)."""
+    await ack()
+    if not await screens.open_settings_modal(deps, client, org, command):
+        raise Unavailable(f"{screens.COULD_NOT_OPEN} Run `{command['command']} settings` again.")

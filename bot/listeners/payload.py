@@ -44,8 +44,10 @@ class _Option(_Shape):
 
 class _Input(_Shape):
     value: str | None = None
+    selected_option: _Option | None = None
     selected_options: list[_Option] | None = None
     selected_user: SlackId | None = None
+    selected_conversation: SlackId | None = None
 
 
 class _State(_Shape):

@@ -2,8 +2,9 @@
 becomes one plain sentence for the person, where they acted (:func:`refuse`):
 
 - a modal's submission: the inline error, in the acknowledgement itself (Slack takes
-  errors nowhere else), on the field the error names (InvalidField) or else the modal's
-  main input, declared where the listener is registered;
+  errors nowhere else), on the field the error names (InvalidField; InvalidFields names
+  several, each with its sentence) or else the modal's main input, declared where the
+  listener is registered;
 - a slash command: an ephemeral answer, in the acknowledgement when it was not sent yet;
 - a button: acknowledged first, then the screen it was on (a list, a reminder) again
   with the sentence on top, where the registration says how to redraw it; else an
@@ -36,7 +37,7 @@ from bot.blocks.tokens import text_message
 from bot.deps import Deps
 from bot.listeners.payload import channel_of, clicked_on_home, kind_of
 from bot.sender import deliver_ephemeral, failure_reason
-from storage.errors import InvalidField, TokenbotError
+from storage.errors import InvalidField, InvalidFields, TokenbotError
 
 log = logging.getLogger(__name__)
 AGAIN = "That did not work. Try again."
@@ -103,7 +104,8 @@ def refuse(
         field = error.field if isinstance(error, InvalidField) else None
         block = field or replies.field or _first_input(body.get("view") or {})
         if block is not None and not acked:
-            return Refusal({"response_action": "errors", "errors": {block: sentence}}, None)
+            errors = error.errors if isinstance(error, InvalidFields) else {block: sentence}
+            return Refusal({"response_action": "errors", "errors": errors}, None)
         # No input to show it on: the modal closes, and the sentence goes to the DM.
         return Refusal(None, _tell(context, client, body, words, in_channel=True))
     if body.get("command"):

@@ -46,6 +46,18 @@ def find_button(
     raise LookupError(f"no button {action_id!r} (value {value!r}) in these blocks")
 
 
+def untouched_state(element: dict[str, Any]) -> dict[str, Any]:
+    """An input element's state as Slack submits it untouched."""
+    kind = element["type"]
+    if kind in ("checkboxes", "multi_static_select"):
+        return {"type": kind, "selected_options": list(element.get("initial_options", []))}
+    if kind == "static_select":
+        return {"type": kind, "selected_option": element.get("initial_option")}
+    if kind == "conversations_select":
+        return {"type": kind, "selected_conversation": element.get("initial_conversation")}
+    return {"type": kind, "value": element.get("initial_value")}
+
+
 class SlackClient:
     """Signs and posts requests to an app's ``/slack/events`` as Slack would."""
 
@@ -220,6 +232,16 @@ class SlackClient:
             "actions": [action],
         }
         return await self.interact(payload)
+
+    def initial_state(self, view_id: str) -> dict[str, dict[str, dict[str, Any]]]:
+        """What Slack submits of the modal ``view_id`` when nothing was touched: each
+        input's initial value, as ``state.values[block_id][action_id]``."""
+        state: dict[str, dict[str, dict[str, Any]]] = {}
+        for block in self.standin.views[view_id].get("blocks", []):
+            if block.get("type") == "input":
+                element = block["element"]
+                state[block["block_id"]] = {element["action_id"]: untouched_state(element)}
+        return state
 
     def view_submission_body(
         self, view_id: str, user_id: str, values: dict[str, dict[str, Any]]

@@ -40,6 +40,21 @@ def _button(element: dict[str, Any]) -> str:
     return label + (" (asks to confirm)" if "confirm" in element else "")
 
 
+def _initial(element: dict[str, Any]) -> str:
+    """What an input shows before anyone touches it."""
+    if "initial_option" in element:
+        return _text(element["initial_option"].get("text"))
+    if "initial_conversation" in element:
+        return "#" + str(element["initial_conversation"])
+    if element.get("type") == "checkboxes":
+        ticked = {o.get("value") for o in element.get("initial_options", [])}
+        return "  ".join(
+            ("☑ " if o.get("value") in ticked else "☐ ") + _text(o.get("text"))
+            for o in element.get("options", [])
+        )
+    return str(element.get("initial_value", ""))
+
+
 def render_blocks(blocks: list[dict[str, Any]], indent: str = "  ") -> str:
     lines: list[str] = []
     for block in blocks:
@@ -54,9 +69,12 @@ def render_blocks(blocks: list[dict[str, Any]], indent: str = "  ") -> str:
         elif kind == "actions":
             lines.append("  ".join(_button(e) for e in block.get("elements", [])))
         elif kind == "input":
-            element = block.get("element", {})
-            value = element.get("initial_value", "")
-            lines.append(f"{_text(block.get('label'))}: [ {value:<20} ]")
+            value = _initial(block.get("element", {}))
+            if "\n" in value:  # a multiline input: its lines under the label
+                lines.append(f"{_text(block.get('label'))}:")
+                lines += [f"  [ {line:<40} ]" for line in value.splitlines()]
+            else:
+                lines.append(f"{_text(block.get('label'))}: [ {value:<20} ]")
             if block.get("hint"):
                 lines.append(f"  {_text(block['hint'])}")
         elif kind == "divider":

@@ -466,7 +466,7 @@ class SlackStandin:
 
     def _usergroups_list(self, args: dict[str, Any]) -> dict[str, Any]:
         groups = [
-            {"id": f"S{n:05d}", "handle": handle, "users": users}
+            {"id": f"S{n:05d}", "handle": handle, "name": handle.title(), "users": users}
             for n, (handle, users) in enumerate(self.groups.items())
         ]
         return {"usergroups": groups}

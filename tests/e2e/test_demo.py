@@ -27,6 +27,10 @@ def test_demo_walks_through_every_step_and_exits_zero(tokenbot: Tokenbot) -> Non
         '"token_type": "service", "sub": "release-bot"',
         "was revoked: it was pasted in a message in #general by",  # the owner's DM
         "Please delete your message.",  # the note to whoever pasted it
+        "carol types > /token settings",
+        "Personal tokens per member: 10 → 2",
+        "alice's three tokens still work",
+        "limit of 2 active tokens",
         "All steps behaved as expected.",
     ):
         assert line in transcript

@@ -291,6 +291,12 @@ def test_at_the_cap_the_notice_says_the_limit_above_the_tokens_to_revoke() -> No
     assert [b["value"] for b in buttons(message)] == [str(n) for n in range(10)]
 
 
+def test_above_a_lowered_cap_the_notice_says_how_many_to_revoke() -> None:
+    tokens = [mine(n, f"t{n}") for n in range(5)]
+    notice = block_text(token_blocks.cap_reached_message(2, tokens)["blocks"][0])
+    assert "limit of 2 active tokens per member. Revoke 4 below to make room" in notice
+
+
 def test_revoke_by_command_asks_first_with_revoke_and_cancel_buttons() -> None:
     message = token_blocks.revoke_confirm_message(mine(7))
     assert types(message) == ["section", "actions"]

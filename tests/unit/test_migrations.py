@@ -15,12 +15,13 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlmodel import SQLModel
 
-from storage import outbox, sweep, tokens
+from storage import outbox, settings, sweep, tokens
 from storage.db import Database, invalidates
 from storage.migrate import alembic_config, upgrade
 from storage.models import NoticeKind, UTCDateTime
-from storage.orgs import find_org
+from storage.orgs import find_org, lock_org
 from tests.conftest import NOW, TEST_DATABASE_URL, WORKER, _in_schema, _psycopg, shown
+from tests.unit.test_settings import typed
 
 ORG, ALICE, BOB, CAROL = "T0ORG", "U0ALICE", "U0BOB", "U0CAROL"
 
@@ -172,6 +173,33 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
     assert [(d.recipient, d.day) for d in _rows(db, DIGEST)] == [(BOB, NOW.date())]
     upgrade(db)  # and up again
     assert outbox.queue_digests(db, ORG, [BOB], NOW) == 0
+
+
+def test_0009_adds_the_approval_routing_empty_and_takes_it_away_keeping_the_rest(
+    at_0006: Database,
+) -> None:
+    db = at_0006
+    command.upgrade(alembic_config(db), "0007")
+    with db.write() as session:
+        lock_org(session, ORG, NOW)
+        session.execute(sa.text("UPDATE organization SET user_token_cap = 3"))
+
+    upgrade(db)
+
+    assert settings.approval_routing(db, ORG) == (None, None)  # the server's apply
+    form = typed(settings.current_settings(db, ORG), approvals_channel="C0A")
+    settings.save_settings(db, ORG, ALICE, form, known_groups=None, seen=None, now=NOW)
+    assert settings.approval_routing(db, ORG) == (None, "C0A")
+
+    command.downgrade(alembic_config(db), "0007")
+
+    columns = {c["name"] for c in sa.inspect(db.engine).get_columns("organization")}
+    assert not {"approver_group", "approvals_channel"} & columns
+    with db.read() as session:
+        caps = session.execute(sa.text("SELECT slack_id, user_token_cap FROM organization")).all()
+    assert [tuple(row) for row in caps] == [(ORG, 3)]
+    upgrade(db)  # and up again, empty
+    assert settings.approval_routing(db, ORG) == (None, None)
 
 
 def test_a_test_starts_from_the_migrated_database_whatever_the_last_one_left(

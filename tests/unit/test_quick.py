@@ -115,6 +115,8 @@ async def test_a_kept_connection_the_server_closed_is_replaced_without_an_error(
             conn.execute(sa.text("SELECT pg_stat_clear_snapshot()"))
             if conn.execute(gone, {"pid": kept}).scalar_one():
                 break
+            # pg_stat_activity is read once per transaction: a new one looks again.
+            conn.rollback()
             await asyncio.sleep(0.02)
         else:
             raise AssertionError(f"backend {kept} still running 2 s after it was told to end")

@@ -8,7 +8,13 @@ from slack_bolt.async_app import AsyncBoltContext
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.listeners.replies import Replies, Unavailable, refuse
-from storage.errors import AlreadyDecided, InvalidField, NotAllowed, TokenNotFound
+from storage.errors import (
+    AlreadyDecided,
+    InvalidField,
+    InvalidFields,
+    NotAllowed,
+    TokenNotFound,
+)
 
 CLIENT = cast(AsyncWebClient, object())  # never called by what these tests look at
 
@@ -36,6 +42,17 @@ def test_a_modal_shows_a_field_error_on_the_field_it_names() -> None:
         "errors": {"scopes": "Choose a permission."},
     }
     assert refusal.tell is None
+
+
+def test_a_modal_shows_every_field_error_at_once_each_on_its_field() -> None:
+    error = InvalidFields({"user_token_cap": "Use 1 to 1000.", "role_scopes": "Not known."})
+    body = submission("user_token_cap", "role_scopes")
+    refusal = refuse(error, body, context(), CLIENT, acked=False)
+    assert refusal.ack == {
+        "response_action": "errors",
+        "errors": {"user_token_cap": "Use 1 to 1000.", "role_scopes": "Not known."},
+    }
+    assert (error.field, str(error)) == ("user_token_cap", "Use 1 to 1000.")
 
 
 def test_a_modal_shows_other_refusals_on_its_declared_main_input() -> None:
