@@ -65,3 +65,7 @@ class InvalidField(TokenbotError):
 
 class AlreadyDecided(TokenbotError):
     """The request was decided (or cancelled, or expired) before this attempt."""
+
+
+class WebhookNotFound(TokenbotError):
+    """No such webhook endpoint in the organization (or it was removed already)."""
