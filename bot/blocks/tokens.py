@@ -76,6 +76,7 @@ def help_message(command: str, notice: str | None = None) -> Message:
         f"`{command} service list` service users and their tokens (admins, and owners)",
         f"`{command} requests` pending service-token requests you made or may decide",
         f"`{command} report` seats, service users and tokens by state (admins)",
+        f"`{command} webhooks` endpoints told of token events as signed JSON (admins)",
         f"`{command} help` this message",
     ]
     blocks = [_section(notice)] if notice else []

@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.listeners import actions, commands, events, service, views
+from bot.listeners import actions, commands, events, service, views, webhooks
 
 
 def register(app: AsyncApp, settings: Settings) -> None:
@@ -14,3 +14,4 @@ def register(app: AsyncApp, settings: Settings) -> None:
     views.register(app)
     events.register(app)
     service.register(app)
+    webhooks.register(app)

@@ -17,6 +17,7 @@ from bot.blocks import tokens as token_blocks
 from bot.config import Settings
 from bot.deps import Deps
 from bot.guards import require_admin
+from bot.listeners import webhooks
 from bot.listeners.replies import Listener, Replies, Unavailable, answering
 from storage import tokens
 
@@ -46,6 +47,7 @@ def register(app: AsyncApp, settings: Settings) -> None:
         (subcommand("list"), [], handle_list),
         (subcommand("revoke"), [Replies(after=f"See `{name} list`.")], handle_revoke),
         (subcommand("report"), [require_admin("see the report")], handle_report),
+        (subcommand("webhooks"), [webhooks.ADMINS_ONLY], handle_webhooks),
         (subcommand("requests"), [], handle_requests),
         (subcommand("service", "list"), [], handle_service_list),
         (subcommand("service", "request"), [], handle_service_request),
@@ -102,6 +104,10 @@ async def handle_revoke(
 
 async def handle_report(ack: AsyncAck, deps: Deps, org: str) -> None:
     await _answer(ack, await screens.report(deps, org))
+
+
+async def handle_webhooks(ack: AsyncAck, deps: Deps, org: str) -> None:
+    await _answer(ack, await screens.webhook_list(deps, org))
 
 
 async def handle_requests(

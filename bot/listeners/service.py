@@ -14,7 +14,13 @@ from bot.approvers import Standing
 from bot.blocks import service as blocks
 from bot.deps import Deps
 from bot.guards import require_approver
-from bot.listeners.payload import button_id, private_metadata, request_id_of, text_of
+from bot.listeners.payload import (
+    button_id,
+    input_value,
+    private_metadata,
+    request_id_of,
+    text_of,
+)
 from bot.listeners.replies import Replies, Unavailable, answering
 from bot.notify import update_request_copies
 from bot.sender import Responder, deliver_ephemeral, is_slack_response_url, open_modal
@@ -44,10 +50,7 @@ def register(app: AsyncApp) -> None:
 
 
 def _value(view: dict[str, Any], block: str) -> Any:
-    state = view.get("state", {}).get("values", {}).get(block, {}).get(blocks.INPUT, {})
-    if "selected_options" in state:
-        return [o["value"] for o in state["selected_options"] or []]
-    return state.get("value")
+    return input_value(view, block, blocks.INPUT)
 
 
 async def handle_request_submission(
