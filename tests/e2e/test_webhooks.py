@@ -31,6 +31,7 @@ from storage import audit, outbox, tokens, webhooks
 from storage.models import OutboxStatus
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import generate, run_command, until_valid
+from tests.e2e.gateways import readme_block
 from tests.e2e.test_secrets import kept_by_slack
 from tests.e2e.test_service_requests import approve, requested
 
@@ -524,3 +525,24 @@ async def test_the_secret_is_shown_nowhere_but_the_one_ephemeral_answer(
     with env.db.read() as session:  # a removed endpoint's secret is forgotten
         kept = session.execute(sa.select(webhooks.ENDPOINT.c.secret)).scalars().all()
     assert kept == [""]
+
+
+async def test_the_readmes_check_accepts_a_delivery_and_nothing_altered(
+    env: Running, admin: str, receiver: Receiver
+) -> None:
+    namespace: dict[str, Any] = {}
+    exec(readme_block("python"), namespace)  # the README's own snippet, as a reader runs it
+    from_tokenbot = namespace["from_tokenbot"]
+    secret, _ = await add_endpoint(env, receiver.url)
+    await generate(env, ALICE, "ci")
+    await send_webhooks(env)
+    [got] = receiver.received
+    headers = httpx.Headers(got.headers)  # as a framework gives them: any case
+
+    assert from_tokenbot(secret, headers, got.body)
+    assert not from_tokenbot("whsec_" + "0" * 64, headers, got.body)
+    assert not from_tokenbot(secret, headers, got.body.replace(b"ci", b"cd"))
+    stale = str(int(headers["x-tokenbot-request-timestamp"]) - 301)
+    resigned = {**headers, "x-tokenbot-request-timestamp": stale}
+    resigned["x-tokenbot-signature"] = sending.signature(secret, stale, got.body)
+    assert not from_tokenbot(secret, httpx.Headers(resigned), got.body)
