@@ -164,7 +164,13 @@ async def deliver_due(deps: Deps) -> int:
             return await _deliver_one(deps, message)
 
     while batch := await deps.call(outbox.claim_due, deps.db, deps.clock(), KINDS):
-        sent += sum(await asyncio.gather(*(one(message) for message in batch)))
+        # Every delivery of the batch runs to its end before a failure is raised: a
+        # message left claimed is claimed again once its lease runs out.
+        done = await asyncio.gather(*(one(message) for message in batch), return_exceptions=True)
+        for outcome in done:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        sent += sum(1 for outcome in done if outcome is True)
     return sent
 
 

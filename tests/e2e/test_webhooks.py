@@ -30,7 +30,7 @@ from bot.standin.server import Call, free_port, serve_in_background
 from storage import audit, outbox, tokens, webhooks
 from storage.models import OutboxStatus
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import generate, run_command, until_valid
+from tests.e2e.flows import eventually, generate, run_command, until_valid
 from tests.e2e.gateways import readme_block
 from tests.e2e.test_secrets import kept_by_slack
 from tests.e2e.test_service_requests import approve, requested
@@ -254,6 +254,27 @@ async def test_the_list_offers_no_add_at_the_limit_and_an_eleventh_is_refused(
     response = await submit_url(env, view_id, admin, "https://one-more.example.com/")
     assert "the limit is 10" in response.json()["errors"]["url"]
     assert len(endpoint_ids(env)) == 10
+
+
+async def test_an_endpoint_whose_secret_could_not_be_shown_is_removed_at_once(
+    env: Running, admin: str, receiver: Receiver
+) -> None:
+    listing = await run_command(env, "webhooks", admin)
+    view_id = await open_add_modal(env, admin, listing)
+    env.standin.fail_next("response_url", status=500, times=3)
+    env.standin.fail_next("chat.postEphemeral", status=500, times=3)
+    env.standin.fail_next("conversations.open", error="user_not_found")
+    mark = len(env.standin.calls)
+    response = await submit_url(env, view_id, admin, receiver.url)
+    assert response.status_code == 200 and response.content == b""
+    await env.standin.wait_for("conversations.open", after=mark)
+    await eventually(
+        lambda: [e.action for e in audit.events(env.db, ORG)],
+        lambda actions: actions[-2:] == ["webhook.added", "webhook.removed"],
+    )
+    assert endpoint_ids(env) == []
+    await generate(env, ALICE, "ci")
+    assert webhook_messages(env) == []
 
 
 # -- refusals ----------------------------------------------------------------------------
@@ -481,21 +502,22 @@ async def test_an_unreachable_endpoint_is_retried(env: Running, admin: str) -> N
     assert message.next_attempt_at == clock.now + timedelta(minutes=1)
 
 
-async def test_an_endpoint_that_refuses_gets_the_event_once_as_the_dead_letter(
-    env: Running, admin: str, receiver: Receiver
+@pytest.mark.parametrize("status", [410, 400, 302])
+async def test_an_endpoint_that_refuses_or_redirects_gets_the_event_once_as_the_dead_letter(
+    env: Running, admin: str, receiver: Receiver, status: int
 ) -> None:
     clock = env.deps.clock = Clock()
     await add_endpoint(env, receiver.url)
-    receiver.answers = [(410, {})]
+    receiver.answers = [(status, {"Location": "https://elsewhere.example.com/"})]
     await generate(env, ALICE, "ci")
     await send_webhooks(env)
     clock.advance(timedelta(days=1))
     await send_webhooks(env)
     assert len(receiver.received) == 1
     [message] = webhook_messages(env)
-    assert (message.status, message.last_error) == (OutboxStatus.FAILED, "HTTP 410")
+    assert (message.status, message.last_error) == (OutboxStatus.FAILED, f"HTTP {status}")
     listing = await run_command(env, "webhooks", admin)
-    assert "last delivery: HTTP 410" in listing.text_content()
+    assert f"last delivery: HTTP {status}" in listing.text_content()
 
 
 async def test_the_secret_is_shown_nowhere_but_the_one_ephemeral_answer(
