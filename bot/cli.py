@@ -84,7 +84,10 @@ def sweep_once(now: datetime | None, dry_run: bool) -> None:
 
         async def run() -> sweep.SweepReport:
             async with shared_session(app):
-                return await sweep_and_deliver(deps, app.client)
+                try:
+                    return await sweep_and_deliver(deps, app.client)
+                finally:
+                    await deps.webhooks.aclose()
 
         report = asyncio.run(run())
     verb = "would be" if dry_run else "were"

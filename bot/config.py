@@ -32,6 +32,7 @@ _ENV_NAMES = {
     "http_max_connections": "TOKENBOT_HTTP_MAX_CONNECTIONS",
     "introspection_max_failures": "TOKENBOT_INTROSPECTION_MAX_FAILURES",
     "introspection_failure_window": "TOKENBOT_INTROSPECTION_FAILURE_WINDOW",
+    "webhooks_allow_loopback": "TOKENBOT_WEBHOOKS_ALLOW_LOOPBACK",
 }
 
 
@@ -91,6 +92,9 @@ class Settings(BaseSettings):
     introspection_failure_window: int = Field(
         60, ge=1, validation_alias=_env("introspection_failure_window")
     )
+    # Whether a webhook endpoint may be plain http on a loopback address (a receiver on
+    # the same host, in development and tests); every other endpoint must be https.
+    webhooks_allow_loopback: bool = Field(False, validation_alias=_env("webhooks_allow_loopback"))
 
     @field_validator("slack_api_url")
     @classmethod

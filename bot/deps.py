@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from cachetools import TLRUCache
 
 from bot.config import Settings
+from bot.webhooks import WebhookClient
 from storage.db import Database, run
 
 log = logging.getLogger(__name__)
@@ -111,6 +112,8 @@ async def wind_down(deps: Deps) -> None:
         log.warning("stopped with %d token deliveries unfinished", deps.deliveries.count)
     if cut := await deps.background.stop(FOLLOW_UP_TIMEOUT):
         log.warning("stopped with %d follow-ups of deactivations unfinished", cut)
+    # A webhook cut short here is sent again later: the outbox still holds it.
+    await deps.webhooks.aclose()
 
 
 @dataclass(frozen=True)
@@ -186,6 +189,7 @@ class Deps:
     clock: Callable[[], datetime] = field(default=utcnow)
     deliveries: InFlight = field(default_factory=InFlight)
     background: Background = field(default_factory=Background)
+    webhooks: WebhookClient = field(default_factory=WebhookClient)  # to webhook endpoints
     directory: Directory = field(init=False)
 
     def __post_init__(self) -> None:

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot import webhooks
 from bot.deps import Deps, workspace_of
 from bot.members import profile_from_slack
 from bot.notify import deliver, queue_digests, update_request_copies
@@ -16,6 +17,7 @@ from bot.profiles import apply_profile, fetch_groups
 from storage import approvals, events, sweep
 
 log = logging.getLogger(__name__)
+WEBHOOK_INTERVAL = 5  # seconds between deliveries of webhook events
 
 
 async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepReport:
@@ -73,6 +75,16 @@ def build_scheduler(deps: Deps, client: AsyncWebClient) -> AsyncIOScheduler:
     )
     scheduler.add_job(
         reconcile_members, "interval", hours=24, next_run_time=soon, id="reconcile", **common
+    )
+    # Webhook events go out within seconds, not at the next sweep.
+    scheduler.add_job(
+        deliver,
+        "interval",
+        seconds=WEBHOOK_INTERVAL,
+        next_run_time=soon,
+        id="webhooks",
+        kwargs={"kinds": webhooks.KINDS},
+        **common,
     )
     # Revocations made by other replicas reach this one's validation cache within 1 s.
     scheduler.add_job(

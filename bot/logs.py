@@ -46,9 +46,17 @@ def setup_logging(level: str = "INFO") -> None:
     quiet_slack_libraries()
 
 
+# httpx logs the URL of every request at INFO, and a webhook endpoint's path or query may
+# hold its receiver's own secret: held at WARNING.
+_URLS = ("httpx", "httpcore")
+
+
 def quiet_slack_libraries() -> None:
+    """Hold the HTTP libraries' loggers where they log no body and no URL."""
     for name in _CHATTY:
         logging.getLogger(name).setLevel(logging.INFO)
+    for name in _URLS:
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class RequestIdMiddleware:

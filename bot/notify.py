@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import approvers
+from bot import approvers, webhooks
 from bot.blocks import leaks as leak_blocks
 from bot.blocks import service as service_blocks
 from bot.blocks import tokens as token_blocks
@@ -174,12 +174,15 @@ async def queue_digests(deps: Deps, client: AsyncWebClient) -> int:
 async def deliver(
     deps: Deps, client: AsyncWebClient, kinds: Iterable[NoticeKind] = outbox.EVERY_KIND
 ) -> int:
-    """Send the outbox's messages of ``kinds`` that are due, by DM; return how many went
-    out. A message that cannot be delivered now is tried again later, with backoff (the
-    outbox keeps it), and given up only when Slack says it never can be, or after
-    ``outbox.MAX_ATTEMPTS``."""
+    """Send the outbox's messages of ``kinds`` that are due, by DM (or, for webhook
+    messages, to their endpoints: :mod:`bot.webhooks`); return how many went out. A
+    message that cannot be delivered now is tried again later, with backoff (the outbox
+    keeps it), and given up only when Slack (or the endpoint) says it never can be, or
+    after ``outbox.MAX_ATTEMPTS``."""
     wanted = set(kinds)
     sent = 0
+    if wanted & set(webhooks.KINDS):
+        sent += await webhooks.deliver_due(deps)
     if about_tokens := [k for k in TOKEN_KINDS if k in wanted]:
         sent += await _deliver_due(deps, client, about_tokens, None)
     if about_workspace := [k for k in WORKSPACE_KINDS if k in wanted]:

@@ -20,10 +20,11 @@ from bot.blocks import owners as owner_blocks
 from bot.blocks import service as service_blocks
 from bot.blocks import settings as settings_blocks
 from bot.blocks import tokens as token_blocks
+from bot.blocks import webhooks as webhook_blocks
 from bot.blocks.home import Home, home_view
 from bot.blocks.tokens import Message
 from bot.deps import Deps
-from storage import approvals, audit, reports, services, tokens
+from storage import approvals, audit, reports, services, tokens, webhooks
 from storage import settings as org_settings
 from storage.errors import CapReached, NotAllowed
 
@@ -139,6 +140,12 @@ async def report(deps: Deps, org: str) -> Message:
     return service_blocks.report_message(found)
 
 
+async def webhook_list(deps: Deps, org: str, notice: str | None = None) -> Message:
+    """``/token webhooks``: the organization's webhook endpoints (admins)."""
+    endpoints = await deps.call(webhooks.list_endpoints, deps.db, org)
+    return webhook_blocks.webhook_list_message(endpoints, notice)
+
+
 async def cap_reached(deps: Deps, org: str, user_id: str) -> CapReached | None:
     """CapReached when the member has no room for another token (R9), else None."""
     try:
@@ -149,8 +156,8 @@ async def cap_reached(deps: Deps, org: str, user_id: str) -> CapReached | None:
 
 
 def _where(command: dict[str, Any]) -> str:
-    """Where to answer once the modal is submitted: the command's response_url and
-    channel travel in the modal's metadata."""
+    """Where to answer once the modal is submitted: the command's (or click's)
+    response_url and channel travel in the modal's metadata."""
     return json.dumps(
         {"response_url": command.get("response_url"), "channel_id": command.get("channel_id")}
     )
@@ -202,6 +209,15 @@ async def open_settings_modal(
         private_metadata=json.dumps(where),
     )
     return await sender.open_modal(client, command.get("trigger_id"), view)
+
+
+async def open_add_webhook_modal(
+    client: AsyncWebClient, trigger_id: str | None, response_url: str | None, channel: str | None
+) -> bool:
+    """Open the Add endpoint modal; False if Slack would not. The secret of the endpoint
+    added is shown where the button was clicked (``response_url``, ``channel``)."""
+    where = _where({"response_url": response_url, "channel_id": channel})
+    return await sender.open_modal(client, trigger_id, webhook_blocks.add_endpoint_modal(where))
 
 
 async def open_request_modal(

@@ -23,6 +23,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
+from storage.outbox import backoff
+
 log = logging.getLogger(__name__)
 
 
@@ -199,14 +201,14 @@ PERMANENT = {
 
 
 def retry_delay(error: Exception, attempts: int) -> timedelta:
-    """Slack's Retry-After when it gave one, else exponential backoff up to an hour."""
+    """Slack's Retry-After when it gave one, else the outbox's backoff."""
     if isinstance(error, SlackApiError):
         retry_after = error.response.headers.get("Retry-After") or error.response.headers.get(
             "retry-after"
         )
         if retry_after and str(retry_after).isdigit():
             return timedelta(seconds=int(retry_after))
-    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
+    return backoff(attempts)
 
 
 async def dm(client: AsyncWebClient, user_id: str, message: dict[str, Any]) -> tuple[str, str]:

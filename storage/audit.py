@@ -12,7 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Session, col, select
 
-from storage.db import Database, sha256_hex
+from storage import webhook_events
+from storage.db import Database, Query, sha256_hex
 from storage.models import GENESIS_DIGEST, AuditEvent, Organization, UTCDateTime
 from storage.orgs import LockedOrg, find_org
 
@@ -67,6 +68,7 @@ def record(
     session.execute(_INSERT_EVENT, {**event, "digest": digest})
     session.execute(_ADVANCE_HEAD, {"org": org.id, "audit_head": digest})
     org.audit_head = digest
+    webhook_events.queue(session, org.id, [(action, subject, actor, detail or {})], now)
     return digest
 
 
@@ -102,6 +104,8 @@ def record_all(
         session.execute(_INSERT_EVENT, rows)
         session.execute(_ADVANCE_HEAD, {"org": org.id, "audit_head": head})
         org.audit_head = head
+        told = [(e.action, e.subject, e.actor, e.detail) for e in events]
+        webhook_events.queue(session, org.id, told, now)
     return [row["digest"] for row in rows]
 
 
@@ -132,15 +136,33 @@ _APPENDED_COLUMNS = (
 )
 
 
-def appending(condition: sa.ColumnElement[bool]) -> tuple[sa.Executable, sa.Executable]:
-    """The two statements of a quick write that append an event to its organization's
-    chain if ``condition`` holds: the event, then the new head, each taking the digest
-    from the head as it was. The write locks the organization first, and nothing between
-    the two may change what ``condition`` reads. Their parameters: :func:`appended`."""
-    where = (_ORG.c.id == sa.bindparam("org"), condition)
-    event = sa.insert(_EVENT).from_select(_APPENDED_COLUMNS, _APPENDED_VALUES.where(*where))
-    head = sa.update(_ORG).where(*where).values(audit_head=_APPENDED_DIGEST)
-    return event, head
+class Appending:
+    """The statements of a quick write that append an event to its organization's chain
+    if a condition holds (:func:`appending`)."""
+
+    def __init__(self, condition: sa.ColumnElement[bool]) -> None:
+        where = (_ORG.c.id == sa.bindparam("org"), condition)
+        self.event = sa.insert(_EVENT).from_select(
+            _APPENDED_COLUMNS, _APPENDED_VALUES.where(*where)
+        )
+        self.head = sa.update(_ORG).where(*where).values(audit_head=_APPENDED_DIGEST)
+        self.webhooks = webhook_events.Queuing(condition)
+
+    def queries(self, params: dict[str, Any]) -> list[Query]:
+        """The queries that append one event: :func:`appended`'s parameters, with those
+        of the condition. The event, then the new head, each taking the digest from the
+        head as it was; then what the organization's webhook endpoints are owed of it."""
+        queries = [Query(self.event, params), Query(self.head, params)]
+        if (webhooks := self.webhooks.statement(params)) is not None:
+            queries.append(Query(webhooks, params))
+        return queries
+
+
+def appending(condition: sa.ColumnElement[bool]) -> Appending:
+    """The statements of a quick write that append an event to its organization's chain
+    if ``condition`` holds, to run with :meth:`Appending.queries`. The write locks the
+    organization first, and nothing between them may change what ``condition`` reads."""
+    return Appending(condition)
 
 
 def appended(
@@ -153,9 +175,12 @@ def appended(
     detail: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The parameters of :func:`appending`'s statements for one event: the same event,
-    chained the same way, as :func:`record` appends. ``detail`` never holds a secret."""
+    chained the same way, and owed to the same webhook endpoints, as :func:`record`
+    appends. ``detail`` never holds a secret."""
     content = _new_content(actor, action, subject, now, detail)
+    hooks = webhook_events.hook_params(action, subject, actor, content["detail"], now)
     return {
+        **(hooks or {}),
         "org": org_id,
         "at": now,
         "actor": actor,

@@ -82,3 +82,7 @@ class InvalidFields(InvalidField):
 
 class AlreadyDecided(TokenbotError):
     """The request was decided (or cancelled, or expired) before this attempt."""
+
+
+class WebhookNotFound(TokenbotError):
+    """No such webhook endpoint in the organization (or it was removed already)."""

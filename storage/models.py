@@ -186,6 +186,7 @@ class NoticeKind(StrEnum):
     DIGEST = "digest"  # to an approver: the day's requests waiting for them (R25)
     LEAKED = "leaked"  # a token was revoked for being pasted in a message (R19)
     REVOKED = "revoked"  # to a member: an admin revoked their token (R16)
+    WEBHOOK = "webhook"  # an event, to one of the organization's webhook endpoints
 
 
 class OutboxStatus(StrEnum):
@@ -298,3 +299,22 @@ class ApprovalMessage(SQLModel, table=True):
     request_id: int = Field(foreign_key="approvalrequest.id", primary_key=True)
     channel: str = Field(max_length=32, primary_key=True)
     ts: str = Field(max_length=32)
+
+
+class WebhookEndpoint(SQLModel, table=True):
+    """An HTTPS endpoint an organization's admins named to be told of its tokens' events
+    (storage.webhooks). ``secret`` signs every delivery, so it is kept as it is, as Slack
+    keeps an app's signing secret: shown once to the admin who added the endpoint, never
+    logged, and blanked when the endpoint is removed."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    org_id: int = Field(foreign_key="organization.id", index=True)
+    url: str = Field(max_length=2000)
+    secret: str = Field(max_length=100)
+    events: list[str] = Field(default_factory=list, sa_column=Column(JSON, nullable=False))
+    created_at: datetime = _at()
+    created_by: str = Field(max_length=32)  # a Slack user id
+    disabled_at: datetime | None = _at(nullable=True)  # removed: told nothing more
+    # How the last delivery went ("HTTP 200", "timeout"...), for the admins' list.
+    last_status: str | None = Field(default=None, max_length=64)
+    last_attempt_at: datetime | None = _at(nullable=True)

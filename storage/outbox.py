@@ -353,6 +353,12 @@ def mark_skipped(db: Database, message: Message) -> None:
     _settle(db, message, status=OutboxStatus.SKIPPED)
 
 
+def backoff(attempts: int) -> timedelta:
+    """How long a message waits after its ``attempts``-th failed attempt, when the other
+    side gave no time of its own: a minute, doubling with each attempt, up to an hour."""
+    return timedelta(minutes=min(2 ** max(attempts - 1, 0), 60))
+
+
 def mark_retry(db: Database, message: Message, now: datetime, delay: timedelta, error: str) -> None:
     """Try again after ``delay``; after MAX_ATTEMPTS the message is given up as the dead
     letter. Only the current claim holder's word counts."""

@@ -245,7 +245,7 @@ _ISSUE = (
     )
     .returning(TOKEN.c.id)
 )
-_ISSUED_EVENT, _ISSUED_HEAD = audit.appending(
+_ISSUED_AUDIT = audit.appending(
     sa.exists(sa.select(TOKEN.c.id).where(TOKEN.c.id == sa.bindparam("token")))
 )
 # After an issue that did not happen: why, as the member will be told.
@@ -260,10 +260,10 @@ _TOKEN_OF_ORG = sa.select(*TOKEN_INFO_COLUMNS).where(
     TOKEN.c.id == sa.bindparam("token"), TOKEN.c.org_id == _ORG_ID
 )
 _DELIVERED_RETURNING = _DELIVERED.returning(TOKEN.c.id)
-# The event and the head go first, under the same condition as the update that follows
-# them: nothing else can change the token in between (every writer of tokens locks the
-# organization).
-_DELIVERED_EVENT, _DELIVERED_HEAD = audit.appending(
+# The event, the head and the webhook messages go first, under the same condition as the
+# update that follows them: nothing else can change the token in between (every writer
+# of tokens locks the organization).
+_DELIVERED_AUDIT = audit.appending(
     sa.exists(
         sa.select(TOKEN.c.id).where(
             TOKEN.c.id == sa.bindparam("token"),
@@ -461,15 +461,15 @@ async def issue_user_token(
         if ids.member is None
         else []
     )
-    *_, issued, _, _, active_rows, (cap,) = await statements.write(
+    answers = await statements.write(
         Query(_LOCK_ORG, {"org": org.id}),
         *new_member,
         Query(_ISSUE, params),
-        Query(_ISSUED_EVENT, {**event, "token": ids.token}),
-        Query(_ISSUED_HEAD, {**event, "token": ids.token}),
+        *_ISSUED_AUDIT.queries({**event, "token": ids.token}),
         Query(_ALL_ACTIVE, who),
         Query(_CAP_NOW, who),
     )
+    issued, (active_rows, (cap,)) = answers[1 + len(new_member)], answers[-2:]
     if issued:
         info = TokenInfo(id=ids.token, **{k: values[k] for k in _TOKEN_INFO_VALUES})
         # Described as its owner will have it once shown: the whole inactivity period ahead.
@@ -705,8 +705,7 @@ async def mark_delivered(
     condition = {"token": token_id, "now": now}
     *_, delivered = await statements.write(
         Query(_LOCK_ORG, {"org": org.id}),
-        Query(_DELIVERED_EVENT, {**event, **condition}),
-        Query(_DELIVERED_HEAD, {**event, **condition}),
+        *_DELIVERED_AUDIT.queries({**event, **condition}),
         Query(_DELIVERED_RETURNING, params),
     )
     return replace(token, delivered_at=now, cutoff_at=params["cutoff"]) if delivered else None

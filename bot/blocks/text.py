@@ -2,8 +2,8 @@
 words, and cut to fit Slack's limits.
 
 Every piece of user text (token and service-user names, purposes, justifications,
-reasons, the words of a refusal that quote them) goes through one of ``inline`` or
-``quoted`` before it reaches a Block Kit builder's mrkdwn.
+reasons, the words of a refusal that quote them, webhook URLs) goes through one of
+``inline``, ``quoted`` or ``code`` before it reaches a Block Kit builder's mrkdwn.
 """
 
 from __future__ import annotations
@@ -50,6 +50,14 @@ def inline(text: str, limit: int = SECTION_MAX) -> str:
     formatting characters disarmed, line breaks made spaces, at most ``limit`` long."""
     flat = " ".join(str(text).splitlines())
     return clip(escape(flat).translate(_FORMATTING), limit)
+
+
+def code(text: str, limit: int = SECTION_MAX) -> str:
+    """User text that must read exactly as typed (a URL) as inline code: escaped, on one
+    line, at most ``limit`` long with its backticks. Slack formats nothing inside code, so
+    only a backtick, which would end it, becomes a look-alike."""
+    flat = " ".join(str(text).splitlines()).translate({ord("`"): "\u02cb"})
+    return "`" + clip(escape(flat), limit - 2) + "`"
 
 
 def quoted(text: str, limit: int = SECTION_MAX) -> str:

@@ -81,6 +81,7 @@ def help_message(command: str, notice: str | None = None) -> Message:
         f"`{command} report` seats, service users and tokens by state (admins)",
         f"`{command} audit [n]` the last n audit events, newest first (admins)",
         f"`{command} settings` caps, expiry, reminders, approvers and permissions (admins)",
+        f"`{command} webhooks` endpoints told of token events as signed JSON (admins)",
         f"`{command} help` this message",
     ]
     blocks = [_section(notice)] if notice else []

@@ -5,7 +5,17 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.config import Settings
-from bot.listeners import actions, admin, commands, events, leaks, owners, service, views
+from bot.listeners import (
+    actions,
+    admin,
+    commands,
+    events,
+    leaks,
+    owners,
+    service,
+    views,
+    webhooks,
+)
 from bot.listeners import settings as settings_form
 
 
@@ -19,3 +29,4 @@ def register(app: AsyncApp, settings: Settings) -> None:
     admin.register(app)
     owners.register(app)
     settings_form.register(app)
+    webhooks.register(app)

@@ -17,6 +17,7 @@ from bot.blocks import tokens as token_blocks
 from bot.config import Settings
 from bot.deps import Deps
 from bot.guards import require_admin
+from bot.listeners import webhooks
 from bot.listeners.payload import (
     AUDIT_DEFAULT,
     AUDIT_MAX,
@@ -69,6 +70,7 @@ def register(app: AsyncApp, settings: Settings) -> None:
         (subcommand("revoke"), [Replies(after=f"See `{name} list`.")], handle_revoke),
         (subcommand("report"), [require_admin("see the report")], handle_report),
         (subcommand("audit"), [require_admin("see the audit log")], handle_audit),
+        (subcommand("webhooks"), [webhooks.ADMINS_ONLY], handle_webhooks),
         (subcommand("requests"), [], handle_requests),
         (subcommand("service", "list"), [], handle_service_list),
         (subcommand("service", "request"), [], handle_service_request),
@@ -149,6 +151,10 @@ async def handle_revoke(
 
 async def handle_report(ack: AsyncAck, deps: Deps, org: str) -> None:
     await _answer(ack, await screens.report(deps, org))
+
+
+async def handle_webhooks(ack: AsyncAck, deps: Deps, org: str) -> None:
+    await _answer(ack, await screens.webhook_list(deps, org))
 
 
 async def handle_requests(

@@ -120,7 +120,13 @@ _EVENTS: dict[str, type[_Shape]] = {
     "message": _Message,
 }
 # What a listener needs of the trigger to open a modal: these clicks open one.
-_OPENS_A_MODAL = {"deny_request", "open_generate", ADD_OWNER_ACTION, REMOVE_OWNER_ACTION}
+_OPENS_A_MODAL = {
+    "deny_request",
+    "open_generate",
+    "add_webhook",
+    ADD_OWNER_ACTION,
+    REMOVE_OWNER_ACTION,
+}
 
 
 def malformed(body: dict[str, Any]) -> str | None:
@@ -171,6 +177,15 @@ def private_metadata(view: dict[str, Any]) -> dict[str, Any]:
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
+
+
+def input_value(view: dict[str, Any], block: str, action: str) -> Any:
+    """What was typed or chosen in a modal's input: its text, or the values of the
+    options chosen (a list); None when the input is not there."""
+    state = view.get("state", {}).get("values", {}).get(block, {}).get(action, {})
+    if "selected_options" in state:
+        return [o["value"] for o in state["selected_options"] or []]
+    return state.get("value")
 
 
 def text_of(metadata: dict[str, Any], key: str, max_length: int = 500) -> str | None:

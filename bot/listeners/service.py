@@ -18,6 +18,7 @@ from bot.guards import require_approver
 from bot.listeners.payload import (
     button_id,
     clicked_on_home,
+    input_value,
     private_metadata,
     request_id_of,
     text_of,
@@ -51,10 +52,7 @@ def register(app: AsyncApp) -> None:
 
 
 def _value(view: dict[str, Any], block: str) -> Any:
-    state = view.get("state", {}).get("values", {}).get(block, {}).get(blocks.INPUT, {})
-    if "selected_options" in state:
-        return [o["value"] for o in state["selected_options"] or []]
-    return state.get("value")
+    return input_value(view, block, blocks.INPUT)
 
 
 async def handle_request_submission(

@@ -32,10 +32,11 @@ API_ADDRESS = "your-api:8080"
 START_TIMEOUT = 30.0
 
 
-def readme_block(language: str) -> str:
-    """The README's one fenced code block in ``language``."""
+def readme_block(language: str, containing: str = "") -> str:
+    """The README's one fenced code block in ``language`` that holds ``containing``."""
     blocks = re.findall(rf"^```{language}\n(.*?)^```$", README.read_text(), re.M | re.S)
-    assert len(blocks) == 1, f"the README should have exactly one {language} block"
+    blocks = [block for block in blocks if containing in block]
+    assert len(blocks) == 1, f"the README should have exactly one such {language} block"
     return str(blocks[0])
 
 

@@ -98,6 +98,7 @@ def test_help_lists_every_subcommand_under_the_commands_own_name() -> None:
         "`/tok service list`",
         "`/tok requests`",
         "`/tok report`",
+        "`/tok webhooks`",
         "`/tok help`",
     ):
         assert usage in listing

@@ -9,6 +9,7 @@ from bot.deps import Deps
 from bot.jobs import build_scheduler
 from storage import outbox, tokens
 from storage.db import Database
+from storage.models import NoticeKind
 from tests.conftest import NOW, CliRun, Tokenbot, shown
 
 
@@ -53,8 +54,10 @@ def test_the_scheduler_runs_the_sweep_at_the_configured_interval(db: Database) -
     settings = Settings(database_url="sqlite://", sweep_interval=42)
     scheduler = build_scheduler(Deps(settings=settings, db=db), client=None)  # type: ignore[arg-type]
     jobs = {job.id: job for job in scheduler.get_jobs()}
-    assert set(jobs) == {"sweep", "reconcile", "generation"}
+    assert set(jobs) == {"sweep", "reconcile", "generation", "webhooks"}
     assert jobs["generation"].trigger.interval == timedelta(seconds=1)
+    assert jobs["webhooks"].trigger.interval == timedelta(seconds=5)
+    assert jobs["webhooks"].kwargs == {"kinds": (NoticeKind.WEBHOOK,)}
     assert jobs["sweep"].trigger.interval == timedelta(seconds=42)
     assert jobs["reconcile"].trigger.interval == timedelta(days=1)
     assert jobs["sweep"].max_instances == 1
