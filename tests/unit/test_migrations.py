@@ -4,7 +4,8 @@ test starts from what they build."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -19,8 +20,7 @@ from storage import outbox, sweep, tokens
 from storage.db import Database, invalidates
 from storage.migrate import alembic_config, upgrade
 from storage.models import NoticeKind, UTCDateTime
-from storage.orgs import find_org
-from tests.conftest import NOW, TEST_DATABASE_URL, WORKER, _in_schema, _psycopg, shown
+from tests.conftest import NOW, TEST_DATABASE_URL, WORKER, _in_schema, _psycopg
 
 ORG, ALICE, BOB, CAROL = "T0ORG", "U0ALICE", "U0BOB", "U0CAROL"
 
@@ -79,6 +79,69 @@ DIGEST = sa.table(
     sa.column("sent_at", AT()),
 )
 OLD_TABLES = {"notice", "ownerlessreport", "approvaldigest"}
+# Organizations, members and tokens as revision 0006 left them (the columns without a
+# server default): rows written as the code of that revision wrote them, since today's
+# code writes columns added since.
+ORGANIZATION_AT_0006 = sa.table(
+    "organization",
+    *(sa.column(c, sa.Integer()) for c in ("id", "user_token_cap", "service_token_cap")),
+    *(sa.column(c, sa.Integer()) for c in ("inactivity_days",)),
+    *(sa.column(c, sa.String()) for c in ("slack_id", "audit_head")),
+    sa.column("created_at", AT()),
+)
+MEMBER_AT_0006 = sa.table(
+    "member",
+    *(sa.column(c, sa.Integer()) for c in ("id", "org_id")),
+    sa.column("slack_user_id", sa.String()),
+    sa.column("created_at", AT()),
+)
+TOKEN_AT_0006 = sa.table(
+    "token",
+    *(sa.column(c, sa.Integer()) for c in ("id", "org_id", "member_id", "created_by_id")),
+    *(sa.column(c, sa.String()) for c in ("kind", "name", "name_key", "hint", "digest", "state")),
+    *(sa.column(c, AT()) for c in ("created_at", "delivered_at", "cutoff_at", "next_notice_at")),
+)
+
+
+@dataclass(frozen=True)
+class Issued:
+    id: int
+    cutoff_at: datetime
+
+
+def _alices_tokens_at_0006(db: Database) -> tuple[int, Issued, Issued]:
+    """The organization's id, and Alice's tokens at revision 0006: "ci", issued and shown
+    now, and "old", a month ago and never used since."""
+    period = timedelta(days=30)
+    issued = []
+    with db.write() as session:
+        org = {"id": 1, "slack_id": ORG, "user_token_cap": 10, "service_token_cap": 20}
+        org.update(inactivity_days=30, audit_head="0" * 64, created_at=NOW)
+        session.execute(sa.insert(ORGANIZATION_AT_0006), org)
+        member = {"id": 1, "org_id": 1, "slack_user_id": ALICE, "created_at": NOW}
+        session.execute(sa.insert(MEMBER_AT_0006), member)
+        for n, (name, at) in enumerate([("ci", NOW), ("old", NOW - timedelta(days=31))], 1):
+            issued.append(Issued(n, at + period))
+            session.execute(
+                sa.insert(TOKEN_AT_0006),
+                {
+                    "id": n,
+                    "org_id": 1,
+                    "member_id": 1,
+                    "created_by_id": 1,
+                    "kind": "user",
+                    "name": name,
+                    "name_key": name,
+                    "hint": f"tbu_…{n:04d}",
+                    "digest": f"{n:064x}",
+                    "state": "active",
+                    "created_at": at,
+                    "delivered_at": at,
+                    "cutoff_at": at + period,
+                    "next_notice_at": at + period - timedelta(days=7),
+                },
+            )
+    return 1, issued[0], issued[1]
 
 
 def _rows(db: Database, table: Any) -> list[Any]:
@@ -90,23 +153,19 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
     at_0006: Database,
 ) -> None:
     db = at_0006
-    ci = shown(db, ORG, tokens.issue_user_token(db, ORG, ALICE, "ci", NOW))
-    month_ago = NOW - timedelta(days=31)
-    old = shown(db, ORG, tokens.issue_user_token(db, ORG, ALICE, "old", month_ago), month_ago)
+    org_id, ci, old = _alices_tokens_at_0006(db)
     reminded = NOW + timedelta(days=23)
     with db.write() as session:
-        org = find_org(session, ORG)
-        assert org is not None
-        common = {"org_id": org.id, "recipient": ALICE, "last_error": None}
+        common = {"org_id": org_id, "recipient": ALICE, "last_error": None}
         session.execute(
             sa.insert(NOTICE),
             [
                 {  # the 7-day reminder of "ci", sent
                     **common,
-                    "token_id": ci.info.id,
+                    "token_id": ci.id,
                     "kind": "reminder",
                     "stage": 7,
-                    "cutoff_at": ci.info.cutoff_at,
+                    "cutoff_at": ci.cutoff_at,
                     "status": "sent",
                     "attempts": 1,
                     "next_attempt_at": reminded,
@@ -115,10 +174,10 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
                 },
                 {  # the expiry of "old", not yet delivered
                     **common,
-                    "token_id": old.info.id,
+                    "token_id": old.id,
                     "kind": "expired",
                     "stage": 0,
-                    "cutoff_at": old.info.cutoff_at,
+                    "cutoff_at": old.cutoff_at,
                     "status": "pending",
                     "attempts": 2,
                     "next_attempt_at": NOW,
@@ -131,7 +190,7 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
         session.execute(
             sa.insert(REPORT),
             {
-                "org_id": org.id,
+                "org_id": org_id,
                 "member": "U0GONE",
                 "service_users": ["ci-deployer"],
                 "status": "pending",
@@ -143,7 +202,7 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
         )
         session.execute(
             sa.insert(DIGEST),
-            {"org_id": org.id, "recipient": BOB, "day": NOW.date(), "sent_at": NOW},
+            {"org_id": org_id, "recipient": BOB, "day": NOW.date(), "sent_at": NOW},
         )
 
     upgrade(db)
