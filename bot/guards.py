@@ -11,16 +11,17 @@ second."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from slack_bolt.async_app import AsyncBoltContext
 
 from bot.approvers import Standing
 from bot.deps import Deps
 from storage.errors import NotAllowed
-from storage.tokens import TokenInfo
 
 Next = Callable[[], Awaitable[None]]
 Guard = Callable[..., Awaitable[None]]
+Done = TypeVar("Done")
 
 
 async def require_approver(standing: Standing, next: Next) -> None:
@@ -43,8 +44,8 @@ def require_admin(to: str) -> Guard:
 
 
 # A storage function acting on a token for a member:
-# (db, org, actor, token_id, now, *, admin) -> the token as it is now.
-TokenAct = Callable[..., TokenInfo]
+# (db, org, actor, token_id, now, *, admin) -> what it did (the token as it is now, say).
+TokenAct = Callable[..., Done]
 
 
 class OwnerOrAdmin:
@@ -57,7 +58,7 @@ class OwnerOrAdmin:
         self.org = org
         self.actor = actor
 
-    async def __call__(self, act: TokenAct, token_id: int) -> TokenInfo:
+    async def __call__(self, act: TokenAct[Done], token_id: int) -> Done:
         deps = self.deps
         try:
             return await deps.call(act, deps.db, self.org, self.actor, token_id, deps.clock())
@@ -72,7 +73,7 @@ class OwnerOrAdmin:
 async def owner_or_admin(
     context: AsyncBoltContext, deps: Deps, standing: Standing, org: str, actor: str, next: Next
 ) -> None:
-    """For buttons acting on one token (Revoke, Keep): the listener receives
+    """For buttons acting on one token (Revoke, Keep, Rotate): the listener receives
     ``as_owner_or_admin``, an :class:`OwnerOrAdmin` for the member."""
     context["as_owner_or_admin"] = OwnerOrAdmin(deps, standing, org, actor)
     await next()

@@ -45,6 +45,7 @@ def register(app: AsyncApp, settings: Settings) -> None:
         (subcommand("new"), [], handle_new),
         (subcommand("list"), [], handle_list),
         (subcommand("revoke"), [Replies(after=f"See `{name} list`.")], handle_revoke),
+        (subcommand("rotate"), [Replies(after=f"See `{name} list`.")], handle_rotate),
         (subcommand("report"), [require_admin("see the report")], handle_report),
         (subcommand("requests"), [], handle_requests),
         (subcommand("service", "list"), [], handle_service_list),
@@ -98,6 +99,19 @@ async def handle_revoke(
         return
     info = await deps.call(tokens.find_user_token, deps.db, org, actor, name, deps.clock())
     await _answer(ack, token_blocks.revoke_confirm_message(info))
+
+
+async def handle_rotate(
+    ack: AsyncAck, command: dict[str, Any], deps: Deps, org: str, actor: str
+) -> None:
+    """Ask to confirm rotating the member's token of that name (R18)."""
+    name = words(command)[1]
+    if not name:
+        usage = f"Say which token: `{command['command']} rotate <name>`."
+        await _answer(ack, token_blocks.text_message(usage))
+        return
+    info = await deps.call(tokens.find_user_token, deps.db, org, actor, name, deps.clock())
+    await _answer(ack, token_blocks.rotate_confirm_message(info))
 
 
 async def handle_report(ack: AsyncAck, deps: Deps, org: str) -> None:

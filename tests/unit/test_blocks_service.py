@@ -26,7 +26,7 @@ from bot.blocks.service import (
     SCOPES_BLOCK,
     WHY_BLOCK,
 )
-from bot.blocks.tokens import SERVICE_REVOKE_ACTION, when
+from bot.blocks.tokens import SERVICE_REVOKE_ACTION, SERVICE_ROTATE_ACTION, when
 from bot.listeners.payload import malformed, private_metadata, request_id_of
 from storage.approvals import JUSTIFICATION_MAX, PURPOSE_MAX, REASON_MAX, RequestInfo
 from storage.reports import Report
@@ -424,9 +424,9 @@ def test_the_report_shows_tokens_being_delivered_only_when_there_are_some() -> N
     assert lines[3] == "*Service tokens:* 0 active, 0 revoked, 0 expired"
 
 
-def test_the_service_list_shows_each_service_user_with_its_tokens_and_revoke_buttons() -> None:
+def test_the_service_list_shows_each_service_user_with_its_tokens_and_their_buttons() -> None:
     message = blocks.service_list_message([owned(1, tokens=2)], True, "/tok")
-    assert types(message) == ["section", "section", "section", "section"]
+    assert types(message) == ["section", "section", "section", "actions", "section", "actions"]
     assert block_text(message["blocks"][0]) == "*All service users* (1)"
     assert block_text(message["blocks"][1]) == (
         "*ci-deployer* · Deploys the site\nPermissions: `api:read` · owners: <@U1>, <@U2>"
@@ -434,12 +434,17 @@ def test_the_service_list_shows_each_service_user_with_its_tokens_and_revoke_but
     assert block_text(message["blocks"][2]) == (
         f"`tbs_…abcd` *deploy-0*\nLast used {when(NOW)} · expires if unused by {when(CUTOFF)}"
     )
-    revokes = buttons(message)
-    assert [(b["action_id"], b["value"]) for b in revokes] == [
+    assert [(b["action_id"], b["value"]) for b in buttons(message)] == [
+        (SERVICE_ROTATE_ACTION, "100"),
         (SERVICE_REVOKE_ACTION, "100"),
+        (SERVICE_ROTATE_ACTION, "101"),
         (SERVICE_REVOKE_ACTION, "101"),
     ]
-    assert all(b["confirm"]["title"]["text"] == "Revoke this token?" for b in revokes)
+    titles = {b["action_id"]: b["confirm"]["title"]["text"] for b in buttons(message)}
+    assert titles == {
+        SERVICE_ROTATE_ACTION: "Rotate this token?",
+        SERVICE_REVOKE_ACTION: "Revoke this token?",
+    }
     assert message["text"] == "1 service user(s), 2 active token(s)."
     fits_a_message(message)
 
@@ -475,13 +480,14 @@ def test_an_empty_service_list_tells_admins_and_owners_apart() -> None:
     assert owner["text"] == block_text(owner["blocks"][0]) == expected
 
 
-def test_a_large_service_list_stops_at_50_blocks_and_says_how_many_more() -> None:
-    # A heading, then 16 service users of 3 blocks each fit in 50; the last says the rest.
+def test_a_large_service_list_stops_within_50_blocks_and_says_how_many_more() -> None:
+    # A heading, then 9 service users of 5 blocks each (a token is a line and its
+    # buttons) fit with room for the last block, which says the rest.
     message = blocks.service_list_message([owned(n) for n in range(30)], True, "/tok")
-    assert len(message["blocks"]) == 50
-    assert len(buttons(message)) == 32
+    assert len(message["blocks"]) == 47
+    assert len(buttons(message)) == 36
     assert block_text(message["blocks"][-1]) == (
-        "… and 14 more service users that do not fit here."
+        "… and 21 more service users that do not fit here."
     )
     assert message["text"] == "30 service user(s), 60 active token(s)."
 

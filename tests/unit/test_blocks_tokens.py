@@ -19,7 +19,9 @@ from bot.blocks.tokens import (
     NAME_INPUT,
     OPEN_GENERATE_ACTION,
     REVOKE_ACTION,
+    ROTATE_ACTION,
     SERVICE_REVOKE_ACTION,
+    SERVICE_ROTATE_ACTION,
     when,
 )
 from bot.listeners.payload import malformed
@@ -217,19 +219,21 @@ def test_the_revoke_confirm_dialog_stays_within_slacks_300_characters() -> None:
     assert "…" in confirm and confirm.endswith("This cannot be undone.")
 
 
-def test_the_token_list_shows_each_token_with_its_dates_and_a_revoke_button() -> None:
+def test_the_token_list_shows_each_token_with_its_dates_and_rotate_and_revoke_buttons() -> None:
     tokens = [mine(1, last_used_at=None), mine(2, "laptop", created_at=NOW - timedelta(days=1))]
     message = token_blocks.token_list_message(tokens, 10)
-    assert types(message) == ["section", "section", "section"]
+    assert types(message) == ["section", "section", "actions", "section", "actions"]
     assert block_text(message["blocks"][0]) == "*Your active tokens* (2 of 10)"
     assert block_text(message["blocks"][1]) == (
         f"*ci-deploy*  `{HINT}`\nCreated {NOW_SHOWN} · last used never · "
         f"expires if unused by {CUTOFF_SHOWN}"
     )
-    assert "*laptop*" in block_text(message["blocks"][2])
-    assert f"last used {NOW_SHOWN}" in block_text(message["blocks"][2])
+    assert "*laptop*" in block_text(message["blocks"][3])
+    assert f"last used {NOW_SHOWN}" in block_text(message["blocks"][3])
     assert [(b["action_id"], b["value"]) for b in buttons(message)] == [
+        (ROTATE_ACTION, "1"),
         (REVOKE_ACTION, "1"),
+        (ROTATE_ACTION, "2"),
         (REVOKE_ACTION, "2"),
     ]
     assert all("confirm" in b for b in buttons(message))
@@ -261,21 +265,26 @@ def test_a_notice_on_the_token_list_comes_first_and_is_the_fallback() -> None:
 
 
 @pytest.mark.parametrize(
-    ("count", "notice", "shown", "more"),
-    [(46, None, 46, None), (47, None, 45, 2), (100, None, 45, 55), (100, "Revoked.", 44, 56)],
+    ("count", "notice", "shown", "more", "size"),
+    [
+        (23, None, 23, None, 47),
+        (24, None, 22, 2, 46),
+        (100, None, 22, 78, 46),
+        (100, "Revoked.", 22, 78, 47),
+    ],
 )
-def test_a_long_token_list_stops_at_47_blocks_and_says_how_many_more(
-    count: int, notice: str | None, shown: int, more: int | None
+def test_a_long_token_list_stops_within_47_blocks_and_says_how_many_more(
+    count: int, notice: str | None, shown: int, more: int | None, size: int
 ) -> None:
     message = token_blocks.token_list_message([mine(n) for n in range(count)], 100, notice)
-    assert len(message["blocks"]) == 47  # the Home tab adds 3 and stays within 50
-    assert len(buttons(message)) == shown
-    last = block_text(message["blocks"][-1])
+    assert len(message["blocks"]) == size  # the Home tab adds 3 and stays within 50
+    assert len(buttons(message)) == 2 * shown  # Rotate and Revoke, each token whole
+    last = message["blocks"][-1]
     if more is None:
-        assert "more" not in last
+        assert last["type"] == "actions"  # the last token's buttons: nothing left out
     else:
-        assert message["blocks"][-1]["type"] == "context"
-        assert last == f"… and {more} more, not shown here."
+        assert last["type"] == "context"
+        assert block_text(last) == f"… and {more} more, not shown here."
     assert message["text"] == (notice or f"You have {count} active tokens.")
 
 
@@ -287,7 +296,8 @@ def test_at_the_cap_the_notice_says_the_limit_above_the_tokens_to_revoke() -> No
     assert "Revoke one below" in notice
     assert message["text"] == notice
     assert block_text(message["blocks"][1]) == "*Your active tokens* (10 of 10)"
-    assert [b["value"] for b in buttons(message)] == [str(n) for n in range(10)]
+    revokes = [b for b in buttons(message) if b["action_id"] == REVOKE_ACTION]
+    assert [b["value"] for b in revokes] == [str(n) for n in range(10)]
 
 
 def test_revoke_by_command_asks_first_with_revoke_and_cancel_buttons() -> None:
@@ -326,14 +336,15 @@ def test_a_typed_name_cannot_make_markup_in_the_apps_sentences() -> None:
 def test_the_home_tab_has_a_heading_a_generate_button_the_tokens_and_a_footer() -> None:
     view = token_blocks.home_view([mine(3)], 10)
     assert view["type"] == "home"
-    assert types(view) == ["header", "actions", "section", "section", "context"]
+    assert types(view) == ["header", "actions", "section", "section", "actions", "context"]
     header = view["blocks"][0]["text"]
     assert header["type"] == "plain_text" and header["text"] == "Your API tokens"
-    generate, revoke = buttons(view)
+    generate, rotate, revoke = buttons(view)
     assert (generate["action_id"], generate["text"]["text"]) == (
         OPEN_GENERATE_ACTION,
         "Generate token",
     )
+    assert (rotate["action_id"], rotate["value"]) == (ROTATE_ACTION, "3")
     assert (revoke["action_id"], revoke["value"]) == (REVOKE_ACTION, "3")
     assert "shown to you once" in block_text(view["blocks"][-1])
     fits_a_view(view)
@@ -349,7 +360,7 @@ def test_the_home_tab_shows_its_notice_below_the_generate_button() -> None:
 def test_the_home_tab_of_a_member_with_many_tokens_stays_within_50_blocks() -> None:
     view = token_blocks.home_view([mine(n) for n in range(100)], 100, notice="Revoked.")
     assert len(view["blocks"]) == 50  # of a view's 100: a message shows the same list
-    assert block_text(view["blocks"][-2]) == "… and 56 more, not shown here."
+    assert block_text(view["blocks"][-2]) == "… and 78 more, not shown here."
     assert view["blocks"][-1]["type"] == "context"
     fits_a_view(view)
 
@@ -362,14 +373,20 @@ def test_the_generate_button_is_a_click_that_must_bring_a_trigger_to_open_the_mo
     assert malformed({**click, "actions": [{"action_id": REVOKE_ACTION, "value": "1"}]}) is None
 
 
-def test_a_reminder_names_the_token_its_cutoff_and_offers_revoke_and_keep() -> None:
+def test_a_reminder_names_the_token_its_cutoff_and_offers_revoke_keep_and_rotate() -> None:
     message = token_blocks.reminder_message(mine(5), 7, True, "/tok")
     assert types(message) == ["section", "actions", "context"]
     assert block_text(message["blocks"][0]) == (
         f":warning: Your token *ci-deploy* (`{HINT}`) has not been used and expires in 7 "
         f"days, at {CUTOFF_SHOWN}. Last used: {NOW_SHOWN}. Using it keeps it alive."
     )
-    revoke, keep = buttons(message)
+    revoke, keep, rotate = buttons(message)
+    assert (rotate["action_id"], rotate["value"], rotate["text"]["text"]) == (
+        ROTATE_ACTION,
+        "5",
+        "Rotate",
+    )
+    assert rotate["confirm"]["title"]["text"] == "Rotate this token?"
     assert (revoke["action_id"], revoke["value"], revoke["text"]["text"]) == (
         REVOKE_ACTION,
         "5",
@@ -390,17 +407,21 @@ def test_the_last_reminder_says_tomorrow_and_may_leave_out_keep() -> None:
     message = token_blocks.reminder_message(mine(5, last_used_at=None), 1, False, "/tok")
     assert "expires tomorrow, at" in block_text(message["blocks"][0])
     assert "Last used: never." in block_text(message["blocks"][0])
-    assert [b["action_id"] for b in buttons(message)] == [REVOKE_ACTION]
+    assert [b["action_id"] for b in buttons(message)] == [REVOKE_ACTION, ROTATE_ACTION]
     assert message["text"] == "The token “ci-deploy” expires tomorrow if unused."
 
 
-def test_a_service_tokens_reminder_names_its_service_user_and_revokes_from_the_list() -> None:
+def test_a_service_tokens_reminder_names_its_service_user_and_acts_from_the_list() -> None:
     message = token_blocks.reminder_message(mine(5), 7, True, "/tok", "ci-deployer")
     assert block_text(message["blocks"][0]).startswith(
         f":warning: The token *ci-deploy* (`{HINT}`) of the service user *ci-deployer* "
         "has not been used"
     )
-    assert [b["action_id"] for b in buttons(message)] == [SERVICE_REVOKE_ACTION, KEEP_ALIVE_ACTION]
+    assert [b["action_id"] for b in buttons(message)] == [
+        SERVICE_REVOKE_ACTION,
+        KEEP_ALIVE_ACTION,
+        SERVICE_ROTATE_ACTION,
+    ]
     assert block_text(message["blocks"][2]) == "See all the tokens with `/tok service list`."
 
 
