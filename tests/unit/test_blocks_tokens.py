@@ -13,6 +13,7 @@ from bot.blocks import tokens as token_blocks
 from bot.blocks.text import CONFIRM_MAX
 from bot.blocks.tokens import (
     CANCEL_ACTION,
+    CANCEL_ROTATE_ACTION,
     GENERATE_CALLBACK,
     KEEP_ALIVE_ACTION,
     NAME_BLOCK,
@@ -25,7 +26,7 @@ from bot.blocks.tokens import (
     when,
 )
 from bot.listeners.payload import malformed
-from storage.tokens import NAME_MAX, IssuedToken, TokenInfo
+from storage.tokens import NAME_MAX, IssuedToken, Rotation, TokenInfo
 from tests.conftest import NOW
 from tests.unit.blocks_data import (
     CUTOFF,
@@ -48,6 +49,17 @@ STAR = "\u2217"  # what a typed asterisk becomes: it reads the same but makes no
 def mine(n: int = 1, name: str = "ci-deploy", **changes: Any) -> TokenInfo:
     """A member's personal token, with a plain name."""
     return token(n, name, **{"kind": "user", "hint": HINT, **changes})
+
+
+NEW_HINT = "tbu_…S3cr"
+GRACE_END_SHOWN = "<!date^1795953600^{date_short_pretty} {time}|2026-11-29 12:00 UTC>"
+
+
+def rotation(hours: int = 24, service_user: str | None = None, **changes: Any) -> Rotation:
+    """ "ci-deploy" rotated at NOW, and its new token, not yet shown."""
+    new = mine(2, hint=NEW_HINT, last_used_at=None, **changes)
+    old = mine(1, rotated_at=NOW, **changes)
+    return Rotation(old, IssuedToken(new, SECRET), timedelta(hours=hours), service_user)
 
 
 def test_times_show_in_the_readers_time_zone_with_a_utc_fallback() -> None:
@@ -95,6 +107,7 @@ def test_help_lists_every_subcommand_under_the_commands_own_name() -> None:
         "`/tok new [name]`",
         "`/tok list`",
         "`/tok revoke <name>`",
+        "`/tok rotate <name>`",
         "`/tok service request`",
         "`/tok service list`",
         "`/tok requests`",
@@ -186,6 +199,9 @@ def test_no_other_token_message_shows_the_secret() -> None:
         token_blocks.expired_message(info, "/token"),
         token_blocks.expired_message(info, "/token", "ci-deployer"),
         token_blocks.revoke_button(info),
+        token_blocks.rotate_button(info),
+        token_blocks.rotate_confirm_message(info),
+        token_blocks.text_message(token_blocks.rotated_notice(rotation(), True)),
     ]
     for built in others:
         dumped = json.dumps(built, ensure_ascii=False)
@@ -205,6 +221,85 @@ def test_the_revoke_button_carries_the_token_id_and_asks_to_confirm() -> None:
     )
     assert (confirm["confirm"]["text"], confirm["deny"]["text"]) == ("Revoke", "Keep it")
     assert confirm["style"] == "danger"
+
+
+def test_the_rotate_button_carries_the_token_id_and_asks_to_confirm() -> None:
+    button = token_blocks.rotate_button(mine(42))
+    assert (button["action_id"], button["value"]) == (ROTATE_ACTION, "42")
+    assert button["text"]["text"] == "Rotate" and "style" not in button
+    confirm = button["confirm"]
+    assert confirm["title"]["text"] == "Rotate this token?"
+    assert confirm["text"]["text"] == (
+        f"*ci-deploy* (`{HINT}`) gets a replacement, shown to you once. The old token works "
+        "until the grace period ends."
+    )
+    assert (confirm["confirm"]["text"], confirm["deny"]["text"]) == ("Rotate", "Cancel")
+    service = token_blocks.rotate_button(mine(42), SERVICE_ROTATE_ACTION)
+    assert service["action_id"] == SERVICE_ROTATE_ACTION and "confirm" in service
+
+
+def test_the_rotate_confirm_dialog_stays_within_slacks_300_characters() -> None:
+    confirm = token_blocks.rotate_button(token(1, TOKEN_NAME))["confirm"]["text"]["text"]
+    assert len(confirm) <= CONFIRM_MAX
+    assert "…" in confirm and confirm.endswith("until the grace period ends.")
+
+
+def test_rotate_by_command_asks_first_with_rotate_and_cancel_buttons() -> None:
+    message = token_blocks.rotate_confirm_message(mine(7))
+    assert types(message) == ["section", "actions"]
+    assert block_text(message["blocks"][0]) == (
+        f"Rotate *ci-deploy* (`{HINT}`)? You get a new token with the same name and "
+        "permissions, shown once. The old one keeps working until the grace period ends: "
+        "put the new one in its place before then."
+    )
+    rotate, cancel = buttons(message)
+    assert (rotate["action_id"], rotate["value"]) == (ROTATE_ACTION, "7")
+    assert (cancel["action_id"], cancel["text"]["text"]) == (CANCEL_ROTATE_ACTION, "Cancel")
+    assert message["text"] == "Rotate “ci-deploy”?"
+    fits_a_message(token_blocks.rotate_confirm_message(token(1, TOKEN_NAME)))
+
+
+def test_a_rotated_token_is_shown_once_with_when_the_old_one_stops() -> None:
+    message = token_blocks.rotated_token_message(rotation())
+    assert types(message) == ["section", "section", "context"]
+    assert block_text(message["blocks"][0]) == (
+        ":key: Your token *ci-deploy* was rotated. Here is the new one: copy it now, it will "
+        "not be shown again."
+    )
+    assert block_text(message["blocks"][1]) == f"```{SECRET}```"
+    assert json.dumps(message, ensure_ascii=False).count(SECRET) == 1
+    assert SECRET not in message["text"]
+    assert block_text(message["blocks"][2]).startswith(
+        f"The old token (`{HINT}`) keeps working until {GRACE_END_SHOWN}, then stops: put "
+        "the new one where it was before then. The new one expires if unused by "
+        f"{CUTOFF_SHOWN}."
+    )
+    assert buttons(message) == []
+    fits_a_message(message)
+
+
+def test_with_no_grace_period_the_old_token_is_said_to_work_no_more() -> None:
+    message = token_blocks.rotated_token_message(rotation(hours=0))
+    assert block_text(message["blocks"][2]).startswith(f"The old token (`{HINT}`) no longer works.")
+
+
+def test_a_rotated_service_token_names_its_service_user() -> None:
+    message = token_blocks.rotated_token_message(rotation(service_user="ci-deployer"))
+    assert block_text(message["blocks"][0]).startswith(
+        ":key: The token *ci-deploy* of the service user *ci-deployer* was rotated."
+    )
+
+
+def test_after_a_rotation_the_screen_says_where_the_token_is_or_that_nothing_changed() -> None:
+    assert token_blocks.rotated_notice(rotation(), True) == (
+        ":white_check_mark: Rotated *ci-deploy*: the new token is shown to you once, in the "
+        f"message below. The old token (`{HINT}`) keeps working until {GRACE_END_SHOWN}, "
+        "then stops: put the new one where it was before then."
+    )
+    assert token_blocks.rotated_notice(rotation(), False) == (
+        ":warning: The new token for *ci-deploy* could not be shown to you, so nothing "
+        f"changed: `{HINT}` works as before."
+    )
 
 
 def test_a_service_tokens_revoke_button_is_routed_to_the_service_list() -> None:

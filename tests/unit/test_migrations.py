@@ -4,6 +4,7 @@ test starts from what they build."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -19,8 +20,9 @@ from sqlmodel import SQLModel
 from storage import outbox, sweep, tokens
 from storage.db import Database, invalidates
 from storage.migrate import alembic_config, upgrade
-from storage.models import NoticeKind, UTCDateTime
-from tests.conftest import NOW, TEST_DATABASE_URL, WORKER, _in_schema, _psycopg
+from storage.models import GENESIS_DIGEST, NoticeKind, UTCDateTime
+from storage.orgs import find_org
+from tests.conftest import NOW, TEST_DATABASE_URL, WORKER, _in_schema, _psycopg, shown
 
 ORG, ALICE, BOB, CAROL = "T0ORG", "U0ALICE", "U0BOB", "U0CAROL"
 
@@ -32,29 +34,39 @@ def test_migrations_match_the_models(db: Database) -> None:
     assert diff == []
 
 
-MIGRATION_SCHEMA = f"{WORKER}_at_0006" if WORKER else "at_0006"
-
-
-@pytest.fixture
-def at_0006(tmp_path: Path) -> Iterator[Database]:
-    """An empty database of its own, at revision 0006: a SQLite file, or on PostgreSQL a
+@contextmanager
+def _at_revision(revision: str, tmp_path: Path) -> Iterator[Database]:
+    """An empty database of its own, at ``revision``: a SQLite file, or on PostgreSQL a
     schema of its own, so the shared one stays at the newest revision."""
+    schema = f"{WORKER}_at_{revision}" if WORKER else f"at_{revision}"
     if not TEST_DATABASE_URL:
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:
-        url = _in_schema(_psycopg(sa.make_url(TEST_DATABASE_URL)), MIGRATION_SCHEMA)
+        url = _in_schema(_psycopg(sa.make_url(TEST_DATABASE_URL)), schema)
         admin = sa.create_engine(url)
         with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{MIGRATION_SCHEMA}" CASCADE'))
-            conn.execute(sa.text(f'CREATE SCHEMA "{MIGRATION_SCHEMA}"'))
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     db = Database(url)
-    command.upgrade(alembic_config(db), "0006")
+    command.upgrade(alembic_config(db), revision)
     yield db
     db.dispose()
     if TEST_DATABASE_URL:
         with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{MIGRATION_SCHEMA}" CASCADE'))
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def at_0006(tmp_path: Path) -> Iterator[Database]:
+    with _at_revision("0006", tmp_path) as db:
+        yield db
+
+
+@pytest.fixture
+def at_0007(tmp_path: Path) -> Iterator[Database]:
+    with _at_revision("0007", tmp_path) as db:
+        yield db
 
 
 AT = UTCDateTime
@@ -85,7 +97,7 @@ OLD_TABLES = {"notice", "ownerlessreport", "approvaldigest"}
 ORGANIZATION_AT_0006 = sa.table(
     "organization",
     *(sa.column(c, sa.Integer()) for c in ("id", "user_token_cap", "service_token_cap")),
-    *(sa.column(c, sa.Integer()) for c in ("inactivity_days",)),
+    sa.column("inactivity_days", sa.Integer()),
     *(sa.column(c, sa.String()) for c in ("slack_id", "audit_head")),
     sa.column("created_at", AT()),
 )
@@ -115,33 +127,33 @@ def _alices_tokens_at_0006(db: Database) -> tuple[int, Issued, Issued]:
     period = timedelta(days=30)
     issued = []
     with db.write() as session:
-        org = {"id": 1, "slack_id": ORG, "user_token_cap": 10, "service_token_cap": 20}
-        org.update(inactivity_days=30, audit_head="0" * 64, created_at=NOW)
-        session.execute(sa.insert(ORGANIZATION_AT_0006), org)
-        member = {"id": 1, "org_id": 1, "slack_user_id": ALICE, "created_at": NOW}
-        session.execute(sa.insert(MEMBER_AT_0006), member)
+
+        def insert(table: Any, values: dict[str, Any]) -> int:
+            return int(session.execute(sa.insert(table).returning(table.c.id), values).scalar_one())
+
+        org = {"slack_id": ORG, "user_token_cap": 10, "service_token_cap": 20}
+        org.update(inactivity_days=30, audit_head=GENESIS_DIGEST, created_at=NOW)
+        org_id = insert(ORGANIZATION_AT_0006, org)
+        member = {"org_id": org_id, "slack_user_id": ALICE, "created_at": NOW}
+        member_id = insert(MEMBER_AT_0006, member)
         for n, (name, at) in enumerate([("ci", NOW), ("old", NOW - timedelta(days=31))], 1):
-            issued.append(Issued(n, at + period))
-            session.execute(
-                sa.insert(TOKEN_AT_0006),
-                {
-                    "id": n,
-                    "org_id": 1,
-                    "member_id": 1,
-                    "created_by_id": 1,
-                    "kind": "user",
-                    "name": name,
-                    "name_key": name,
-                    "hint": f"tbu_…{n:04d}",
-                    "digest": f"{n:064x}",
-                    "state": "active",
-                    "created_at": at,
-                    "delivered_at": at,
-                    "cutoff_at": at + period,
-                    "next_notice_at": at + period - timedelta(days=7),
-                },
-            )
-    return 1, issued[0], issued[1]
+            token = {
+                "org_id": org_id,
+                "member_id": member_id,
+                "created_by_id": member_id,
+                "kind": "user",
+                "name": name,
+                "name_key": name,
+                "hint": f"tbu_…{n:04d}",
+                "digest": f"{n:064x}",
+                "state": "active",
+                "created_at": at,
+                "delivered_at": at,
+                "cutoff_at": at + period,
+                "next_notice_at": at + period - timedelta(days=7),
+            }
+            issued.append(Issued(insert(TOKEN_AT_0006, token), at + period))
+    return org_id, issued[0], issued[1]
 
 
 def _rows(db: Database, table: Any) -> list[Any]:
@@ -231,6 +243,36 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
     assert [(d.recipient, d.day) for d in _rows(db, DIGEST)] == [(BOB, NOW.date())]
     upgrade(db)  # and up again
     assert outbox.queue_digests(db, ORG, [BOB], NOW) == 0
+
+
+def test_rotation_comes_with_0008_and_goes_with_its_grace_periods_ended(
+    at_0007: Database,
+) -> None:
+    db = at_0007
+    _, ci, _ = _alices_tokens_at_0006(db)  # the tables 0007 left are those of 0006
+
+    upgrade(db)
+
+    # Tokens issued before are not being rotated, and the grace period is the default.
+    old = tokens.find_user_token(db, ORG, ALICE, "ci", NOW)
+    assert (old.id, old.rotated_at) == (ci.id, None)
+    with db.read() as session:
+        org = find_org(session, ORG)
+        assert org is not None and org.grace == timedelta(hours=24)
+    rotation = tokens.rotate_token(db, ORG, ALICE, ci.id, NOW)
+    new = shown(db, ORG, rotation.issued)  # "ci" twice: the old one in its grace period
+
+    command.downgrade(alembic_config(db), "0007")
+
+    with db.read() as session:
+        rows = session.execute(
+            sa.select(TOKEN_AT_0006.c.id, TOKEN_AT_0006.c.state)
+            .where(TOKEN_AT_0006.c.name == "ci")
+            .order_by(TOKEN_AT_0006.c.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [(ci.id, "revoked"), (new.info.id, "active")]
+    upgrade(db)  # and up again
+    assert tokens.find_user_token(db, ORG, ALICE, "ci", NOW).id == new.info.id
 
 
 def test_a_test_starts_from_the_migrated_database_whatever_the_last_one_left(
