@@ -19,6 +19,7 @@ from storage.orgs import ORG as ORGANIZATION
 from storage.orgs import lock_org
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import generate, run_command, until_valid
+from tests.e2e.test_home import home_view_id
 from tests.e2e.test_reminders import first_reminder
 from tests.e2e.test_service_users import NOBODY, approved, introspect
 
@@ -311,3 +312,37 @@ async def test_a_new_token_that_reaches_nobody_leaves_the_old_one_as_it_was(
     assert (await introspect(env, old))["active"] is True
     actions = [e.action for e in audit.events(env.db, ORG) if e.action != "token.used"]
     assert actions[-3:] == ["token.rotated", "token.revoked", "token.rotation_cancelled"]
+
+
+async def test_rotate_on_home_shows_the_new_token_in_the_dm_and_refreshes_home(
+    env: Running,
+) -> None:
+    old = await generate(env, ALICE, "ci")
+    view_id = await home_view_id(env, ALICE)
+    mark = len(env.standin.calls)
+    await env.slack.click_in_view(view_id, "rotate_token", ALICE)
+    shown = await env.standin.wait_for(
+        "chat.postEphemeral", lambda c: bool(secrets_in(c)), after=mark
+    )
+    assert shown.args["channel"] == "D0ALICE" and shown.args["user"] == ALICE
+    new = await until_valid(env, secrets_in(shown)[0])
+    refreshed = await env.standin.wait_for("views.publish", after=mark)
+    assert "Rotated *ci*" in refreshed.text_content()
+    assert tokenformat.hint(new) in refreshed.text_content()
+    assert (await introspect(env, old))["active"] is True
+
+
+async def test_an_admin_rotates_a_members_token_and_is_shown_the_new_one(env: Running) -> None:
+    old = await generate(env, ALICE, "ci")
+    env.standin.users[BOB]["is_admin"] = True
+    listing = await run_command(env, "list", ALICE)
+    mark = len(env.standin.calls)
+    await env.slack.click(listing, "rotate_token", BOB)
+    shown = await env.standin.wait_for("response_url", lambda c: bool(secrets_in(c)), after=mark)
+    assert env.standin.response_urls[shown.args["_key"]]["user"] == BOB
+    new = await until_valid(env, secrets_in(shown)[0])
+    answer = await introspect(env, new)
+    assert (answer["sub"], answer["name"]) == (ALICE, "ci")  # still Alice's token
+    assert (await introspect(env, old))["active"] is True
+    [event] = [e for e in audit.events(env.db, ORG) if e.action == "token.rotated"]
+    assert (event.actor, event.detail["as"]) == (BOB, "admin")
