@@ -813,9 +813,9 @@ _GRACE = (
 
 
 def _start_grace(session: Session, org: LockedOrg, old_id: int, new_id: int, now: datetime) -> None:
-    """The token ``new_id`` replaces, ``old_id``, was just shown: the old one works on
-    until the end of the grace period (no reminder, no use moves that), or, with no
-    grace, is revoked now (R18)."""
+    """``new_id``, which replaces ``old_id``, was just shown: the old token works on
+    until the end of the grace period (no reminder, and no use moves that end), or, with
+    no grace period, is revoked now (R18)."""
     found = _locked_token(session, org, old_id)
     if found is None:
         return

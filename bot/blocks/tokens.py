@@ -73,9 +73,9 @@ def refusal_message(refusal: str, after: str = "") -> Message:
 def help_message(command: str, notice: str | None = None) -> Message:
     lines = [
         f"`{command} new [name]` generate a personal API token (shown once)",
-        f"`{command} list` your active tokens, with Revoke buttons",
+        f"`{command} list` your active tokens, with Rotate and Revoke buttons",
         f"`{command} revoke <name>` revoke one of your tokens, after you confirm",
-        f"`{command} rotate <name>` replace one of your tokens; the old one works for a while",
+        f"`{command} rotate <name>` replace a token; the old one works for a grace period",
         f"`{command} service request` ask for a token for a service user (approved by an admin)",
         f"`{command} service list` service users and their tokens (admins, and owners)",
         f"`{command} requests` pending service-token requests you made or may decide",
