@@ -135,6 +135,7 @@ class Demo:
         await self.token_life(scripts[0])
         await self.deactivation()
         await self.service_token()
+        await self.rotation()
         await self.leak()
         await self.settings()
         print("\nAll steps behaved as expected.")
@@ -349,8 +350,48 @@ class Demo:
             "alice's service users are listed with the token's hint, never the token",
         )
 
+    async def rotation(self) -> None:
+        self.step("12. Rotate a token: the old one works on for a grace period")
+        old = await self.generate_quietly(ALICE, "deploy-key")
+        print("  alice has a token, deploy-key, that a deploy script uses")
+        confirm = await self.command("rotate deploy-key")
+        expect("grace period" in confirm.text_content(), "rotate asks for confirmation")
+        print("  alice clicks [Rotate]")
+        mark = len(self.standin.calls)
+        await self.slack.click(confirm, "rotate_token", ALICE)
+        shown = await self.standin.wait_for(
+            "response_url", lambda c: "tbu_" in c.text_content(), after=mark
+        )
+        self.show(shown, "tokenbot (only visible to you):")
+        secrets = tokenformat.TOKEN_PATTERN.findall(shown.text_content())
+        expect(len(secrets) == 1 and secrets[0] != old, "a new token is shown once")
+        new = await self.until_valid(secrets[0])
+        grace_end = self.clock() + timedelta(hours=24)
+        answer = await self.introspect(old)
+        expect(
+            answer.get("active") is True and answer.get("exp") == int(grace_end.timestamp()),
+            "the old token still works, until the end of the grace period (its exp)",
+        )
+        print("  (the old token's exp is the end of the 24-hour grace period; a use moves it not)")
+        self.clock.advance(timedelta(hours=24, seconds=1))
+        print(f"  the clock moves to {self.clock():%Y-%m-%d %H:%M} UTC; the sweep runs")
+        await self.sweep()
+        expect(await self.introspect(old) == {"active": False}, "the old token is refused")
+        fresh = await self.introspect(new, quiet=True)
+        expect(fresh.get("active") is True, "the new token works")
+        revoked = [
+            e
+            for e in audit.events(self.env.db, self.slack.team_id)
+            if e.action == "token.revoked" and e.detail.get("hint") == tokenformat.hint(old)
+        ]
+        expect(
+            len(revoked) == 1 and revoked[0].detail["reason"] == "rotated",
+            "the sweep revoked the old token, reason: rotated",
+        )
+        print("  the sweep revoked the old token (reason: rotated); the new one works")
+
     async def leak(self) -> None:
-        self.step("12. A token pasted in a channel is revoked on sight")
+        self.step("13. A token pasted in a channel is revoked on sight")
         secret = await self.generate_quietly(ALICE, "notebook")
         print("  alice has a token, notebook, and pastes it in #general by mistake:")
         print(f"  │ alice: try this one: {secret[:4]}…{secret[-4:]}  (the whole token)")
@@ -385,7 +426,7 @@ class Demo:
         expect(answer == {"active": False}, "the pasted token no longer works")
 
     async def settings(self) -> None:
-        self.step("13. An admin lowers the cap in the settings: nothing is evicted")
+        self.step("14. An admin lowers the cap in the settings: nothing is evicted")
         secrets = [await self.generate_quietly(ALICE, f"tool-{n}") for n in (1, 2, 3)]
         print("  alice generates tool-1, tool-2 and tool-3: 3 active tokens")
         modal = await self.command("settings", CAROL)

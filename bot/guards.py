@@ -74,7 +74,8 @@ class OwnerOrAdmin:
 async def owner_or_admin(
     context: AsyncBoltContext, deps: Deps, standing: Standing, org: str, actor: str, next: Next
 ) -> None:
-    """For buttons acting on one token (Revoke, Keep) or on a service user's owners: the
-    listener receives ``as_owner_or_admin``, an :class:`OwnerOrAdmin` for the member."""
+    """For buttons acting on one token (Revoke, Keep, Rotate) or on a service user's
+    owners: the listener receives ``as_owner_or_admin``, an :class:`OwnerOrAdmin` for the
+    member."""
     context["as_owner_or_admin"] = OwnerOrAdmin(deps, standing, org, actor)
     await next()

@@ -29,11 +29,13 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
     await queue_digests(deps, client)
     sent = await deliver(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
-    if report.expired or report.reminded or report.undelivered or sent:
+    if report.expired or report.reminded or report.undelivered or report.rotated or sent:
         log.info(
-            "sweep: %d expired, %d revoked as not delivered, %d reminders queued, %d messages sent",
+            "sweep: %d expired, %d revoked as not delivered, %d revoked as rotated, "
+            "%d reminders queued, %d messages sent",
             len(report.expired),
             len(report.undelivered),
+            len(report.rotated),
             len(report.reminded),
             sent,
         )

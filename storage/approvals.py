@@ -25,7 +25,6 @@ from storage.models import (
     ServiceOwner,
     ServiceUser,
     Token,
-    TokenState,
 )
 from storage.orgs import (
     MEMBER,
@@ -41,6 +40,7 @@ from storage.tokens import (
     TOKEN_INFO_COLUMNS,
     IssuedToken,
     end_overdue,
+    holds_its_place,
     insert_token,
     name_key,
     token_info,
@@ -142,7 +142,7 @@ _ACTIVE_SERVICE_TOKENS = (
     .where(
         TOKEN.c.org_id == sa.bindparam("org"),
         TOKEN.c.kind == TokenKind.SERVICE,
-        TOKEN.c.state == TokenState.ACTIVE,
+        holds_its_place(),  # one a rotation replaced counts no more (R18)
         TOKEN.c.cutoff_at > sa.bindparam("now"),
     )
     .order_by(TOKEN.c.created_at, TOKEN.c.id)

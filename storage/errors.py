@@ -25,6 +25,10 @@ class TokenNotFound(TokenbotError):
     pass
 
 
+class AlreadyRotated(TokenbotError):
+    """A rotation replaced the token already (R18): only its replacement rotates."""
+
+
 class RequestNotFound(TokenbotError):
     """No such service-token request in the organization."""
 

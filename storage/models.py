@@ -14,6 +14,7 @@ DEFAULT_USER_TOKEN_CAP = 10  # R7
 DEFAULT_SERVICE_TOKEN_CAP = 20  # R8
 DEFAULT_INACTIVITY_DAYS = 30  # R11
 DEFAULT_REMINDER_DAYS = [7, 1]  # R12: days before the cutoff
+DEFAULT_ROTATION_GRACE_HOURS = 24  # R18: how long a rotated token keeps working
 # R1: what a member's user tokens may do, by the member's current Slack role.
 DEFAULT_ROLE_SCOPES: dict[str, list[str]] = {
     "owner": ["api:read", "api:write", "api:admin"],
@@ -93,6 +94,7 @@ class Organization(SQLModel, table=True):
     approver_group: str | None = Field(default=None, max_length=80)
     approvals_channel: str | None = Field(default=None, max_length=32)
     created_at: datetime = _at()
+    rotation_grace_hours: int = DEFAULT_ROTATION_GRACE_HOURS  # 0: the old token ends at once
 
 
 class Member(SQLModel, table=True):
@@ -112,6 +114,11 @@ class Member(SQLModel, table=True):
     profile_at: datetime | None = _at(nullable=True)
 
 
+# The tokens that hold their name (R15) and their place under the cap (R7, R8): active,
+# and not replaced by a rotation (R18; the old token works on through its grace period).
+NAME_HELD = "state = 'active' AND rotated_at IS NULL"
+
+
 class Token(SQLModel, table=True):
     """An issued token. Only its SHA-256 digest and a display hint are kept."""
 
@@ -122,8 +129,8 @@ class Token(SQLModel, table=True):
             "member_id",
             "name_key",
             unique=True,
-            sqlite_where=sa.text("state = 'active'"),
-            postgresql_where=sa.text("state = 'active'"),
+            sqlite_where=sa.text(NAME_HELD),
+            postgresql_where=sa.text(NAME_HELD),
         ),
         # The sweep reads only what is due, through these two.
         sa.Index("ix_token_org_state_cutoff", "org_id", "state", "cutoff_at"),
@@ -133,8 +140,8 @@ class Token(SQLModel, table=True):
             "service_user_id",
             "name_key",
             unique=True,
-            sqlite_where=sa.text("state = 'active'"),
-            postgresql_where=sa.text("state = 'active'"),
+            sqlite_where=sa.text(NAME_HELD),
+            postgresql_where=sa.text(NAME_HELD),
         ),
     )
 
@@ -161,6 +168,15 @@ class Token(SQLModel, table=True):
     state: str = Field(default=TokenState.ACTIVE, max_length=16)
     state_reason: str | None = Field(default=None, max_length=200)
     state_changed_at: datetime | None = _at(nullable=True)
+    # Rotation (R18). The new token names the one it replaces; the old one is marked when
+    # the rotation starts, and from then on it is neither listed nor counted, nor used to
+    # move its cutoff. Once the new token is shown, the old one's cutoff is the end of
+    # its grace period, when the sweep revokes it ("rotated"). If the new token is never
+    # shown, the mark is taken off again and the old token goes on as before.
+    rotated_at: datetime | None = _at(nullable=True)
+    # A token id. No foreign key: SQLite adds one only by rebuilding the table, which the
+    # tables that refer to tokens forbid while foreign keys are enforced.
+    replaces_id: int | None = None
 
 
 class AuditEvent(SQLModel, table=True):

@@ -31,7 +31,13 @@ class LockedOrg:
     inactivity_days: int
     reminder_days: list[int]
     allow_keep_alive: bool
+    rotation_grace_hours: int
     audit_head: str  # advanced by storage.audit.record
+
+    @property
+    def grace(self) -> timedelta:
+        """How long a rotated token works on once its replacement is shown (R18)."""
+        return timedelta(hours=self.rotation_grace_hours)
 
     @property
     def period(self) -> timedelta:
@@ -69,6 +75,7 @@ _SELECT_ORG = sa.select(
     ORG.c.inactivity_days,
     ORG.c.reminder_days,
     ORG.c.allow_keep_alive,
+    ORG.c.rotation_grace_hours,
     ORG.c.audit_head,
 )
 

@@ -286,6 +286,7 @@ def _stale(
         return (
             token is None
             or token.state != TokenState.ACTIVE
+            or token.rotated_at is not None  # replaced: it ends with its grace period
             or token.cutoff_at != datetime.fromisoformat(payload["cutoff_at"])
         )
     if kind == NoticeKind.DIGEST:

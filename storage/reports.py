@@ -40,6 +40,8 @@ def report(db: Database, org_slack_id: str, now: datetime) -> Report:
         # delivery deadline it is as good as revoked ("not delivered") by the next sweep.
         state = sa.case(
             (live, "active"),
+            # Past the grace period of a rotation, it is as good as revoked ("rotated").
+            (sa.and_(active, delivered, TOKEN.c.rotated_at.is_not(None)), TokenState.REVOKED),
             (sa.and_(active, delivered), "expired"),
             (sa.and_(active, TOKEN.c.cutoff_at > now), "being delivered"),
             (active, TokenState.REVOKED),

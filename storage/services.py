@@ -14,9 +14,9 @@ from sqlmodel import Session
 from storage import audit
 from storage.db import Database
 from storage.errors import InvalidField, NotAllowed, PolicyForbids, ServiceUserNotFound
-from storage.models import ADMIN_ROLES, ServiceOwner, ServiceUser, Token, TokenState
+from storage.models import ADMIN_ROLES, ServiceOwner, ServiceUser, Token
 from storage.orgs import MEMBER, LockedOrg, ensure_member, find_org, lock_org, member_id
-from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, token_info
+from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, holds_its_place, token_info
 
 SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
 OWNER = ServiceOwner.__table__  # type: ignore[attr-defined]
@@ -111,7 +111,7 @@ def list_service_users(
             sa.select(*TOKEN_INFO_COLUMNS, TOKEN.c.service_user_id)
             .where(
                 TOKEN.c.service_user_id.in_(ids),
-                TOKEN.c.state == TokenState.ACTIVE,
+                holds_its_place(),  # one a rotation replaced is not (R18)
                 TOKEN.c.delivered_at.is_not(None),  # one being delivered is not valid yet
                 TOKEN.c.cutoff_at > now,
             )

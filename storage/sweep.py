@@ -1,5 +1,6 @@
-"""The sweep: reminders before the cutoff (R12), expiry after it (R13), and revocation
-of tokens not delivered by their deadline (R14).
+"""The sweep: reminders before the cutoff (R12), expiry after it (R13), revocation of
+tokens not delivered by their deadline (R14), and of rotated tokens at the end of their
+grace period (R18).
 
 Its cost follows the tokens that are due, not all tokens: it reads only through the
 indexes on (state, cutoff_at) and (state, next_notice_at), in batches, one organization
@@ -40,6 +41,7 @@ class SweepReport:
     expired: list[tuple[str, TokenInfo]] = field(default_factory=list)
     reminded: list[tuple[str, TokenInfo, int]] = field(default_factory=list)
     undelivered: list[tuple[str, TokenInfo]] = field(default_factory=list)  # revoked
+    rotated: list[tuple[str, TokenInfo]] = field(default_factory=list)  # revoked, grace over
 
     def lines(self) -> list[str]:
         out = [
@@ -49,6 +51,11 @@ class SweepReport:
         out += [
             f"revoked  {org}  {t.name} ({t.hint})  not delivered by {t.cutoff_at:%Y-%m-%d %H:%M}"
             for org, t in self.undelivered
+        ]
+        out += [
+            f"revoked  {org}  {t.name} ({t.hint})  rotated, grace ended "
+            f"{t.cutoff_at:%Y-%m-%d %H:%M}"
+            for org, t in self.rotated
         ]
         out += [
             f"reminder {org}  {t.name} ({t.hint})  {stage} day(s) before "
@@ -61,12 +68,14 @@ class SweepReport:
 def _due(
     column: sa.Column[datetime], org: sa.ColumnElement[int] | None = None
 ) -> tuple[sa.ColumnElement[bool], ...]:
-    """One organization's active tokens whose ``column`` time has come."""
-    return (
+    """One organization's active tokens whose ``column`` time has come. A token a
+    rotation replaced is reminded of no more (R18): it ends with its grace period."""
+    due = (
         TOKEN.c.org_id == (sa.bindparam("org") if org is None else org),
         TOKEN.c.state == TokenState.ACTIVE,
         column <= sa.bindparam("now"),
     )
+    return (*due, TOKEN.c.rotated_at.is_(None)) if column is TOKEN.c.next_notice_at else due
 
 
 def _batch(column: sa.Column[datetime]) -> sa.Select[Any]:
@@ -205,8 +214,9 @@ def _expire(
 ) -> int:
     """End the batch's tokens and queue their expiry notices; the number handled."""
     ended = lapse_all(session, org, [token_info(row) for row in rows], now)
-    expired = [token for token in ended if token.delivered_at is not None]
-    # One never shown is revoked, and nobody is told (R14).
+    expired = [token for token in ended if token.state == TokenState.EXPIRED]
+    # One never shown is revoked, and nobody is told (R14); nor of one rotated, whose
+    # replacement its owner has (R18).
     _queue(
         session,
         org,
@@ -216,8 +226,12 @@ def _expire(
         now,
     )
     for token in ended:
-        listed = report.expired if token.delivered_at is not None else report.undelivered
-        listed.append((org.slack_id, token))
+        if token.state == TokenState.EXPIRED:
+            report.expired.append((org.slack_id, token))
+        elif token.rotated_at is not None and token.delivered_at is not None:
+            report.rotated.append((org.slack_id, token))
+        else:
+            report.undelivered.append((org.slack_id, token))
     return len(ended)
 
 

@@ -1,4 +1,5 @@
-"""Tokens: issue, list, find and revoke, and who may act on one (R7, R9-R11, R15, R16).
+"""Tokens: issue, list, find, revoke and rotate, and who may act on one (R7, R9-R11, R15,
+R16, R18).
 
 Statements are plain SQL over the tables (no ORM objects): these functions sit on the
 path of every Slack request, and each write runs while the organization is locked. Those
@@ -12,7 +13,7 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,13 +21,21 @@ from sqlmodel import Session
 
 from storage import audit, tokenformat
 from storage.db import Database, Decline, Query, Statements, invalidates, next_id, quick
-from storage.errors import CapReached, InvalidName, NameTaken, NotAllowed, TokenNotFound
+from storage.errors import (
+    AlreadyRotated,
+    CapReached,
+    InvalidName,
+    NameTaken,
+    NotAllowed,
+    TokenNotFound,
+)
 from storage.models import (
     DEFAULT_USER_TOKEN_CAP,
     DELIVERY_DEADLINE,
     Member,
     Organization,
     ServiceOwner,
+    ServiceUser,
     Token,
     TokenState,
     UTCDateTime,
@@ -39,6 +48,8 @@ TOKEN = Token.__table__  # type: ignore[attr-defined]
 MEMBER = Member.__table__  # type: ignore[attr-defined]
 OWNER = ServiceOwner.__table__  # type: ignore[attr-defined]
 ORG = Organization.__table__  # type: ignore[attr-defined]
+SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
+ROTATED = "rotated"  # why a rotated token ends: its grace period is over (R18)
 
 
 @dataclass(frozen=True)
@@ -55,6 +66,9 @@ class TokenInfo:
     state: str
     state_reason: str | None = None
     delivered_at: datetime | None = None  # None: not shown to its owner yet, not valid
+    # Set when a rotation replaced it (R18): it holds neither its name nor a place under
+    # the cap, and is valid only until its cutoff, the end of its grace period.
+    rotated_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -69,7 +83,25 @@ class TokenList:
     cap: int
 
 
+@dataclass(frozen=True)
+class Rotation:
+    """A rotation under way (R18): the token replaced, and its replacement, to be shown
+    once to whoever rotated it. Once it is shown, the old token works on for ``grace``
+    (when zero, it is revoked then)."""
+
+    old: TokenInfo
+    issued: IssuedToken
+    grace: timedelta
+    service_user: str | None = None  # the service user's name, for a service token
+
+
 TOKEN_INFO_COLUMNS = [TOKEN.c[name] for name in TokenInfo.__dataclass_fields__]
+
+
+def holds_its_place(table: sa.Table = TOKEN) -> sa.ColumnElement[bool]:
+    """The tokens that hold their name (R15) and a place under the cap (R7, R8): active,
+    and not replaced by a rotation (R18), as the unique indexes on names say."""
+    return (table.c.state == TokenState.ACTIVE) & table.c.rotated_at.is_(None)
 
 
 # Built once, with named parameters: building statements per call costs more than
@@ -78,7 +110,7 @@ _ACTIVE = (
     sa.select(*TOKEN_INFO_COLUMNS)
     .where(
         TOKEN.c.member_id == sa.bindparam("member"),
-        TOKEN.c.state == TokenState.ACTIVE,
+        holds_its_place(),
         TOKEN.c.cutoff_at > sa.bindparam("now"),
     )
     .order_by(TOKEN.c.created_at, TOKEN.c.id)
@@ -109,7 +141,13 @@ _DELIVERED = (
 _END = sa.update(TOKEN).where(TOKEN.c.id == sa.bindparam("token"))
 _END_ALL = sa.update(TOKEN).where(TOKEN.c.id.in_(sa.bindparam("tokens", expanding=True)))
 _LOCKED = (
-    sa.select(*TOKEN_INFO_COLUMNS, MEMBER.c.slack_user_id, TOKEN.c.service_user_id)
+    sa.select(
+        *TOKEN_INFO_COLUMNS,
+        MEMBER.c.slack_user_id,
+        TOKEN.c.member_id,
+        TOKEN.c.service_user_id,
+        TOKEN.c.replaces_id,
+    )
     .select_from(TOKEN.outerjoin(MEMBER, TOKEN.c.member_id == MEMBER.c.id))
     .where(TOKEN.c.id == sa.bindparam("token"), TOKEN.c.org_id == sa.bindparam("org"))
     .with_for_update(of=TOKEN)
@@ -154,7 +192,7 @@ _LISTING = (
         ).outerjoin(
             TOKEN,
             (TOKEN.c.member_id == MEMBER.c.id)
-            & (TOKEN.c.state == TokenState.ACTIVE)
+            & holds_its_place()
             & (TOKEN.c.cutoff_at > sa.bindparam("now")),
         )
     )
@@ -197,7 +235,7 @@ _NEW_MEMBER = sa.insert(MEMBER).from_select(
 # The defaults of the model, which an INSERT from a SELECT names itself.
 _MEMBER_DEFAULTS = {"role": MEMBER.c.role.default.arg, "deleted": MEMBER.c.deleted.default.arg}
 _THEIRS = TOKEN.alias("theirs")
-_THEIR_ACTIVE = (_THEIRS.c.member_id == _MEMBER_ID) & (_THEIRS.c.state == TokenState.ACTIVE)
+_THEIR_ACTIVE = (_THEIRS.c.member_id == _MEMBER_ID) & holds_its_place(_THEIRS)
 # The token, if the member has room under the cap, no active token of that name, and no
 # token past its cutoff that must be ended first (storage.tokens.end_overdue; left to the
 # full transaction): checked by the statement itself, under the organization's lock.
@@ -251,12 +289,13 @@ _ISSUED_AUDIT = audit.appending(
 # After an issue that did not happen: why, as the member will be told.
 _ALL_ACTIVE = (
     sa.select(*TOKEN_INFO_COLUMNS)
-    .where(TOKEN.c.member_id == _MEMBER_ID, TOKEN.c.state == TokenState.ACTIVE)
+    .where(TOKEN.c.member_id == _MEMBER_ID, holds_its_place())
     .order_by(TOKEN.c.created_at, TOKEN.c.id)
 )
 _CAP_NOW = sa.select(ORG.c.user_token_cap).where(ORG.c.id == sa.bindparam("org"))
-# Before a delivery is recorded: the token, if it is the organization's.
-_TOKEN_OF_ORG = sa.select(*TOKEN_INFO_COLUMNS).where(
+# Before a delivery is recorded: the token, if it is the organization's, and the token
+# it replaces, if any.
+_TOKEN_OF_ORG = sa.select(*TOKEN_INFO_COLUMNS, TOKEN.c.replaces_id).where(
     TOKEN.c.id == sa.bindparam("token"), TOKEN.c.org_id == _ORG_ID
 )
 _DELIVERED_RETURNING = _DELIVERED.returning(TOKEN.c.id)
@@ -334,24 +373,30 @@ def _end_event(ended: TokenInfo, actor: str) -> audit.NewEvent:
     return audit.NewEvent(actor=actor, action=action, subject=f"token:{ended.id}", detail=detail)
 
 
+NOT_DELIVERED = "not delivered"
+
+
 def _lapse_outcome(token: TokenInfo) -> tuple[TokenState, str]:
     if token.delivered_at is None:
-        return TokenState.REVOKED, "not delivered"
+        return TokenState.REVOKED, NOT_DELIVERED
+    if token.rotated_at is not None:
+        return TokenState.REVOKED, ROTATED
     return TokenState.EXPIRED, "inactive"
 
 
 def lapse(session: Session, org: LockedOrg, token: TokenInfo, now: datetime) -> TokenInfo:
-    """End an active token past its cutoff: expired for inactivity (R11), or, if it was
-    never delivered in time, revoked as "not delivered" (R14)."""
-    state, reason = _lapse_outcome(token)
-    return end_token(session, org, token, state, reason, audit.SYSTEM, now)
+    """End an active token past its cutoff: expired for inactivity (R11); revoked as
+    "not delivered" if it was never delivered in time (R14), or as "rotated" at the end
+    of its grace period (R18)."""
+    return lapse_all(session, org, [token], now)[0]
 
 
 def lapse_all(
     session: Session, org: LockedOrg, tokens: Sequence[TokenInfo], now: datetime
 ) -> list[TokenInfo]:
     """:func:`lapse` for many active tokens (locked by the caller) at once: one update
-    per outcome, and their audit events appended in the order of ``tokens``."""
+    per outcome, and their audit events appended in the order of ``tokens``. The tokens
+    that rotations replaced with one of those never delivered go on as before."""
     ended = [
         replace(token, state=state, state_reason=reason)
         for token in tokens
@@ -364,7 +409,50 @@ def lapse_all(
     if ended:
         invalidates(session)
     audit.record_all(session, org, [_end_event(t, audit.SYSTEM) for t in ended], now)
+    _cancel_rotations(session, org, [t.id for t in ended if t.state_reason == NOT_DELIVERED], now)
     return ended
+
+
+# The tokens that rotations replaced with one of ``tokens``, still waiting for it to be
+# shown: their rotation is undone (the only rotations whose replacement can end before it
+# is shown).
+_NEW = TOKEN.alias("new")
+_REPLACED_BY = sa.select(_NEW.c.replaces_id).where(
+    _NEW.c.id.in_(sa.bindparam("tokens", expanding=True))
+)
+_CANCEL_ROTATIONS = (
+    sa.update(TOKEN)
+    .where(
+        TOKEN.c.id.in_(_REPLACED_BY),
+        TOKEN.c.state == TokenState.ACTIVE,
+        TOKEN.c.rotated_at.is_not(None),
+    )
+    .values(rotated_at=None)
+    .returning(*TOKEN_INFO_COLUMNS)
+)
+
+
+def _cancel_rotations(
+    session: Session, org: LockedOrg, undelivered: list[int], now: datetime
+) -> None:
+    """Undo the rotations whose new tokens ``undelivered`` were never shown, now ended:
+    the tokens they were to replace hold their names and places again, and go on as if
+    never rotated (R14: nobody lost a working token for one they never saw)."""
+    if not undelivered:
+        return
+    restored = [
+        token_info(row) for row in session.execute(_CANCEL_ROTATIONS, {"tokens": undelivered})
+    ]
+    events = [
+        audit.NewEvent(
+            actor=audit.SYSTEM,
+            action="token.rotation_cancelled",
+            subject=f"token:{token.id}",
+            detail={"name": token.name, "hint": token.hint, "reason": "new token not delivered"},
+        )
+        for token in restored
+    ]
+    audit.record_all(session, org, events, now)
 
 
 def end_overdue(
@@ -514,16 +602,20 @@ def insert_token(
     *,
     member: int | None = None,
     service_user: int | None = None,
+    replaces: int | None = None,
     detail: dict[str, Any] | None = None,
 ) -> IssuedToken:
     """Mint a token and store its digest, with its audit event: the one place tokens are
     created. The caller holds the organization's lock and has checked cap and name.
+    ``replaces``: the token a rotation replaces with this one (R18).
 
     The token is not valid until :func:`mark_delivered` says its owner was shown it; if
     that does not happen within DELIVERY_DEADLINE, the sweep revokes it (R14)."""
     secret = tokenformat.mint(kind)
     values = _new_token(org.id, kind, name, secret, now)
-    values.update(member_id=member, service_user_id=service_user, created_by_id=member)
+    values.update(
+        member_id=member, service_user_id=service_user, created_by_id=member, replaces_id=replaces
+    )
     token_id = session.execute(_INSERT, values).scalar_one()
     info = TokenInfo(id=token_id, **{k: values[k] for k in _TOKEN_INFO_VALUES})
     audit.record(
@@ -557,6 +649,7 @@ def _new_token(
         "next_notice_at": None,  # nothing to remind of before it is delivered
         "state": TokenState.ACTIVE,
         "state_reason": None,
+        "rotated_at": None,
     }
 
 
@@ -618,9 +711,10 @@ def revoke_token(
 
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
-        token, as_owner, member = _permitted(
+        token, row, as_owner = _permitted(
             session, org, token_id, actor_user_id, now, "revoke", admin
         )
+        member: str | None = row.slack_user_id if row.service_user_id is None else None
         reason = "revoked by owner" if as_owner else "revoked by admin"
         ended = end_token(session, org, token, TokenState.REVOKED, reason, actor_user_id, now)
         if member is not None and member != actor_user_id:
@@ -643,6 +737,125 @@ def owned_active_token(
     return _permitted(session, org, token_id, actor_user_id, now, verb, admin)[0]
 
 
+_ROTATING = (
+    sa.update(TOKEN)
+    .where(TOKEN.c.id == sa.bindparam("token"))
+    .values(rotated_at=sa.bindparam("now"))
+)
+_SERVICE_NAME = sa.select(SERVICE.c.name).where(SERVICE.c.id == sa.bindparam("service"))
+
+
+def rotate_token(
+    db: Database,
+    org_slack_id: str,
+    actor_user_id: str,
+    token_id: int,
+    now: datetime,
+    *,
+    admin: bool = False,
+) -> Rotation:
+    """Start rotating a token (R18): a new token with the same owner (member or service
+    user), name and permissions, to be shown once to ``actor_user_id``. Who may: as for
+    :func:`revoke_token`; a service token needs no new approval, its grant unchanged.
+
+    From now on the old token holds neither its name nor a place under the cap, so a
+    rotation never fails for lack of room; it stays valid as it was until the new one is
+    shown (:func:`mark_delivered`), then for the organization's grace period. If the
+    new token is never shown, the rotation is undone. One transaction under the
+    organization's lock: of rotations of one token at once, the first wins and the
+    others find it rotated already.
+
+    Raises TokenNotFound, NotAllowed, or AlreadyRotated when a rotation replaced it
+    already.
+    """
+    with db.write() as session:
+        org = lock_org(session, org_slack_id, now)
+        old, row, as_owner = _permitted(session, org, token_id, actor_user_id, now, "rotate", admin)
+        if old.delivered_at is None:
+            raise TokenNotFound(f"The token “{old.name}” is not in use yet.")
+        if old.rotated_at is not None:
+            raise AlreadyRotated(
+                f"The token “{old.name}” ({old.hint}) was rotated already and stops working "
+                "when its grace period ends. Its replacement, of the same name, is the one "
+                "to use and to rotate."
+            )
+        session.execute(_ROTATING, {"token": old.id, "now": now})
+        invalidates(session)  # a cached answer about it would move its cutoff on a use
+        issued = insert_token(
+            session,
+            org,
+            TokenKind(old.kind),
+            old.name,
+            actor_user_id,
+            now,
+            member=row.member_id,
+            service_user=row.service_user_id,
+            replaces=old.id,
+            detail={"replaces": old.id},
+        )
+        audit.record(
+            session,
+            org,
+            actor=actor_user_id,
+            action="token.rotated",
+            subject=f"token:{old.id}",
+            now=now,
+            detail={
+                "name": old.name,
+                "kind": old.kind,
+                "old": {"id": old.id, "hint": old.hint},
+                "new": {"id": issued.info.id, "hint": issued.info.hint},
+                "grace_hours": org.rotation_grace_hours,
+                "as": "owner" if as_owner else "admin",
+            },
+        )
+        service_user = (
+            session.execute(_SERVICE_NAME, {"service": row.service_user_id}).scalar_one()
+            if row.service_user_id is not None
+            else None
+        )
+        return Rotation(replace(old, rotated_at=now), issued, org.grace, service_user)
+
+
+_GRACE = (
+    sa.update(TOKEN)
+    .where(TOKEN.c.id == sa.bindparam("token"))
+    .values(cutoff_at=sa.bindparam("cutoff"), next_notice_at=None)
+)
+
+
+def _start_grace(session: Session, org: LockedOrg, old_id: int, new_id: int, now: datetime) -> None:
+    """``new_id``, which replaces ``old_id``, was just shown: the old token works on
+    until the end of the grace period (no reminder, and no use moves that end), or, with
+    no grace period, is revoked now (R18)."""
+    found = _locked_token(session, org, old_id)
+    if found is None:
+        return
+    old = found[0]
+    if old.state != TokenState.ACTIVE or old.rotated_at is None or old.cutoff_at <= now:
+        return  # ended meanwhile: nothing is left to overlap
+    if org.grace <= timedelta(0):
+        end_token(session, org, old, TokenState.REVOKED, ROTATED, audit.SYSTEM, now)
+        return
+    until = now + org.grace
+    session.execute(_GRACE, {"token": old.id, "cutoff": until})
+    invalidates(session)  # its cutoff moved: cached answers would say otherwise
+    audit.record(
+        session,
+        org,
+        actor=audit.SYSTEM,
+        action="token.grace_started",
+        subject=f"token:{old.id}",
+        now=now,
+        detail={
+            "name": old.name,
+            "hint": old.hint,
+            "until": until.isoformat(),
+            "replaced_by": new_id,
+        },
+    )
+
+
 def _permitted(
     session: Session,
     org: LockedOrg,
@@ -651,10 +864,10 @@ def _permitted(
     now: datetime,
     verb: str,
     admin: bool,
-) -> tuple[TokenInfo, bool, str | None]:
-    """The one permission check for a member acting on a token: the token, locked,
-    whether the actor acts as its owner (False: as an admin), and the member it belongs
-    to (None for a service token)."""
+) -> tuple[TokenInfo, Any, bool]:
+    """The one permission check for a member acting on a token: the token, locked, its
+    row with its owner's ids (``_LOCKED``), and whether the actor acts as its owner
+    (False: as an admin)."""
     found = _locked_token(session, org, token_id)
     if found is None:
         raise TokenNotFound("That token does not exist in this workspace.")
@@ -670,8 +883,7 @@ def _permitted(
         raise NotAllowed(refusal)
     if token.state != TokenState.ACTIVE or token.cutoff_at <= now:
         raise TokenNotFound(f"The token “{token.name}” is no longer active.")
-    member: str | None = row.slack_user_id if row.service_user_id is None else None
-    return token, owns, member
+    return token, row, owns
 
 
 @quick(writes=True)
@@ -679,8 +891,9 @@ async def mark_delivered(
     statements: Statements, org_slack_id: str, token_id: int, now: datetime, via: str
 ) -> TokenInfo | None:
     """The token was shown to its owner: from now on it is valid, with the full
-    inactivity period from its creation (R11, R14). None when it can no longer become
-    valid (revoked meanwhile, or past its delivery deadline)."""
+    inactivity period from its creation (R11, R14); a rotation's new token starts the
+    old one's grace period (R18). None when it can no longer become valid (revoked
+    meanwhile, or past its delivery deadline)."""
     org_rows, found = await statements.read(
         Query(_ORG_ROW, {"org": org_slack_id}),
         Query(_TOKEN_OF_ORG, {"token": token_id, "org": org_slack_id}),
@@ -693,6 +906,8 @@ async def mark_delivered(
     token = _info_first(found[0])
     if token.state != TokenState.ACTIVE or token.delivered_at is not None or token.cutoff_at <= now:
         return None  # for good: no token becomes deliverable again
+    if found[0].replaces_id is not None:  # a rotation's: its old token changes too
+        raise Decline(lambda db: _mark_delivered(db, org_slack_id, token_id, now, via))
     params, detail = _delivery(org, token, now, via)
     event = audit.appended(
         org.id,
@@ -729,13 +944,14 @@ def _delivery(
 def _mark_delivered(
     db: Database, org_slack_id: str, token_id: int, now: datetime, via: str
 ) -> TokenInfo | None:
-    """:func:`mark_delivered` in full, for an organization not seen before."""
+    """:func:`mark_delivered` in full, for an organization not seen before, or a token
+    that replaces another."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         found = _locked_token(session, org, token_id)
         if found is None:
             return None
-        token = found[0]
+        token, row = found
         params, detail = _delivery(org, token, now, via)
         if not session.execute(_DELIVERED, params).rowcount:  # type: ignore[attr-defined]
             return None
@@ -748,15 +964,17 @@ def _mark_delivered(
             now=now,
             detail=detail,
         )
+        if row.replaces_id is not None:
+            _start_grace(session, org, row.replaces_id, token_id, now)
         return replace(token, delivered_at=now, cutoff_at=params["cutoff"])
 
 
 def revoke_undelivered(db: Database, org_slack_id: str, token_id: int, now: datetime) -> None:
-    """Revoke a token its owner never received: a token nobody can see must not work."""
+    """Revoke a token its owner never received: a token nobody can see must not work. A
+    rotation it was to complete is undone: the old token goes on as before (R18)."""
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         found = _locked_token(session, org, token_id)
         if found is not None and found[0].state == TokenState.ACTIVE and not found[0].delivered_at:
-            end_token(
-                session, org, found[0], TokenState.REVOKED, "not delivered", audit.SYSTEM, now
-            )
+            end_token(session, org, found[0], TokenState.REVOKED, NOT_DELIVERED, audit.SYSTEM, now)
+            _cancel_rotations(session, org, [token_id], now)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from storage import audit, tokenformat
 from storage.db import Database
-from storage.errors import NotAllowed, PolicyForbids, TokenNotFound
+from storage.errors import AlreadyRotated, NotAllowed, PolicyForbids, TokenNotFound
 from storage.models import Member, Organization, ServiceUser, Token, TokenState
 from storage.orgs import lock_org
 from storage.tokenformat import TokenKind
@@ -41,6 +41,9 @@ class ValidToken:
     profile_at: datetime | None
     role_scopes: dict[str, list[str]]
     service_scopes: tuple[str, ...] = ()
+    # Replaced by a rotation (R18): valid until its cutoff, the end of its grace period,
+    # which no use moves.
+    rotated_at: datetime | None = None
 
     @property
     def scopes(self) -> list[str]:
@@ -66,6 +69,7 @@ _LOOKUP = (
         TOKEN.c.cutoff_at,
         TOKEN.c.state,
         TOKEN.c.delivered_at,
+        TOKEN.c.rotated_at,
         ORG.c.slack_id.label("org"),
         ORG.c.role_scopes,
         MEMBER.c.slack_user_id.label("owner"),
@@ -84,20 +88,21 @@ _LOOKUP = (
     )
     .where(TOKEN.c.digest == sa.bindparam("digest"))
 )
-_MOVE_CUTOFF = (
-    sa.update(TOKEN)
-    .where(
-        TOKEN.c.id == sa.bindparam("token"),
-        TOKEN.c.state == TokenState.ACTIVE,
-        TOKEN.c.delivered_at.is_not(None),
-        TOKEN.c.cutoff_at > sa.bindparam("now"),
-        sa.or_(TOKEN.c.last_used_at.is_(None), TOKEN.c.last_used_at <= sa.bindparam("stale")),
-    )
-    .values(
-        last_used_at=sa.bindparam("now"),
-        cutoff_at=sa.bindparam("cutoff"),
-        next_notice_at=sa.bindparam("next_notice"),
-    )
+_USED = sa.update(TOKEN).where(
+    TOKEN.c.id == sa.bindparam("token"),
+    TOKEN.c.state == TokenState.ACTIVE,
+    TOKEN.c.delivered_at.is_not(None),
+    TOKEN.c.cutoff_at > sa.bindparam("now"),
+    sa.or_(TOKEN.c.last_used_at.is_(None), TOKEN.c.last_used_at <= sa.bindparam("stale")),
+)
+_MOVE_CUTOFF = _USED.where(TOKEN.c.rotated_at.is_(None)).values(
+    last_used_at=sa.bindparam("now"),
+    cutoff_at=sa.bindparam("cutoff"),
+    next_notice_at=sa.bindparam("next_notice"),
+)
+# A token in its grace period (R18): the use is on record, and moves nothing.
+_USED_IN_GRACE = _USED.where(TOKEN.c.rotated_at.is_not(None)).values(
+    last_used_at=sa.bindparam("now")
 )
 _KEEP_ALIVE = (
     sa.update(TOKEN)
@@ -140,11 +145,14 @@ def validate(db: Database, secret: str, now: datetime) -> ValidToken | None:
         profile_at=row.profile_at,
         role_scopes=row.role_scopes,
         service_scopes=tuple(row.service_scopes or ()),
+        rotated_at=row.rotated_at,
     )
 
 
 def record_use(db: Database, token: ValidToken, now: datetime, via: str) -> ValidToken:
-    """Count a successful use: the cutoff moves to ``now`` + the inactivity period (R11).
+    """Count a successful use: the cutoff moves to ``now`` + the inactivity period (R11),
+    except for a token in its grace period after a rotation, whose cutoff stays the end
+    of that period (R18).
 
     Writes are coalesced: within a minute of the last recorded use nothing is written,
     so a busy token costs one write a minute, and each write is an audit event (R27).
@@ -153,15 +161,14 @@ def record_use(db: Database, token: ValidToken, now: datetime, via: str) -> Vali
         return token
     with db.write() as session:
         org = lock_org(session, token.org, now)
-        cutoff = now + org.period
-        params = {
-            "token": token.id,
-            "now": now,
-            "stale": now - USE_WRITE_INTERVAL,
-            "cutoff": cutoff,
-            "next_notice": org.first_notice(cutoff),
-        }
-        if session.execute(_MOVE_CUTOFF, params).rowcount:  # type: ignore[attr-defined]
+        params: dict[str, object] = {"token": token.id, "now": now}
+        params["stale"] = now - USE_WRITE_INTERVAL
+        if token.rotated_at is not None:
+            cutoff, statement = token.cutoff_at, _USED_IN_GRACE
+        else:
+            cutoff, statement = now + org.period, _MOVE_CUTOFF
+            params.update(cutoff=cutoff, next_notice=org.first_notice(cutoff))
+        if session.execute(statement, params).rowcount:  # type: ignore[attr-defined]
             audit.record(
                 session,
                 org,
@@ -194,6 +201,11 @@ def keep_alive(
         token = owned_active_token(session, org, token_id, actor_user_id, now, "keep", admin)
         if token.delivered_at is None:  # its cutoff is its delivery deadline: not moved
             raise TokenNotFound(f"The token “{token.name}” is not in use yet.")
+        if token.rotated_at is not None:  # its grace period ends when it ends (R18)
+            raise AlreadyRotated(
+                f"The token “{token.name}” was rotated: it stops working when its grace "
+                "period ends, and its replacement is the one to keep."
+            )
         if admin and token.kind != TokenKind.SERVICE:
             raise NotAllowed("You can keep only your own tokens.")
         cutoff = now + org.period

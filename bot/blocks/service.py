@@ -9,11 +9,12 @@ from bot.blocks.owners import owner_buttons, take_over_button
 from bot.blocks.text import BLOCKS_MAX, CONFIRM_MAX, clip, fit, inline, quoted
 from bot.blocks.tokens import (
     SERVICE_REVOKE_ACTION,
+    SERVICE_ROTATE_ACTION,
     Message,
     _context,
     _plain,
     _section,
-    revoke_button,
+    token_buttons,
     when,
 )
 from storage.approvals import RequestInfo
@@ -381,21 +382,21 @@ def _service_header(service: ServiceUserInfo) -> dict[str, Any]:
     )
 
 
-def _service_token(info: TokenInfo) -> dict[str, Any]:
-    """One token, with its Revoke button (R16)."""
+def _service_token(info: TokenInfo) -> list[dict[str, Any]]:
+    """One token, with its Rotate and Revoke buttons (R16, R18)."""
     text = (
         f"`{info.hint}` *{inline(info.name, NAME_SHOWN)}*\nLast used {when(info.last_used_at)} · "
         f"expires if unused by {when(info.cutoff_at)}"
     )
-    return _section(text, revoke_button(info, SERVICE_REVOKE_ACTION))
+    return [_section(text), token_buttons(info, SERVICE_ROTATE_ACTION, SERVICE_REVOKE_ACTION)]
 
 
 def service_list_message(
     services: list[ServiceUserInfo], admin: bool, command: str, notice: str | None = None
 ) -> Message:
     """``/token service list``: service users with their permissions, owners and active
-    tokens, each token with a Revoke button (R5, R16), and buttons to add and remove
-    owners. Admins see all, owners theirs."""
+    tokens, each token with Rotate and Revoke buttons (R5, R16, R18), and buttons to add
+    and remove owners. Admins see all, owners theirs."""
     blocks: list[dict[str, Any]] = [_section(notice)] if notice else []
     if not services:
         text = (
@@ -408,7 +409,11 @@ def service_list_message(
     whose = "All service users" if admin else "Your service users"
     blocks.append(_section(f"*{whose}* ({len(services)})"))
     entries = [
-        [_service_header(s), owner_buttons(s.id)] + [_service_token(t) for t in s.tokens]
+        [
+            _service_header(s),
+            owner_buttons(s.id),
+            *(block for t in s.tokens for block in _service_token(t)),
+        ]
         for s in services
     ]
     fit(blocks, entries, BLOCKS_MAX, _more("service users that do not fit here"))

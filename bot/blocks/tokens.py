@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from bot.blocks.text import BLOCKS_MAX, CONFIRM_MAX, SECTION_MAX, clip, fit, inline
-from storage.tokens import NAME_MAX, IssuedToken, TokenInfo
+from storage.tokens import NAME_MAX, IssuedToken, Rotation, TokenInfo
 
 Message = dict[str, Any]
 
@@ -19,6 +19,9 @@ MEMBER_REVOKE_ACTION = "revoke_member_token"  # on an admin's list of a member's
 OPEN_GENERATE_ACTION = "open_generate"
 KEEP_ALIVE_ACTION = "keep_alive"
 CANCEL_ACTION = "cancel"
+ROTATE_ACTION = "rotate_token"
+SERVICE_ROTATE_ACTION = "rotate_service_token"  # answered with the service users' list
+CANCEL_ROTATE_ACTION = "cancel_rotate"
 
 
 def when(at: datetime | None, never: str = "never") -> str:
@@ -71,9 +74,10 @@ def refusal_message(refusal: str, after: str = "") -> Message:
 def help_message(command: str, notice: str | None = None) -> Message:
     lines = [
         f"`{command} new [name]` generate a personal API token (shown once)",
-        f"`{command} list` your active tokens, with Revoke buttons",
+        f"`{command} list` your active tokens, with Rotate and Revoke buttons",
         f"`{command} list @member` that member's active tokens, with Revoke buttons (admins)",
         f"`{command} revoke <name>` revoke one of your tokens, after you confirm",
+        f"`{command} rotate <name>` replace a token; the old one works for a grace period",
         f"`{command} service request` ask for a token for a service user (approved by an admin)",
         f"`{command} service list` service users and their tokens, and who owns them "
         "(admins, and owners)",
@@ -169,6 +173,37 @@ def revoke_button(
     }
 
 
+def rotate_button(info: TokenInfo, action_id: str = ROTATE_ACTION) -> dict[str, Any]:
+    """A Rotate button with its confirm dialog (R18)."""
+    name = inline(info.name, CONFIRM_MAX // 2)
+    return {
+        "type": "button",
+        "action_id": action_id,
+        "text": _plain("Rotate"),
+        "value": str(info.id),
+        "confirm": {
+            "title": _plain("Rotate this token?"),
+            "text": {
+                "type": "mrkdwn",
+                "text": f"*{name}* (`{info.hint}`) gets a replacement, shown to you once. "
+                "The old token works until the grace period ends.",
+            },
+            "confirm": _plain("Rotate"),
+            "deny": _plain("Cancel"),
+        },
+    }
+
+
+def token_buttons(
+    info: TokenInfo, rotate: str = ROTATE_ACTION, revoke: str = REVOKE_ACTION
+) -> dict[str, Any]:
+    """A token's Rotate and Revoke buttons, each with its confirm dialog."""
+    return {
+        "type": "actions",
+        "elements": [rotate_button(info, rotate), revoke_button(info, revoke)],
+    }
+
+
 def _token_line(info: TokenInfo) -> str:
     return (
         f"*{_name(info)}*  `{info.hint}`\n"
@@ -180,7 +215,7 @@ def _token_line(info: TokenInfo) -> str:
 def token_entry(info: TokenInfo) -> list[dict[str, Any]]:
     """The blocks of one token in a list (``/token list``, the Home tab): its name, hint
     and times, and what can be done with it."""
-    return [_section(_token_line(info), revoke_button(info))]
+    return [_section(_token_line(info)), token_buttons(info)]
 
 
 def token_list_message(tokens: list[TokenInfo], cap: int, notice: str | None = None) -> Message:
@@ -274,6 +309,87 @@ def revoked_notice(info: TokenInfo) -> str:
     return f":white_check_mark: Revoked *{_name(info)}* (`{info.hint}`). It no longer works."
 
 
+def rotate_confirm_message(info: TokenInfo) -> Message:
+    text = (
+        f"Rotate *{_name(info)}* (`{info.hint}`)? You get a new token with the same name and "
+        "permissions, shown once. The old one keeps working until the grace period ends: "
+        "put the new one in its place before then."
+    )
+    return {
+        "text": f"Rotate “{_name(info)}”?",
+        "blocks": [
+            _section(text),
+            {
+                "type": "actions",
+                "elements": [
+                    {
+                        "type": "button",
+                        "action_id": ROTATE_ACTION,
+                        "text": _plain("Rotate"),
+                        "style": "primary",
+                        "value": str(info.id),
+                    },
+                    {"type": "button", "action_id": CANCEL_ROTATE_ACTION, "text": _plain("Cancel")},
+                ],
+            },
+        ],
+    }
+
+
+def _old_token_fate(rotation: Rotation) -> str:
+    """What becomes of the token a rotation replaced, once the new one is shown."""
+    old = rotation.old
+    if rotation.grace <= timedelta(0):
+        return f"The old token (`{old.hint}`) no longer works."
+    until = (old.rotated_at or old.created_at) + rotation.grace
+    return (
+        f"The old token (`{old.hint}`) keeps working until {when(until)}, then stops: "
+        "put the new one where it was before then."
+    )
+
+
+def _whose_rotated(rotation: Rotation) -> str:
+    if rotation.service_user is None:
+        return f"Your token *{_name(rotation.old)}*"
+    return (
+        f"The token *{_name(rotation.old)}* of the service user *{inline(rotation.service_user)}*"
+    )
+
+
+def rotated_token_message(rotation: Rotation) -> Message:
+    """The new token of a rotation, shown once to whoever rotated it (R14, R18)."""
+    info = rotation.issued.info
+    return {
+        "text": f"“{_name(info)}” was rotated. Copy the new token now: it won't be shown again.",
+        "blocks": [
+            _section(
+                f":key: {_whose_rotated(rotation)} was rotated. Here is the new one: "
+                "copy it now, it will not be shown again."
+            ),
+            _section(f"```{rotation.issued.secret}```"),
+            _context(
+                f"{_old_token_fate(rotation)} The new one expires if unused by "
+                f"{when(info.cutoff_at)}. Only you can see this message, and Slack does not "
+                "keep it."
+            ),
+        ],
+    }
+
+
+def rotated_notice(rotation: Rotation, delivered: bool) -> str:
+    """What the screen clicked says once a rotation is done, or undone."""
+    old = rotation.old
+    if not delivered:
+        return (
+            f":warning: The new token for *{_name(old)}* could not be shown to you, so nothing "
+            f"changed: `{old.hint}` works as before."
+        )
+    return (
+        f":white_check_mark: Rotated *{_name(old)}*: the new token is shown to you once, in "
+        f"the message below. {_old_token_fate(rotation)}"
+    )
+
+
 def _whose(info: TokenInfo, service_user: str | None) -> str:
     """How a notice names the token: the member's own, or their service user's (R12)."""
     if service_user is None:
@@ -307,6 +423,9 @@ def reminder_message(
                 "value": str(info.id),
             }
         )
+    buttons.append(
+        rotate_button(info, ROTATE_ACTION if service_user is None else SERVICE_ROTATE_ACTION)
+    )
     listing = f"{command} list" if service_user is None else f"{command} service list"
     return {
         "text": f"The token “{_name(info)}” expires {when_text} if unused.",

@@ -10,9 +10,10 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot import screens
 from bot.approvers import Standing
 from bot.blocks import tokens as token_blocks
+from bot.delivery import deliver_token
 from bot.deps import Deps
 from bot.guards import OwnerOrAdmin, owner_or_admin
-from bot.listeners.payload import button_id, clicked_on_home
+from bot.listeners.payload import button_id, channel_of, clicked_on_home
 from bot.listeners.replies import Listener, Redraw, Replies, Unavailable, answering
 from bot.sender import Responder
 from storage import tokens, usage
@@ -24,11 +25,14 @@ def register(app: AsyncApp) -> None:
         (token_blocks.REVOKE_ACTION, _token_list, handle_revoke),
         (token_blocks.SERVICE_REVOKE_ACTION, _service_list, handle_service_revoke),
         (token_blocks.KEEP_ALIVE_ACTION, _sentence, handle_keep_alive),
+        (token_blocks.ROTATE_ACTION, _token_list, handle_rotate),
+        (token_blocks.SERVICE_ROTATE_ACTION, _service_list, handle_service_rotate),
     ]
     for action_id, redraw, handler in acting_on_a_token:
         replies = Replies(redraw=redraw)
         app.action(action_id, middleware=[replies, owner_or_admin])(answering(handler))
     app.action(token_blocks.CANCEL_ACTION)(answering(handle_cancel))
+    app.action(token_blocks.CANCEL_ROTATE_ACTION)(answering(handle_cancel_rotate))
     app.action(token_blocks.OPEN_GENERATE_ACTION)(answering(handle_open_generate))
 
 
@@ -111,9 +115,85 @@ async def handle_keep_alive(
     screens.refresh_homes(deps, client, org, [actor])  # the new cutoff
 
 
+async def _rotate(
+    body: dict[str, Any],
+    action: dict[str, Any],
+    client: AsyncWebClient,
+    deps: Deps,
+    org: str,
+    actor: str,
+    as_owner_or_admin: OwnerOrAdmin,
+) -> str:
+    """Rotate the token the button names, and show the new one once to whoever clicked,
+    as a new token is shown (R14, R18); the sentence that says how it went."""
+    # Held to the end of the delivery, so that a shutdown waits for it (bot.web).
+    async with deps.deliveries.hold():
+        rotation = await as_owner_or_admin(tokens.rotate_token, button_id(action))
+        on_home = clicked_on_home(body)  # no response_url: the DM with the app, then
+        delivered = await deliver_token(
+            deps,
+            client,
+            org,
+            rotation.issued,
+            user_id=actor,
+            message=token_blocks.rotated_token_message(rotation),
+            response_url=None if on_home else body.get("response_url"),
+            channel_id=None if on_home else channel_of(body),
+        )
+    return token_blocks.rotated_notice(rotation, delivered)
+
+
+async def handle_rotate(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Responder,
+    client: AsyncWebClient,
+    deps: Deps,
+    org: str,
+    actor: str,
+    as_owner_or_admin: OwnerOrAdmin,
+) -> None:
+    """Rotate on ``/token list``, on a reminder, on the confirmation of ``/token rotate``
+    or on the Home tab: the new token shown once, then the member's tokens again where
+    they clicked."""
+    await ack()
+    notice = await _rotate(body, action, client, deps, org, actor, as_owner_or_admin)
+    if clicked_on_home(body):
+        await screens.publish_home(deps, client, org, actor, notice)
+        return
+    await respond(replace_original=True, **await screens.token_list(deps, org, actor, notice))
+
+
+async def handle_service_rotate(
+    ack: AsyncAck,
+    body: dict[str, Any],
+    action: dict[str, Any],
+    respond: Responder,
+    client: AsyncWebClient,
+    deps: Deps,
+    org: str,
+    actor: str,
+    standing: Standing,
+    as_owner_or_admin: OwnerOrAdmin,
+) -> None:
+    """Rotate on ``/token service list`` or on a service token's reminder, by an owner of
+    the service user or an admin, with no new approval (its grant is unchanged): the new
+    token shown once, then the service users' list as the clicker may see it now."""
+    await ack()
+    notice = await _rotate(body, action, client, deps, org, actor, as_owner_or_admin)
+    listing = await screens.service_list(deps, org, actor, standing, notice)
+    await respond(replace_original=True, **listing)
+
+
 async def handle_cancel(ack: AsyncAck, respond: Responder) -> None:
     await ack()
     await respond(replace_original=True, **token_blocks.text_message("Nothing was revoked."))
+
+
+async def handle_cancel_rotate(ack: AsyncAck, respond: Responder) -> None:
+    await ack()
+    await respond(replace_original=True, **token_blocks.text_message("Nothing was rotated."))
 
 
 async def handle_open_generate(

@@ -68,6 +68,7 @@ def register(app: AsyncApp, settings: Settings) -> None:
         ),
         (subcommand("list"), [], handle_list),
         (subcommand("revoke"), [Replies(after=f"See `{name} list`.")], handle_revoke),
+        (subcommand("rotate"), [Replies(after=f"See `{name} list`.")], handle_rotate),
         (subcommand("report"), [require_admin("see the report")], handle_report),
         (subcommand("audit"), [require_admin("see the audit log")], handle_audit),
         (subcommand("webhooks"), [webhooks.ADMINS_ONLY], handle_webhooks),
@@ -147,6 +148,19 @@ async def handle_revoke(
         return
     info = await deps.call(tokens.find_user_token, deps.db, org, actor, name, deps.clock())
     await _answer(ack, token_blocks.revoke_confirm_message(info))
+
+
+async def handle_rotate(
+    ack: AsyncAck, command: dict[str, Any], deps: Deps, org: str, actor: str
+) -> None:
+    """Ask to confirm rotating the member's token of that name (R18)."""
+    name = words(command)[1]
+    if not name:
+        usage = f"Say which token: `{command['command']} rotate <name>`."
+        await _answer(ack, token_blocks.text_message(usage))
+        return
+    info = await deps.call(tokens.find_user_token, deps.db, org, actor, name, deps.clock())
+    await _answer(ack, token_blocks.rotate_confirm_message(info))
 
 
 async def handle_report(ack: AsyncAck, deps: Deps, org: str) -> None:

@@ -74,7 +74,7 @@ async def test_a_tampered_button_value_is_answered_plainly(env: Running) -> None
     await generate(env, ALICE, "mine")
     listing = await run_command(env, "list", ALICE)
     blocks = listing.blocks
-    blocks[1]["accessory"]["value"] = "not-a-number"
+    blocks[2]["elements"][1]["value"] = "not-a-number"  # the Revoke button
     listing.args["blocks"] = blocks
     mark = len(env.standin.calls)
     await env.slack.click(listing, "revoke_token", ALICE)

@@ -43,7 +43,9 @@ async def test_new_opens_the_modal_with_the_name_prefilled(env: Running) -> None
     assert element["max_length"] == 64
 
 
-async def test_list_shows_name_hint_dates_and_a_revoke_button_with_confirm(env: Running) -> None:
+async def test_list_shows_name_hint_dates_and_rotate_and_revoke_buttons_with_confirm(
+    env: Running,
+) -> None:
     secret = await generate(env, ALICE, "ci")
     answer = await run_command(env, "list", ALICE)
     content = answer.text_content()
@@ -52,8 +54,9 @@ async def test_list_shows_name_hint_dates_and_a_revoke_button_with_confirm(env: 
         "Created" in content and "last used never" in content and "expires if unused by" in content
     )
     assert secret not in content
-    button = answer.blocks[1]["accessory"]
-    assert button["action_id"] == "revoke_token" and "confirm" in button
+    rotate, revoke = answer.blocks[2]["elements"]
+    assert rotate["action_id"] == "rotate_token" and "confirm" in rotate
+    assert revoke["action_id"] == "revoke_token" and "confirm" in revoke
 
 
 async def test_list_is_per_member(env: Running) -> None:
@@ -103,10 +106,8 @@ async def test_new_at_the_cap_names_the_cap_and_offers_revoke(env: Running) -> N
     assert answer.method == "ack"  # answered at once, no modal opened
     content = answer.text_content()
     assert "limit of 10 active tokens" in content
-    assert (
-        sum(1 for b in answer.blocks if b.get("accessory", {}).get("action_id") == "revoke_token")
-        == 10
-    )
+    buttons = [e for b in answer.blocks if b["type"] == "actions" for e in b["elements"]]
+    assert sum(1 for e in buttons if e["action_id"] == "revoke_token") == 10
 
 
 async def test_modal_stays_usable_after_an_error(env: Running) -> None:

@@ -25,6 +25,8 @@ def test_demo_walks_through_every_step_and_exits_zero(tokenbot: Tokenbot) -> Non
         "was denied by @bob:\n  │ > ask for a narrower scope first",  # the reason, quoted
         "Approved by @",  # bob or carol: whoever was first
         '"token_type": "service", "sub": "release-bot"',
+        "Your token *deploy-key* was rotated",
+        "the sweep revoked the old token (reason: rotated)",
         "was revoked: it was pasted in a message in #general by",  # the owner's DM
         "Please delete your message.",  # the note to whoever pasted it
         "carol types > /token settings",

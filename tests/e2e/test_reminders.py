@@ -41,7 +41,7 @@ async def first_reminder(env: Running) -> tuple[Clock, Call]:
     return clock, dm
 
 
-async def test_the_7_day_reminder_is_a_dm_with_the_facts_and_two_buttons(env: Running) -> None:
+async def test_the_7_day_reminder_is_a_dm_with_the_facts_and_three_buttons(env: Running) -> None:
     _, dm = await first_reminder(env)
     opened = env.standin.calls_to("conversations.open")[-1]
     assert opened.args["users"] == ALICE and dm.args["channel"] == "D0ALICE"
@@ -51,7 +51,7 @@ async def test_the_7_day_reminder_is_a_dm_with_the_facts_and_two_buttons(env: Ru
     buttons = [
         e["text"]["text"] for b in dm.blocks if b["type"] == "actions" for e in b["elements"]
     ]
-    assert buttons == ["Revoke now", "Keep for another period"]
+    assert buttons == ["Revoke now", "Keep for another period", "Rotate"]
 
 
 async def test_a_reminder_is_sent_once_across_sweeps_and_restarts(

@@ -68,7 +68,7 @@ async def test_owners_see_their_service_users_admins_all_and_others_none(env: Ru
     text = mine.text_content()
     assert "*Your service users* (1)" in text and "*ci-deployer*" in text
     assert "`api:write`" in text and "owners: <@U0ALICE>" in text and hint in text
-    assert buttons(mine) == ["Add owner", "Remove owner", "Revoke"]
+    assert buttons(mine) == ["Add owner", "Remove owner", "Rotate", "Revoke"]
     assert secret not in text
     every = await run_command(env, "service list", BOB)  # an admin who owns none
     assert "*All service users* (1)" in every.text_content()
@@ -129,7 +129,7 @@ async def test_a_service_tokens_reminder_goes_to_its_owner_and_revoke_now_works(
     [dm] = dms_to(env, "D0ALICE", mark)
     assert "of the service user *ci-deployer*" in dm.text_content()
     assert "in 7 days" in dm.text_content() and tokenformat.hint(secret) in dm.text_content()
-    assert buttons(dm) == ["Revoke now", "Keep for another period"]
+    assert buttons(dm) == ["Revoke now", "Keep for another period", "Rotate"]
     assert not dms_to(env, "D0BOB", mark)  # bob approved it; he does not own it
     mark = len(env.standin.calls)
     await env.slack.click(dm, "revoke_service_token", ALICE)

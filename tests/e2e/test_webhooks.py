@@ -553,7 +553,9 @@ async def test_the_readmes_check_accepts_a_delivery_and_nothing_altered(
     env: Running, admin: str, receiver: Receiver
 ) -> None:
     namespace: dict[str, Any] = {}
-    exec(readme_block("python", "def from_tokenbot"), namespace)  # the README's own snippet, as a reader runs it
+    exec(
+        readme_block("python", "def from_tokenbot"), namespace
+    )  # the README's own snippet, as a reader runs it
     from_tokenbot = namespace["from_tokenbot"]
     secret, _ = await add_endpoint(env, receiver.url)
     await generate(env, ALICE, "ci")

@@ -109,7 +109,7 @@ def test_the_service_list_of_a_large_organization_fits_in_one_message() -> None:
     message = blocks.service_list_message(services, True, "/token", notice="n" * 300)
     fits_a_message(message)
     assert "more service users that do not fit" in texts(message)[-1]
-    assert sum(1 for b in message["blocks"] if "accessory" in b) >= 20  # all of the first's
+    assert sum(1 for b in message["blocks"] if b["type"] == "actions") >= 20  # the first's
 
 
 def test_a_long_digest_an_orphan_report_and_the_report_fit() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from bot.blocks.home import MINE_MAX, QUEUE_MAX, TOKENS_MAX, Home, home_view
 from bot.blocks.service import APPROVE_ACTION, CANCEL_REQUEST_ACTION, DENY_ACTION
-from bot.blocks.tokens import OPEN_GENERATE_ACTION, REVOKE_ACTION
+from bot.blocks.tokens import OPEN_GENERATE_ACTION, REVOKE_ACTION, ROTATE_ACTION
 from storage.reports import Report
 from tests.unit.blocks_data import fits_a_view, request, token
 
@@ -60,6 +60,7 @@ def test_every_part_shows_with_its_buttons() -> None:
     assert "*Your organization*" in shown and "*Seats* (members holding" in shown
     assert buttons(view) == [
         (OPEN_GENERATE_ACTION, None),
+        (ROTATE_ACTION, "1"),
         (REVOKE_ACTION, "1"),
         (CANCEL_REQUEST_ACTION, "5"),
         (APPROVE_ACTION, "6"),
@@ -86,10 +87,11 @@ def test_each_part_is_cut_to_its_share_and_says_where_to_see_the_rest() -> None:
     fits_a_view(view)
     actions = [action for action, _ in buttons(view)]
     # Each part keeps a block for its "… and N more" line (and its heading).
-    assert actions.count(REVOKE_ACTION) == TOKENS_MAX - 2
+    tokens_shown = (TOKENS_MAX - 2) // 2  # a token is a line and its buttons
+    assert actions.count(REVOKE_ACTION) == actions.count(ROTATE_ACTION) == tokens_shown
     assert actions.count(CANCEL_REQUEST_ACTION) == MINE_MAX - 3
     assert actions.count(APPROVE_ACTION) == (QUEUE_MAX - 3) // 2
     shown = texts(view)
-    assert f"… and {200 - (TOKENS_MAX - 2)} more: `/token list` shows them all." in shown
+    assert f"… and {200 - tokens_shown} more: `/token list` shows them all." in shown
     assert f"… and {100 - (MINE_MAX - 3)} more: `/token requests` shows them all." in shown
     assert any("Seats" in t for t in shown)  # the report still has its room

@@ -27,7 +27,7 @@ from bot.blocks.service import (
     SCOPES_BLOCK,
     WHY_BLOCK,
 )
-from bot.blocks.tokens import SERVICE_REVOKE_ACTION, when
+from bot.blocks.tokens import SERVICE_REVOKE_ACTION, SERVICE_ROTATE_ACTION, when
 from bot.listeners.payload import malformed, private_metadata, request_id_of
 from storage.approvals import JUSTIFICATION_MAX, PURPOSE_MAX, REASON_MAX, RequestInfo
 from storage.reports import Report
@@ -49,6 +49,8 @@ from tests.unit.blocks_data import (
 APPROVER = "U0APPROVER"
 SECRET = "tbs_" + "S3cr3tS3cr3t" * 5
 EXPIRES = NOW + timedelta(days=7)
+
+OWNER_ACTIONS = {ADD_OWNER_ACTION, REMOVE_OWNER_ACTION}
 
 
 def asked(n: int = 9, **changes: Any) -> RequestInfo:
@@ -425,9 +427,17 @@ def test_the_report_shows_tokens_being_delivered_only_when_there_are_some() -> N
     assert lines[3] == "*Service tokens:* 0 active, 0 revoked, 0 expired"
 
 
-def test_the_service_list_shows_each_service_user_with_its_tokens_and_revoke_buttons() -> None:
+def test_the_service_list_shows_each_service_user_with_its_tokens_and_their_buttons() -> None:
     message = blocks.service_list_message([owned(1, tokens=2)], True, "/tok")
-    assert types(message) == ["section", "section", "actions", "section", "section"]
+    assert types(message) == [
+        "section",
+        "section",
+        "actions",
+        "section",
+        "actions",
+        "section",
+        "actions",
+    ]
     assert block_text(message["blocks"][0]) == "*All service users* (1)"
     assert block_text(message["blocks"][1]) == (
         "*ci-deployer* · Deploys the site\nPermissions: `api:read` · owners: <@U1>, <@U2>"
@@ -439,12 +449,18 @@ def test_the_service_list_shows_each_service_user_with_its_tokens_and_revoke_but
         (ADD_OWNER_ACTION, "1"),
         (REMOVE_OWNER_ACTION, "1"),
     ]
-    revokes = [b for b in buttons(message) if b["action_id"] == SERVICE_REVOKE_ACTION]
-    assert [(b["action_id"], b["value"]) for b in revokes] == [
+    on_tokens = [b for b in buttons(message) if b["action_id"] not in OWNER_ACTIONS]
+    assert [(b["action_id"], b["value"]) for b in on_tokens] == [
+        (SERVICE_ROTATE_ACTION, "100"),
         (SERVICE_REVOKE_ACTION, "100"),
+        (SERVICE_ROTATE_ACTION, "101"),
         (SERVICE_REVOKE_ACTION, "101"),
     ]
-    assert all(b["confirm"]["title"]["text"] == "Revoke this token?" for b in revokes)
+    titles = {b["action_id"]: b["confirm"]["title"]["text"] for b in on_tokens}
+    assert titles == {
+        SERVICE_ROTATE_ACTION: "Rotate this token?",
+        SERVICE_REVOKE_ACTION: "Revoke this token?",
+    }
     assert message["text"] == "1 service user(s), 2 active token(s)."
     fits_a_message(message)
 
@@ -480,14 +496,15 @@ def test_an_empty_service_list_tells_admins_and_owners_apart() -> None:
     assert owner["text"] == block_text(owner["blocks"][0]) == expected
 
 
-def test_a_large_service_list_stops_at_50_blocks_and_says_how_many_more() -> None:
-    # A heading, then 12 service users of 4 blocks each (heading, owner buttons, two
-    # tokens) fit in 50; the last says the rest.
+def test_a_large_service_list_stops_within_50_blocks_and_says_how_many_more() -> None:
+    # A heading, then 8 service users of 6 blocks each (heading, owner buttons, and two
+    # tokens, each a line and its buttons) fit with room for the last block, which says
+    # the rest.
     message = blocks.service_list_message([owned(n) for n in range(30)], True, "/tok")
     assert len(message["blocks"]) == 50
-    assert len(buttons(message)) == 12 * 4
+    assert len(buttons(message)) == 8 * 6
     assert block_text(message["blocks"][-1]) == (
-        "… and 18 more service users that do not fit here."
+        "… and 22 more service users that do not fit here."
     )
     assert message["text"] == "30 service user(s), 60 active token(s)."
 

@@ -14,17 +14,20 @@ from bot.blocks.home import Home, home_view
 from bot.blocks.text import CONFIRM_MAX
 from bot.blocks.tokens import (
     CANCEL_ACTION,
+    CANCEL_ROTATE_ACTION,
     GENERATE_CALLBACK,
     KEEP_ALIVE_ACTION,
     NAME_BLOCK,
     NAME_INPUT,
     OPEN_GENERATE_ACTION,
     REVOKE_ACTION,
+    ROTATE_ACTION,
     SERVICE_REVOKE_ACTION,
+    SERVICE_ROTATE_ACTION,
     when,
 )
 from bot.listeners.payload import malformed
-from storage.tokens import NAME_MAX, IssuedToken, TokenInfo
+from storage.tokens import NAME_MAX, IssuedToken, Rotation, TokenInfo
 from tests.conftest import NOW
 from tests.unit.blocks_data import (
     CUTOFF,
@@ -47,6 +50,17 @@ STAR = "\u2217"  # what a typed asterisk becomes: it reads the same but makes no
 def mine(n: int = 1, name: str = "ci-deploy", **changes: Any) -> TokenInfo:
     """A member's personal token, with a plain name."""
     return token(n, name, **{"kind": "user", "hint": HINT, **changes})
+
+
+NEW_HINT = "tbu_…S3cr"
+GRACE_END_SHOWN = "<!date^1795953600^{date_short_pretty} {time}|2026-11-29 12:00 UTC>"
+
+
+def rotation(hours: int = 24, service_user: str | None = None, **changes: Any) -> Rotation:
+    """ "ci-deploy" rotated at NOW, and its new token, not yet shown."""
+    new = mine(2, hint=NEW_HINT, last_used_at=None, **changes)
+    old = mine(1, rotated_at=NOW, **changes)
+    return Rotation(old, IssuedToken(new, SECRET), timedelta(hours=hours), service_user)
 
 
 def test_times_show_in_the_readers_time_zone_with_a_utc_fallback() -> None:
@@ -94,6 +108,7 @@ def test_help_lists_every_subcommand_under_the_commands_own_name() -> None:
         "`/tok new [name]`",
         "`/tok list`",
         "`/tok revoke <name>`",
+        "`/tok rotate <name>`",
         "`/tok service request`",
         "`/tok service list`",
         "`/tok requests`",
@@ -186,6 +201,9 @@ def test_no_other_token_message_shows_the_secret() -> None:
         token_blocks.expired_message(info, "/token"),
         token_blocks.expired_message(info, "/token", "ci-deployer"),
         token_blocks.revoke_button(info),
+        token_blocks.rotate_button(info),
+        token_blocks.rotate_confirm_message(info),
+        token_blocks.text_message(token_blocks.rotated_notice(rotation(), True)),
     ]
     for built in others:
         dumped = json.dumps(built, ensure_ascii=False)
@@ -207,6 +225,85 @@ def test_the_revoke_button_carries_the_token_id_and_asks_to_confirm() -> None:
     assert confirm["style"] == "danger"
 
 
+def test_the_rotate_button_carries_the_token_id_and_asks_to_confirm() -> None:
+    button = token_blocks.rotate_button(mine(42))
+    assert (button["action_id"], button["value"]) == (ROTATE_ACTION, "42")
+    assert button["text"]["text"] == "Rotate" and "style" not in button
+    confirm = button["confirm"]
+    assert confirm["title"]["text"] == "Rotate this token?"
+    assert confirm["text"]["text"] == (
+        f"*ci-deploy* (`{HINT}`) gets a replacement, shown to you once. The old token works "
+        "until the grace period ends."
+    )
+    assert (confirm["confirm"]["text"], confirm["deny"]["text"]) == ("Rotate", "Cancel")
+    service = token_blocks.rotate_button(mine(42), SERVICE_ROTATE_ACTION)
+    assert service["action_id"] == SERVICE_ROTATE_ACTION and "confirm" in service
+
+
+def test_the_rotate_confirm_dialog_stays_within_slacks_300_characters() -> None:
+    confirm = token_blocks.rotate_button(token(1, TOKEN_NAME))["confirm"]["text"]["text"]
+    assert len(confirm) <= CONFIRM_MAX
+    assert "…" in confirm and confirm.endswith("until the grace period ends.")
+
+
+def test_rotate_by_command_asks_first_with_rotate_and_cancel_buttons() -> None:
+    message = token_blocks.rotate_confirm_message(mine(7))
+    assert types(message) == ["section", "actions"]
+    assert block_text(message["blocks"][0]) == (
+        f"Rotate *ci-deploy* (`{HINT}`)? You get a new token with the same name and "
+        "permissions, shown once. The old one keeps working until the grace period ends: "
+        "put the new one in its place before then."
+    )
+    rotate, cancel = buttons(message)
+    assert (rotate["action_id"], rotate["value"]) == (ROTATE_ACTION, "7")
+    assert (cancel["action_id"], cancel["text"]["text"]) == (CANCEL_ROTATE_ACTION, "Cancel")
+    assert message["text"] == "Rotate “ci-deploy”?"
+    fits_a_message(token_blocks.rotate_confirm_message(token(1, TOKEN_NAME)))
+
+
+def test_a_rotated_token_is_shown_once_with_when_the_old_one_stops() -> None:
+    message = token_blocks.rotated_token_message(rotation())
+    assert types(message) == ["section", "section", "context"]
+    assert block_text(message["blocks"][0]) == (
+        ":key: Your token *ci-deploy* was rotated. Here is the new one: copy it now, it will "
+        "not be shown again."
+    )
+    assert block_text(message["blocks"][1]) == f"```{SECRET}```"
+    assert json.dumps(message, ensure_ascii=False).count(SECRET) == 1
+    assert SECRET not in message["text"]
+    assert block_text(message["blocks"][2]).startswith(
+        f"The old token (`{HINT}`) keeps working until {GRACE_END_SHOWN}, then stops: put "
+        "the new one where it was before then. The new one expires if unused by "
+        f"{CUTOFF_SHOWN}."
+    )
+    assert buttons(message) == []
+    fits_a_message(message)
+
+
+def test_with_no_grace_period_the_old_token_is_said_to_work_no_more() -> None:
+    message = token_blocks.rotated_token_message(rotation(hours=0))
+    assert block_text(message["blocks"][2]).startswith(f"The old token (`{HINT}`) no longer works.")
+
+
+def test_a_rotated_service_token_names_its_service_user() -> None:
+    message = token_blocks.rotated_token_message(rotation(service_user="ci-deployer"))
+    assert block_text(message["blocks"][0]).startswith(
+        ":key: The token *ci-deploy* of the service user *ci-deployer* was rotated."
+    )
+
+
+def test_after_a_rotation_the_screen_says_where_the_token_is_or_that_nothing_changed() -> None:
+    assert token_blocks.rotated_notice(rotation(), True) == (
+        ":white_check_mark: Rotated *ci-deploy*: the new token is shown to you once, in the "
+        f"message below. The old token (`{HINT}`) keeps working until {GRACE_END_SHOWN}, "
+        "then stops: put the new one where it was before then."
+    )
+    assert token_blocks.rotated_notice(rotation(), False) == (
+        ":warning: The new token for *ci-deploy* could not be shown to you, so nothing "
+        f"changed: `{HINT}` works as before."
+    )
+
+
 def test_a_service_tokens_revoke_button_is_routed_to_the_service_list() -> None:
     button = token_blocks.revoke_button(mine(42), SERVICE_REVOKE_ACTION)
     assert button["action_id"] == SERVICE_REVOKE_ACTION and button["value"] == "42"
@@ -219,19 +316,21 @@ def test_the_revoke_confirm_dialog_stays_within_slacks_300_characters() -> None:
     assert "…" in confirm and confirm.endswith("This cannot be undone.")
 
 
-def test_the_token_list_shows_each_token_with_its_dates_and_a_revoke_button() -> None:
+def test_the_token_list_shows_each_token_with_its_dates_and_rotate_and_revoke_buttons() -> None:
     tokens = [mine(1, last_used_at=None), mine(2, "laptop", created_at=NOW - timedelta(days=1))]
     message = token_blocks.token_list_message(tokens, 10)
-    assert types(message) == ["section", "section", "section"]
+    assert types(message) == ["section", "section", "actions", "section", "actions"]
     assert block_text(message["blocks"][0]) == "*Your active tokens* (2 of 10)"
     assert block_text(message["blocks"][1]) == (
         f"*ci-deploy*  `{HINT}`\nCreated {NOW_SHOWN} · last used never · "
         f"expires if unused by {CUTOFF_SHOWN}"
     )
-    assert "*laptop*" in block_text(message["blocks"][2])
-    assert f"last used {NOW_SHOWN}" in block_text(message["blocks"][2])
+    assert "*laptop*" in block_text(message["blocks"][3])
+    assert f"last used {NOW_SHOWN}" in block_text(message["blocks"][3])
     assert [(b["action_id"], b["value"]) for b in buttons(message)] == [
+        (ROTATE_ACTION, "1"),
         (REVOKE_ACTION, "1"),
+        (ROTATE_ACTION, "2"),
         (REVOKE_ACTION, "2"),
     ]
     assert all("confirm" in b for b in buttons(message))
@@ -263,21 +362,26 @@ def test_a_notice_on_the_token_list_comes_first_and_is_the_fallback() -> None:
 
 
 @pytest.mark.parametrize(
-    ("count", "notice", "shown", "more"),
-    [(49, None, 49, None), (50, None, 48, 2), (100, None, 48, 52), (100, "Revoked.", 47, 53)],
+    ("count", "notice", "shown", "more", "size"),
+    [
+        (24, None, 24, None, 49),
+        (25, None, 24, 1, 50),
+        (100, None, 24, 76, 50),
+        (100, "Revoked.", 23, 77, 49),
+    ],
 )
-def test_a_long_token_list_stops_at_50_blocks_and_says_how_many_more(
-    count: int, notice: str | None, shown: int, more: int | None
+def test_a_long_token_list_stops_within_50_blocks_and_says_how_many_more(
+    count: int, notice: str | None, shown: int, more: int | None, size: int
 ) -> None:
     message = token_blocks.token_list_message([mine(n) for n in range(count)], 100, notice)
-    assert len(message["blocks"]) == 50  # Slack's limit for a message
-    assert len(buttons(message)) == shown
-    last = block_text(message["blocks"][-1])
+    assert len(message["blocks"]) == size  # Slack's limit for a message is 50
+    assert len(buttons(message)) == 2 * shown  # Rotate and Revoke, each token whole
+    last = message["blocks"][-1]
     if more is None:
-        assert "more" not in last
+        assert last["type"] == "actions"  # the last token's buttons: nothing left out
     else:
-        assert message["blocks"][-1]["type"] == "context"
-        assert last == f"… and {more} more, not shown here."
+        assert last["type"] == "context"
+        assert block_text(last) == f"… and {more} more, not shown here."
     assert message["text"] == (notice or f"You have {count} active tokens.")
 
 
@@ -289,7 +393,8 @@ def test_at_the_cap_the_notice_says_the_limit_above_the_tokens_to_revoke() -> No
     assert "Revoke one below" in notice
     assert message["text"] == notice
     assert block_text(message["blocks"][1]) == "*Your active tokens* (10 of 10)"
-    assert [b["value"] for b in buttons(message)] == [str(n) for n in range(10)]
+    revokes = [b for b in buttons(message) if b["action_id"] == REVOKE_ACTION]
+    assert [b["value"] for b in revokes] == [str(n) for n in range(10)]
 
 
 def test_above_a_lowered_cap_the_notice_says_how_many_to_revoke() -> None:
@@ -339,14 +444,20 @@ def test_the_generate_button_is_a_click_that_must_bring_a_trigger_to_open_the_mo
     assert malformed({**click, "actions": [{"action_id": REVOKE_ACTION, "value": "1"}]}) is None
 
 
-def test_a_reminder_names_the_token_its_cutoff_and_offers_revoke_and_keep() -> None:
+def test_a_reminder_names_the_token_its_cutoff_and_offers_revoke_keep_and_rotate() -> None:
     message = token_blocks.reminder_message(mine(5), 7, True, "/tok")
     assert types(message) == ["section", "actions", "context"]
     assert block_text(message["blocks"][0]) == (
         f":warning: Your token *ci-deploy* (`{HINT}`) has not been used and expires in 7 "
         f"days, at {CUTOFF_SHOWN}. Last used: {NOW_SHOWN}. Using it keeps it alive."
     )
-    revoke, keep = buttons(message)
+    revoke, keep, rotate = buttons(message)
+    assert (rotate["action_id"], rotate["value"], rotate["text"]["text"]) == (
+        ROTATE_ACTION,
+        "5",
+        "Rotate",
+    )
+    assert rotate["confirm"]["title"]["text"] == "Rotate this token?"
     assert (revoke["action_id"], revoke["value"], revoke["text"]["text"]) == (
         REVOKE_ACTION,
         "5",
@@ -367,17 +478,21 @@ def test_the_last_reminder_says_tomorrow_and_may_leave_out_keep() -> None:
     message = token_blocks.reminder_message(mine(5, last_used_at=None), 1, False, "/tok")
     assert "expires tomorrow, at" in block_text(message["blocks"][0])
     assert "Last used: never." in block_text(message["blocks"][0])
-    assert [b["action_id"] for b in buttons(message)] == [REVOKE_ACTION]
+    assert [b["action_id"] for b in buttons(message)] == [REVOKE_ACTION, ROTATE_ACTION]
     assert message["text"] == "The token “ci-deploy” expires tomorrow if unused."
 
 
-def test_a_service_tokens_reminder_names_its_service_user_and_revokes_from_the_list() -> None:
+def test_a_service_tokens_reminder_names_its_service_user_and_acts_from_the_list() -> None:
     message = token_blocks.reminder_message(mine(5), 7, True, "/tok", "ci-deployer")
     assert block_text(message["blocks"][0]).startswith(
         f":warning: The token *ci-deploy* (`{HINT}`) of the service user *ci-deployer* "
         "has not been used"
     )
-    assert [b["action_id"] for b in buttons(message)] == [SERVICE_REVOKE_ACTION, KEEP_ALIVE_ACTION]
+    assert [b["action_id"] for b in buttons(message)] == [
+        SERVICE_REVOKE_ACTION,
+        KEEP_ALIVE_ACTION,
+        SERVICE_ROTATE_ACTION,
+    ]
     assert block_text(message["blocks"][2]) == "See all the tokens with `/tok service list`."
 
 

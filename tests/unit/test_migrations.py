@@ -4,7 +4,9 @@ test starts from what they build."""
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import timedelta
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -18,10 +20,9 @@ from sqlmodel import SQLModel
 from storage import outbox, settings, sweep, tokens
 from storage.db import Database, invalidates
 from storage.migrate import alembic_config, upgrade
-from storage.models import NoticeKind, UTCDateTime
+from storage.models import GENESIS_DIGEST, NoticeKind, UTCDateTime
 from storage.orgs import find_org, lock_org
-from storage.tokens import IssuedToken
-from tests.conftest import NOW, TEST_DATABASE_URL, WORKER, _in_schema, _psycopg
+from tests.conftest import NOW, TEST_DATABASE_URL, WORKER, _in_schema, _psycopg, shown
 from tests.unit.test_settings import typed
 
 ORG, ALICE, BOB, CAROL = "T0ORG", "U0ALICE", "U0BOB", "U0CAROL"
@@ -34,29 +35,39 @@ def test_migrations_match_the_models(db: Database) -> None:
     assert diff == []
 
 
-MIGRATION_SCHEMA = f"{WORKER}_at_0006" if WORKER else "at_0006"
-
-
-@pytest.fixture
-def at_0006(tmp_path: Path) -> Iterator[Database]:
-    """An empty database of its own, at revision 0006: a SQLite file, or on PostgreSQL a
+@contextmanager
+def _at_revision(revision: str, tmp_path: Path) -> Iterator[Database]:
+    """An empty database of its own, at ``revision``: a SQLite file, or on PostgreSQL a
     schema of its own, so the shared one stays at the newest revision."""
+    schema = f"{WORKER}_at_{revision}" if WORKER else f"at_{revision}"
     if not TEST_DATABASE_URL:
         url = f"sqlite:///{tmp_path / 'old.db'}"
     else:
-        url = _in_schema(_psycopg(sa.make_url(TEST_DATABASE_URL)), MIGRATION_SCHEMA)
+        url = _in_schema(_psycopg(sa.make_url(TEST_DATABASE_URL)), schema)
         admin = sa.create_engine(url)
         with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{MIGRATION_SCHEMA}" CASCADE'))
-            conn.execute(sa.text(f'CREATE SCHEMA "{MIGRATION_SCHEMA}"'))
+            conn.execute(sa.text(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE'))
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
     db = Database(url)
-    command.upgrade(alembic_config(db), "0006")
+    command.upgrade(alembic_config(db), revision)
     yield db
     db.dispose()
     if TEST_DATABASE_URL:
         with admin.begin() as conn:
-            conn.execute(sa.text(f'DROP SCHEMA "{MIGRATION_SCHEMA}" CASCADE'))
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+@pytest.fixture
+def at_0006(tmp_path: Path) -> Iterator[Database]:
+    with _at_revision("0006", tmp_path) as db:
+        yield db
+
+
+@pytest.fixture
+def at_0007(tmp_path: Path) -> Iterator[Database]:
+    with _at_revision("0007", tmp_path) as db:
+        yield db
 
 
 AT = UTCDateTime
@@ -81,23 +92,69 @@ DIGEST = sa.table(
     sa.column("sent_at", AT()),
 )
 OLD_TABLES = {"notice", "ownerlessreport", "approvaldigest"}
+# Organizations, members and tokens as revision 0006 left them (the columns without a
+# server default): rows written as the code of that revision wrote them, since today's
+# code writes columns added since.
+ORGANIZATION_AT_0006 = sa.table(
+    "organization",
+    *(sa.column(c, sa.Integer()) for c in ("id", "user_token_cap", "service_token_cap")),
+    sa.column("inactivity_days", sa.Integer()),
+    *(sa.column(c, sa.String()) for c in ("slack_id", "audit_head")),
+    sa.column("created_at", AT()),
+)
+MEMBER_AT_0006 = sa.table(
+    "member",
+    *(sa.column(c, sa.Integer()) for c in ("id", "org_id")),
+    sa.column("slack_user_id", sa.String()),
+    sa.column("created_at", AT()),
+)
+TOKEN_AT_0006 = sa.table(
+    "token",
+    *(sa.column(c, sa.Integer()) for c in ("id", "org_id", "member_id", "created_by_id")),
+    *(sa.column(c, sa.String()) for c in ("kind", "name", "name_key", "hint", "digest", "state")),
+    *(sa.column(c, AT()) for c in ("created_at", "delivered_at", "cutoff_at", "next_notice_at")),
+)
 
 
-def _shown_at_0006(db: Database, issued: IssuedToken) -> IssuedToken:
-    """``issued``, delivered as revision 0006 records it. (Today's code would also owe the
-    organization's webhook endpoints the news, and their table is younger than 0006.)"""
-    info = issued.info
+@dataclass(frozen=True)
+class Issued:
+    id: int
+    cutoff_at: datetime
+
+
+def _alices_tokens_at_0006(db: Database) -> tuple[int, Issued, Issued]:
+    """The organization's id, and Alice's tokens at revision 0006: "ci", issued and shown
+    now, and "old", a month ago and never used since."""
+    period = timedelta(days=30)
+    issued = []
     with db.write() as session:
-        session.execute(
-            sa.update(tokens.TOKEN)
-            .where(tokens.TOKEN.c.id == info.id)
-            .values(
-                delivered_at=tokens.TOKEN.c.created_at,
-                cutoff_at=info.cutoff_at,
-                next_notice_at=info.cutoff_at - timedelta(days=7),
-            )
-        )
-    return issued
+
+        def insert(table: Any, values: dict[str, Any]) -> int:
+            return int(session.execute(sa.insert(table).returning(table.c.id), values).scalar_one())
+
+        org = {"slack_id": ORG, "user_token_cap": 10, "service_token_cap": 20}
+        org.update(inactivity_days=30, audit_head=GENESIS_DIGEST, created_at=NOW)
+        org_id = insert(ORGANIZATION_AT_0006, org)
+        member = {"org_id": org_id, "slack_user_id": ALICE, "created_at": NOW}
+        member_id = insert(MEMBER_AT_0006, member)
+        for n, (name, at) in enumerate([("ci", NOW), ("old", NOW - timedelta(days=31))], 1):
+            token = {
+                "org_id": org_id,
+                "member_id": member_id,
+                "created_by_id": member_id,
+                "kind": "user",
+                "name": name,
+                "name_key": name,
+                "hint": f"tbu_…{n:04d}",
+                "digest": f"{n:064x}",
+                "state": "active",
+                "created_at": at,
+                "delivered_at": at,
+                "cutoff_at": at + period,
+                "next_notice_at": at + period - timedelta(days=7),
+            }
+            issued.append(Issued(insert(TOKEN_AT_0006, token), at + period))
+    return org_id, issued[0], issued[1]
 
 
 def _rows(db: Database, table: Any) -> list[Any]:
@@ -109,23 +166,19 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
     at_0006: Database,
 ) -> None:
     db = at_0006
-    ci = _shown_at_0006(db, tokens.issue_user_token(db, ORG, ALICE, "ci", NOW))
-    month_ago = NOW - timedelta(days=31)
-    old = _shown_at_0006(db, tokens.issue_user_token(db, ORG, ALICE, "old", month_ago))
+    org_id, ci, old = _alices_tokens_at_0006(db)
     reminded = NOW + timedelta(days=23)
     with db.write() as session:
-        org = find_org(session, ORG)
-        assert org is not None
-        common = {"org_id": org.id, "recipient": ALICE, "last_error": None}
+        common = {"org_id": org_id, "recipient": ALICE, "last_error": None}
         session.execute(
             sa.insert(NOTICE),
             [
                 {  # the 7-day reminder of "ci", sent
                     **common,
-                    "token_id": ci.info.id,
+                    "token_id": ci.id,
                     "kind": "reminder",
                     "stage": 7,
-                    "cutoff_at": ci.info.cutoff_at,
+                    "cutoff_at": ci.cutoff_at,
                     "status": "sent",
                     "attempts": 1,
                     "next_attempt_at": reminded,
@@ -134,10 +187,10 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
                 },
                 {  # the expiry of "old", not yet delivered
                     **common,
-                    "token_id": old.info.id,
+                    "token_id": old.id,
                     "kind": "expired",
                     "stage": 0,
-                    "cutoff_at": old.info.cutoff_at,
+                    "cutoff_at": old.cutoff_at,
                     "status": "pending",
                     "attempts": 2,
                     "next_attempt_at": NOW,
@@ -150,7 +203,7 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
         session.execute(
             sa.insert(REPORT),
             {
-                "org_id": org.id,
+                "org_id": org_id,
                 "member": "U0GONE",
                 "service_users": ["ci-deployer"],
                 "status": "pending",
@@ -162,7 +215,7 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
         )
         session.execute(
             sa.insert(DIGEST),
-            {"org_id": org.id, "recipient": BOB, "day": NOW.date(), "sent_at": NOW},
+            {"org_id": org_id, "recipient": BOB, "day": NOW.date(), "sent_at": NOW},
         )
 
     upgrade(db)
@@ -193,11 +246,41 @@ def test_the_outbox_takes_over_the_notices_reports_and_digests_owed_at_0006(
     assert outbox.queue_digests(db, ORG, [BOB], NOW) == 0
 
 
-def test_0009_adds_the_approval_routing_empty_and_takes_it_away_keeping_the_rest(
-    at_0006: Database,
+def test_rotation_comes_with_0008_and_goes_with_its_grace_periods_ended(
+    at_0007: Database,
 ) -> None:
-    db = at_0006
-    command.upgrade(alembic_config(db), "0007")
+    db = at_0007
+    _, ci, _ = _alices_tokens_at_0006(db)  # the tables 0007 left are those of 0006
+
+    upgrade(db)
+
+    # Tokens issued before are not being rotated, and the grace period is the default.
+    old = tokens.find_user_token(db, ORG, ALICE, "ci", NOW)
+    assert (old.id, old.rotated_at) == (ci.id, None)
+    with db.read() as session:
+        org = find_org(session, ORG)
+        assert org is not None and org.grace == timedelta(hours=24)
+    rotation = tokens.rotate_token(db, ORG, ALICE, ci.id, NOW)
+    new = shown(db, ORG, rotation.issued)  # "ci" twice: the old one in its grace period
+
+    command.downgrade(alembic_config(db), "0007")
+
+    with db.read() as session:
+        rows = session.execute(
+            sa.select(TOKEN_AT_0006.c.id, TOKEN_AT_0006.c.state)
+            .where(TOKEN_AT_0006.c.name == "ci")
+            .order_by(TOKEN_AT_0006.c.id)
+        ).all()
+    assert [tuple(r) for r in rows] == [(ci.id, "revoked"), (new.info.id, "active")]
+    upgrade(db)  # and up again
+    assert tokens.find_user_token(db, ORG, ALICE, "ci", NOW).id == new.info.id
+
+
+def test_0009_adds_the_approval_routing_empty_and_takes_it_away_keeping_the_rest(
+    at_0007: Database,
+) -> None:
+    db = at_0007
+    command.upgrade(alembic_config(db), "0008")
     with db.write() as session:
         lock_org(session, ORG, NOW)
         session.execute(sa.text("UPDATE organization SET user_token_cap = 3"))
@@ -209,7 +292,7 @@ def test_0009_adds_the_approval_routing_empty_and_takes_it_away_keeping_the_rest
     settings.save_settings(db, ORG, ALICE, form, known_groups=None, seen=None, now=NOW)
     assert settings.approval_routing(db, ORG) == (None, "C0A")
 
-    command.downgrade(alembic_config(db), "0007")
+    command.downgrade(alembic_config(db), "0008")
 
     columns = {c["name"] for c in sa.inspect(db.engine).get_columns("organization")}
     assert not {"approver_group", "approvals_channel"} & columns
