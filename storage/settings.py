@@ -33,6 +33,7 @@ RANGES: dict[str, tuple[int, int]] = {
     "user_token_cap": (1, 1000),
     "service_token_cap": (1, 10000),
     "inactivity_days": (1, 3650),
+    "rotation_grace_hours": (0, 720),
     "request_ttl_days": (1, 90),
     "pending_request_cap": (1, 100),
 }
@@ -60,6 +61,7 @@ class OrgSettings:
     inactivity_days: int
     reminder_days: list[int]
     allow_keep_alive: bool
+    rotation_grace_hours: int
     request_ttl_days: int
     pending_request_cap: int
     approver_group: str | None
@@ -87,6 +89,7 @@ class SettingsForm:
     inactivity_days: str | None
     reminder_days: str | None
     allow_keep_alive: bool
+    rotation_grace_hours: str | None
     request_ttl_days: str | None
     pending_request_cap: str | None
     approver_group: str | None

@@ -40,6 +40,7 @@ LABELS = {
     "inactivity_days": "Days without use before a token expires",
     "reminder_days": "Reminders, in days before a token expires",
     "allow_keep_alive": "Keep for another period",
+    "rotation_grace_hours": "Hours a rotated token keeps working",
     "request_ttl_days": "Days a service-token request waits",
     "pending_request_cap": "Requests a member may have waiting",
     "approver_group": "Approvers",
@@ -204,6 +205,12 @@ def settings_modal(
             "Offer “Keep for another period” in reminders",
             current.allow_keep_alive,
             "A kept token gets a new period without counting as a use.",
+        ),
+        _number(
+            "rotation_grace_hours",
+            current.rotation_grace_hours,
+            f"{_range('rotation_grace_hours')}. After a rotation the old token works this "
+            "long, so what uses it can be moved to the new one; 0 ends it at once.",
         ),
         _number(
             "request_ttl_days",

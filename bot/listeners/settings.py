@@ -63,6 +63,7 @@ def settings_form(view: dict[str, Any]) -> SettingsForm:
         inactivity_days=_text(view, "inactivity_days"),
         reminder_days=_text(view, "reminder_days"),
         allow_keep_alive=_ticked(view, "allow_keep_alive", blocks.KEEP_ALIVE_OPTION),
+        rotation_grace_hours=_text(view, "rotation_grace_hours"),
         request_ttl_days=_text(view, "request_ttl_days"),
         pending_request_cap=_text(view, "pending_request_cap"),
         approver_group=_approver_group(view),

@@ -4,6 +4,7 @@ it; bad values are answered on their field; nobody else changes anything."""
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import httpx
@@ -75,6 +76,7 @@ async def test_an_admin_opens_the_modal_filled_in_with_the_current_values(env: R
     assert text["user_token_cap"] == "10" and text["service_token_cap"] == "20"
     assert text["inactivity_days"] == "30" and text["reminder_days"] == "7, 1"
     assert text["request_ttl_days"] == "7" and text["pending_request_cap"] == "5"
+    assert text["rotation_grace_hours"] == "24"
     assert text["scope_catalogue"] == "api:read\napi:write\nreports:read\nbilling:read"
     assert text["role_scopes"].splitlines() == [
         "owner: api:read api:write api:admin",
@@ -133,6 +135,18 @@ async def test_saving_records_one_event_per_changed_value_and_says_what_changed(
     assert len(changes_recorded(env)) == 5
 
 
+async def test_the_grace_period_set_in_settings_is_the_next_rotations(env: Running) -> None:
+    view_id = await open_settings(env)
+    response = await save(env, view_id, rotation_grace_hours="2")
+    assert response.content == b"", response.text
+    assert changes_recorded(env) == [{"setting": "rotation_grace_hours", "old": 24, "new": 2}]
+    await generate(env, ALICE, "ci")
+    now = env.deps.clock()
+    ci = tokens.find_user_token(env.db, ORG, ALICE, "ci", now)
+    rotation = tokens.rotate_token(env.db, ORG, ALICE, ci.id, now)
+    assert rotation.grace == timedelta(hours=2)
+
+
 @pytest.mark.parametrize(
     ("changes", "field", "says"),
     [
@@ -142,6 +156,8 @@ async def test_saving_records_one_event_per_changed_value_and_says_what_changed(
         ({"inactivity_days": "3651"}, "inactivity_days", "from 1 to 3650"),
         ({"inactivity_days": "2.5"}, "inactivity_days", "whole number"),
         ({"request_ttl_days": "91"}, "request_ttl_days", "from 1 to 90"),
+        ({"rotation_grace_hours": "721"}, "rotation_grace_hours", "from 0 to 720"),
+        ({"rotation_grace_hours": "-1"}, "rotation_grace_hours", "from 0 to 720"),
         ({"pending_request_cap": ""}, "pending_request_cap", "from 1 to 100"),
         ({"reminder_days": "7, soon"}, "reminder_days", "“soon” is not one"),
         ({"reminder_days": "7; 1"}, "reminder_days", "is not one"),
