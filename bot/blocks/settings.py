@@ -184,7 +184,8 @@ def settings_modal(
     blocks = [
         _section(
             "*Policy for this workspace.* Changes apply from now on: lowering a cap "
-            "revokes no token, and a new period applies to a token from its next use."
+            "revokes no token, and a new period applies to a token from its next use. "
+            "The endpoints told of token events are set with the `webhooks` subcommand."
         ),
         _number(
             "user_token_cap",

@@ -79,6 +79,7 @@ async def handle_member_revoke(
     await respond(
         replace_original=True, **await screens.member_token_list(deps, org, member, notice)
     )
+    screens.refresh_homes(deps, client, org, [member])  # their Home tab lists it no more
 
 
 async def handle_audit_older(
