@@ -14,7 +14,14 @@ from bot.delivery import deliver_token
 from bot.deps import Deps
 from bot.guards import OwnerOrAdmin, owner_or_admin
 from bot.listeners.payload import button_id, channel_of, clicked_on_home
-from bot.listeners.replies import Listener, Redraw, Replies, Unavailable, answering
+from bot.listeners.replies import (
+    Listener,
+    Redraw,
+    Replies,
+    Unavailable,
+    answering,
+    service_list_again,
+)
 from bot.sender import Responder
 from storage import tokens, usage
 
@@ -23,10 +30,10 @@ def register(app: AsyncApp) -> None:
     # A refusal shows the screen the button was on again, the sentence on top.
     acting_on_a_token: list[tuple[str, Redraw, Listener]] = [
         (token_blocks.REVOKE_ACTION, _token_list, handle_revoke),
-        (token_blocks.SERVICE_REVOKE_ACTION, _service_list, handle_service_revoke),
+        (token_blocks.SERVICE_REVOKE_ACTION, service_list_again, handle_service_revoke),
         (token_blocks.KEEP_ALIVE_ACTION, _sentence, handle_keep_alive),
         (token_blocks.ROTATE_ACTION, _token_list, handle_rotate),
-        (token_blocks.SERVICE_ROTATE_ACTION, _service_list, handle_service_rotate),
+        (token_blocks.SERVICE_ROTATE_ACTION, service_list_again, handle_service_rotate),
     ]
     for action_id, redraw, handler in acting_on_a_token:
         replies = Replies(redraw=redraw)
@@ -38,11 +45,6 @@ def register(app: AsyncApp) -> None:
 
 async def _token_list(context: AsyncBoltContext, notice: str) -> dict[str, Any]:
     return await screens.token_list(context["deps"], context["org"], context["actor"], notice)
-
-
-async def _service_list(context: AsyncBoltContext, notice: str) -> dict[str, Any]:
-    deps, org, actor = context["deps"], context["org"], context["actor"]
-    return await screens.service_list(deps, org, actor, context["standing"], notice)
 
 
 async def _sentence(context: AsyncBoltContext, notice: str) -> dict[str, Any]:
@@ -71,11 +73,35 @@ async def handle_revoke(
     member's tokens again, where they clicked."""
     await ack()
     notice = await _revoke(action, as_owner_or_admin)
+    await _show_tokens(body, respond, client, deps, org, actor, standing, notice)
+
+
+async def _show_tokens(
+    body: dict[str, Any],
+    respond: Responder,
+    client: AsyncWebClient,
+    deps: Deps,
+    org: str,
+    actor: str,
+    standing: Standing,
+    notice: str,
+) -> None:
+    """The member's tokens as they are now, ``notice`` on top, where they clicked: the
+    Home tab, or the message in place (and their Home tab published again)."""
     if clicked_on_home(body):
         await screens.publish_home(deps, client, org, actor, notice, standing)
         return
     await respond(replace_original=True, **await screens.token_list(deps, org, actor, notice))
     screens.refresh_homes(deps, client, org, [actor])
+
+
+async def _show_service_users(
+    respond: Responder, deps: Deps, org: str, actor: str, standing: Standing, notice: str
+) -> None:
+    """The service users' list as the clicker may see it now, ``notice`` on top, in
+    place of the message clicked."""
+    listing = await screens.service_list(deps, org, actor, standing, notice)
+    await respond(replace_original=True, **listing)
 
 
 async def handle_service_revoke(
@@ -92,8 +118,7 @@ async def handle_service_revoke(
     the service users' list as the clicker may see it now."""
     await ack()
     notice = await _revoke(action, as_owner_or_admin)
-    listing = await screens.service_list(deps, org, actor, standing, notice)
-    await respond(replace_original=True, **listing)
+    await _show_service_users(respond, deps, org, actor, standing, notice)
 
 
 async def handle_keep_alive(
@@ -152,6 +177,7 @@ async def handle_rotate(
     deps: Deps,
     org: str,
     actor: str,
+    standing: Standing,
     as_owner_or_admin: OwnerOrAdmin,
 ) -> None:
     """Rotate on ``/token list``, on a reminder, on the confirmation of ``/token rotate``
@@ -159,10 +185,7 @@ async def handle_rotate(
     they clicked."""
     await ack()
     notice = await _rotate(body, action, client, deps, org, actor, as_owner_or_admin)
-    if clicked_on_home(body):
-        await screens.publish_home(deps, client, org, actor, notice)
-        return
-    await respond(replace_original=True, **await screens.token_list(deps, org, actor, notice))
+    await _show_tokens(body, respond, client, deps, org, actor, standing, notice)
 
 
 async def handle_service_rotate(
@@ -182,8 +205,7 @@ async def handle_service_rotate(
     token shown once, then the service users' list as the clicker may see it now."""
     await ack()
     notice = await _rotate(body, action, client, deps, org, actor, as_owner_or_admin)
-    listing = await screens.service_list(deps, org, actor, standing, notice)
-    await respond(replace_original=True, **listing)
+    await _show_service_users(respond, deps, org, actor, standing, notice)
 
 
 async def handle_cancel(ack: AsyncAck, respond: Responder) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import screens
@@ -22,7 +22,7 @@ from bot.listeners.payload import (
     service_user_of,
     text_of,
 )
-from bot.listeners.replies import Replies, Unavailable, answering
+from bot.listeners.replies import Replies, Unavailable, answering, service_list_again
 from bot.sender import Responder, deliver_ephemeral, replace_original
 from storage import services
 from storage.errors import InvalidField
@@ -30,7 +30,7 @@ from storage.errors import InvalidField
 
 def register(app: AsyncApp) -> None:
     # A refused click shows the service users' list again, the sentence on top.
-    on_the_list = Replies(redraw=_service_list)
+    on_the_list = Replies(redraw=service_list_again)
     for action_id in (blocks.ADD_OWNER_ACTION, blocks.REMOVE_OWNER_ACTION):
         app.action(action_id, middleware=[on_the_list, owner_or_admin])(
             answering(handle_open_owner_modal)
@@ -43,11 +43,6 @@ def register(app: AsyncApp) -> None:
     app.action(
         blocks.TAKE_OVER_ACTION, middleware=[Replies(), require_admin("take over a service user")]
     )(answering(handle_take_over))
-
-
-async def _service_list(context: AsyncBoltContext, notice: str) -> dict[str, Any]:
-    deps, org, actor = context["deps"], context["org"], context["actor"]
-    return await screens.service_list(deps, org, actor, context["standing"], notice)
 
 
 async def handle_open_owner_modal(

@@ -85,6 +85,12 @@ class Refusal:
     tell: Coroutine[Any, Any, Any] | None
 
 
+async def service_list_again(context: AsyncBoltContext, notice: str) -> dict[str, Any]:
+    """A :data:`Redraw`: the service users' list as the clicker may see it now."""
+    deps, org, actor = context["deps"], context["org"], context["actor"]
+    return await screens.service_list(deps, org, actor, context["standing"], notice)
+
+
 def refuse(
     error: TokenbotError,
     body: dict[str, Any],
