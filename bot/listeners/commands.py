@@ -27,6 +27,7 @@ from bot.listeners.payload import (
 )
 from bot.listeners.replies import Listener, Replies, Unavailable, answering
 from storage import tokens
+from storage.tokens import TokenInfo
 
 Matcher = Callable[..., Awaitable[bool]]
 
@@ -137,30 +138,28 @@ async def handle_audit(ack: AsyncAck, command: dict[str, Any], deps: Deps, org: 
     await _answer(ack, await screens.audit_log(deps, org, size))
 
 
-async def handle_revoke(
-    ack: AsyncAck, command: dict[str, Any], deps: Deps, org: str, actor: str
-) -> None:
-    """Ask to confirm revoking the member's token of that name (R16)."""
-    name = words(command)[1]
-    if not name:
-        usage = f"Say which token: `{command['command']} revoke <name>`."
-        await _answer(ack, token_blocks.text_message(usage))
-        return
-    info = await deps.call(tokens.find_user_token, deps.db, org, actor, name, deps.clock())
-    await _answer(ack, token_blocks.revoke_confirm_message(info))
+def asking_to_confirm(verb: str, confirm: Callable[[TokenInfo], token_blocks.Message]) -> Listener:
+    """The listener of ``/token <verb> <name>``: it asks the member to confirm acting on
+    their token of that name (revoke R16, rotate R18), with the message ``confirm``
+    builds; the button it carries does the rest."""
+
+    async def handle(
+        ack: AsyncAck, command: dict[str, Any], deps: Deps, org: str, actor: str
+    ) -> None:
+        name = words(command)[1]
+        if not name:
+            usage = f"Say which token: `{command['command']} {verb} <name>`."
+            await _answer(ack, token_blocks.text_message(usage))
+            return
+        info = await deps.call(tokens.find_user_token, deps.db, org, actor, name, deps.clock())
+        await _answer(ack, confirm(info))
+
+    handle.__name__ = handle.__qualname__ = f"handle_{verb}"
+    return handle
 
 
-async def handle_rotate(
-    ack: AsyncAck, command: dict[str, Any], deps: Deps, org: str, actor: str
-) -> None:
-    """Ask to confirm rotating the member's token of that name (R18)."""
-    name = words(command)[1]
-    if not name:
-        usage = f"Say which token: `{command['command']} rotate <name>`."
-        await _answer(ack, token_blocks.text_message(usage))
-        return
-    info = await deps.call(tokens.find_user_token, deps.db, org, actor, name, deps.clock())
-    await _answer(ack, token_blocks.rotate_confirm_message(info))
+handle_revoke = asking_to_confirm("revoke", token_blocks.revoke_confirm_message)
+handle_rotate = asking_to_confirm("rotate", token_blocks.rotate_confirm_message)
 
 
 async def handle_report(ack: AsyncAck, deps: Deps, org: str) -> None:
