@@ -756,7 +756,9 @@ def rotate_token(
 ) -> Rotation:
     """Start rotating a token (R18): a new token with the same owner (member or service
     user), name and permissions, to be shown once to ``actor_user_id``. Who may: as for
-    :func:`revoke_token`; a service token needs no new approval, its grant unchanged.
+    :func:`revoke_token`, except that an admin rotates only service tokens (a member's
+    new token is shown to them alone, R14); a service token needs no new approval, its
+    grant unchanged.
 
     From now on the old token holds neither its name nor a place under the cap, so a
     rotation never fails for lack of room; it stays valid as it was until the new one is
@@ -771,6 +773,12 @@ def rotate_token(
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         old, row, as_owner = _permitted(session, org, token_id, actor_user_id, now, "rotate", admin)
+        if not as_owner and old.kind != TokenKind.SERVICE:
+            # The new token is shown to whoever rotates: a member's token only to them (R14).
+            raise NotAllowed(
+                "Only its owner can rotate a personal token, since the new one is shown to "
+                "whoever rotates it. You can revoke it instead."
+            )
         if old.delivered_at is None:
             raise TokenNotFound(f"The token “{old.name}” is not in use yet.")
         if old.rotated_at is not None:

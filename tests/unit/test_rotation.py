@@ -148,16 +148,21 @@ def test_a_token_rotated_already_cannot_be_rotated_or_kept_again(db: Database) -
         usage.keep_alive(db, ORG, ALICE, old.info.id, LATER)
 
 
-def test_only_the_owner_or_an_admin_rotates_and_a_refusal_changes_nothing(db: Database) -> None:
+def test_only_the_owner_rotates_a_personal_token_and_a_refusal_changes_nothing(
+    db: Database,
+) -> None:
     old = issue(db)
     with pytest.raises(NotAllowed, match="You can rotate only your own tokens"):
         rotate(db, old, BOB)
+    # Not an admin either: the new token would be shown to them, not to its owner (R14).
+    with pytest.raises(NotAllowed, match="Only its owner can rotate a personal token"):
+        rotate(db, old, BOB, admin=True)  # the caller checked Bob is an admin now
     assert listed(db) == [("ci", old.info.id)]
     assert [e.action for e in audit.events(db, ORG)] == ["token.issued", "token.delivered"]
-    rotation = rotate(db, old, BOB, admin=True)  # the caller checked Bob is an admin now
+    rotation = rotate(db, old, ALICE)
     assert rotation.issued.info.name == "ci"
     [event] = [e for e in audit.events(db, ORG) if e.action == "token.rotated"]
-    assert (event.actor, event.detail["as"]) == (BOB, "admin")
+    assert (event.actor, event.detail["as"]) == (ALICE, "owner")
 
 
 def test_ten_rotations_at_once_leave_one_new_token(db: Database) -> None:
