@@ -33,7 +33,8 @@ T = TypeVar("T")
 UNCONFIRMED = "Slack could not confirm your standing just now. Try again."
 
 
-def _eligible(user: dict[str, Any]) -> bool:
+def eligible(user: dict[str, Any]) -> bool:
+    """Whether a Slack user may hold a standing: a person, active, not a guest."""
     return not (
         user.get("deleted")
         or user.get("is_bot")
@@ -55,7 +56,7 @@ async def _people(client: AsyncWebClient, chosen: Callable[[dict[str, Any]], boo
     found = []
     async for page in await client.users_list(limit=200):
         for user in page.get("members") or []:
-            if _eligible(user) and chosen(user):
+            if eligible(user) and chosen(user):
                 found.append(str(user["id"]))
     return found
 

@@ -4,6 +4,7 @@ changes owners and admins make to who owns them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +20,8 @@ from storage.orgs import MEMBER, LockedOrg, ensure_member, find_org, lock_org, m
 from storage.tokens import TOKEN_INFO_COLUMNS, TokenInfo, holds_its_place, token_info
 
 SERVICE = ServiceUser.__table__  # type: ignore[attr-defined]
+# A Slack user id, as a users_select gives it.
+SLACK_USER_ID = re.compile(r"[UW][A-Z0-9]{2,31}")
 OWNER = ServiceOwner.__table__  # type: ignore[attr-defined]
 TOKEN = Token.__table__  # type: ignore[attr-defined]
 
@@ -210,6 +213,8 @@ def add_owner(
     caller checked the actor's standing in Slack), may. Raises ServiceUserNotFound,
     NotAllowed, or InvalidField (on OWNER_FIELD) when ``member`` owns it already or is
     known to be deactivated; nothing changes when it raises."""
+    if not SLACK_USER_ID.fullmatch(member):
+        raise InvalidField(OWNER_FIELD, "Choose a member of the workspace.")
     with db.write() as session:
         org = lock_org(session, org_slack_id, now)
         service = _managed(session, org, service_user_id, actor, admin)

@@ -9,7 +9,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import screens
+from bot import approvers, screens
 from bot.approvers import Standing
 from bot.blocks import owners as blocks
 from bot.deps import Deps
@@ -87,6 +87,12 @@ async def handle_owner_submission(
     if member is None:
         raise InvalidField(blocks.OWNER_BLOCK, "Choose a member.")
     adding = view["callback_id"] == blocks.ADD_OWNER_CALLBACK
+    if adding and not approvers.eligible(
+        await approvers.standing_of(deps, client, org, member).user()
+    ):
+        raise InvalidField(
+            blocks.OWNER_BLOCK, "Choose an active member of the workspace, not a bot or a guest."
+        )
     where = private_metadata(view)
     changed = await as_owner_or_admin(
         services.add_owner if adding else services.remove_owner,

@@ -199,3 +199,19 @@ async def test_someone_not_an_admin_cannot_take_over_and_nothing_changes(env: Ru
         refused.text_content()
     )
     assert owners(env) == [] and owner_events(env) == []
+
+
+async def test_only_an_active_person_of_the_workspace_can_be_made_an_owner(env: Running) -> None:
+    await approved(env)
+    env.standin.add_user("U0ROBOT", "robot")
+    env.standin.users["U0ROBOT"]["is_bot"] = True
+    env.standin.add_user("U0VISITOR", "visitor", is_restricted=True)
+    listing = await run_command(env, "service list", ALICE)
+    modal = await open_owner_modal(env, listing, "add_service_owner", ALICE)
+    # A forged choice, not a user id; a user Slack does not know; a bot; a guest.
+    for member in ("UFAKE>|x", "U0NOSUCHONE", "U0ROBOT", "U0VISITOR"):
+        response = await choose(env, modal, ALICE, member)
+        errors = response.json()["errors"]
+        assert list(errors) == ["owner"], (member, errors)
+    assert owners(env) == [ALICE]
+    assert owner_events(env) == []
