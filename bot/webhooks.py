@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import ipaddress
 import json
 import logging
 import time
@@ -174,6 +175,21 @@ async def deliver_due(deps: Deps) -> int:
     return sent
 
 
+async def _resolves_inside(url: str, allow_loopback: bool) -> bool:
+    """Whether the endpoint's host name now resolves to an internal address (as
+    :func:`storage.webhooks.internal_address` says), where nothing is sent. A name that
+    does not resolve is left to the request, which fails and is tried again later."""
+    host = httpx.URL(url).host
+    try:
+        found = await asyncio.get_running_loop().getaddrinfo(host, None)
+    except OSError:
+        return False
+    addresses = {str(info[4][0]) for info in found}
+    if allow_loopback and all(ipaddress.ip_address(a).is_loopback for a in addresses):
+        return False
+    return any(endpoints.internal_address(a) for a in addresses)
+
+
 async def _deliver_one(deps: Deps, message: outbox.Message) -> bool:
     """Send, record and settle one claimed message; True if the endpoint took it."""
     endpoint, event = message.payload.get("endpoint"), message.payload.get("event")
@@ -184,7 +200,10 @@ async def _deliver_one(deps: Deps, message: outbox.Message) -> bool:
     if target is None:  # removed since the event: told nothing more
         await deps.call(outbox.mark_skipped, deps.db, message)
         return False
-    outcome = await post(deps.webhooks.get(), target, event)
+    if await _resolves_inside(target.url, deps.settings.webhooks_allow_loopback):
+        outcome = Outcome("refused: the name resolves to an internal address")
+    else:
+        outcome = await post(deps.webhooks.get(), target, event)
     now = deps.clock()
     await deps.call(endpoints.record_attempt, deps.db, target.id, outcome.status, now)
     host = endpoints.host_of(target.url)  # not the URL: its path may hold a secret

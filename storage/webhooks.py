@@ -128,7 +128,24 @@ def validate_url(raw: object, *, allow_loopback: bool) -> str:
         )
     if parsed.scheme != "https" and not (allow_loopback and _is_loopback(host)):
         raise InvalidField(URL_FIELD, "Use an https:// URL: events are sent only over HTTPS.")
+    if internal_address(host) and not (allow_loopback and _is_loopback(host)):
+        raise InvalidField(URL_FIELD, _INTERNAL)
     return url
+
+
+_INTERNAL = "Use an address on the internet: events are not sent to this network's own hosts."
+
+
+def internal_address(host: str) -> bool:
+    """Whether ``host`` names this host or a private network (localhost, or an IP address
+    that is loopback, private, link-local, reserved...): no endpoint may be one, so that
+    webhooks cannot be aimed at the services beside tokenbot."""
+    if host.lower().rstrip(".") == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return not ipaddress.ip_address(host).is_global
+    except ValueError:
+        return False  # a name: checked again, resolved, when a delivery is sent
 
 
 def _is_ip(host: str) -> bool:

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from bot import webhooks as bot_webhooks
 from storage import approvals, audit, outbox, sweep, tokens, webhooks
 from storage.db import Database, run
 from storage.errors import InvalidField, NotAllowed, WebhookNotFound
@@ -294,6 +295,15 @@ def test_queued_messages_are_claimed_like_any_other(db: Database) -> None:
         ("https://hooks.example.com:0/", False, "not a URL"),
         ("https://hooks.example.com/a b", False, "not a URL"),
         ("https://hooks.example.com/\x00", False, "not a URL"),
+        # The services beside tokenbot: never an endpoint.
+        ("https://localhost/hooks", False, "not sent to this network's own hosts"),
+        ("https://127.0.0.1/hooks", False, "not sent to this network's own hosts"),
+        ("https://[::1]/hooks", False, "not sent to this network's own hosts"),
+        ("https://10.0.0.8/hooks", True, "not sent to this network's own hosts"),
+        ("https://192.168.1.20/hooks", False, "not sent to this network's own hosts"),
+        ("https://169.254.169.254/latest/meta-data", True, "not sent to this network's own"),
+        ("https://[fd00::1]/hooks", False, "not sent to this network's own hosts"),
+        ("https://192.0.2.10/hooks", False, "not sent to this network's own hosts"),
     ],
 )
 def test_bad_urls_are_refused_with_a_clear_sentence(
@@ -309,14 +319,20 @@ def test_bad_urls_are_refused_with_a_clear_sentence(
     [
         "https://hooks.example.com/tokenbot?team=platform",
         "https://hooks.example.com:8443/",
-        "https://192.0.2.10/hooks",
-        "https://[2001:db8::1]/hooks",
+        "https://93.184.216.34/hooks",
+        "https://[2606:4700:4700::1111]/hooks",
         "https://bücher.example/hooks",
         "https://hooks.example.com/" + "x" * 1974,  # 2,000 characters
     ],
 )
 def test_good_urls_are_taken_as_typed(url: str) -> None:
     assert webhooks.validate_url(f"  {url} ", allow_loopback=False) == url
+
+
+async def test_a_name_that_resolves_to_an_internal_address_is_sent_nothing() -> None:
+    assert await bot_webhooks._resolves_inside("https://localhost/hooks", False)
+    assert not await bot_webhooks._resolves_inside("https://localhost/hooks", True)
+    assert not await bot_webhooks._resolves_inside("https://no-such-host.invalid/", False)
 
 
 @pytest.mark.parametrize(
