@@ -391,6 +391,25 @@ def _service_token(info: TokenInfo) -> list[dict[str, Any]]:
     return [_section(text), token_buttons(info, SERVICE_ROTATE_ACTION, SERVICE_REVOKE_ACTION)]
 
 
+# Tokens shown under one service user: its entry stays within half a message, however
+# many tokens the service-token cap lets it have.
+TOKENS_PER_SERVICE_SHOWN = 10
+
+
+def _service_entry(service: ServiceUserInfo) -> list[dict[str, Any]]:
+    shown = service.tokens[:TOKENS_PER_SERVICE_SHOWN]
+    blocks = [
+        _service_header(service),
+        owner_buttons(service.id),
+        *(block for t in shown for block in _service_token(t)),
+    ]
+    if left := len(service.tokens) - len(shown):
+        blocks.append(
+            _context(f"… and {left} more of its tokens: revoke or rotate these to see them.")
+        )
+    return blocks
+
+
 def service_list_message(
     services: list[ServiceUserInfo], admin: bool, command: str, notice: str | None = None
 ) -> Message:
@@ -408,14 +427,7 @@ def service_list_message(
         return {"text": notice or text, "blocks": blocks}
     whose = "All service users" if admin else "Your service users"
     blocks.append(_section(f"*{whose}* ({len(services)})"))
-    entries = [
-        [
-            _service_header(s),
-            owner_buttons(s.id),
-            *(block for t in s.tokens for block in _service_token(t)),
-        ]
-        for s in services
-    ]
+    entries = [_service_entry(s) for s in services]
     fit(blocks, entries, BLOCKS_MAX, _more("service users that do not fit here"))
     total = sum(len(s.tokens) for s in services)
     return {

@@ -559,3 +559,12 @@ def test_past_30_names_the_orphan_notice_says_how_many_more() -> None:
     assert block_text(message["blocks"][-1]).startswith("… and 5 more")
     assert "svc-29" in message["text"] and "svc-30" not in message["text"]
     fits_a_message(message)
+
+
+def test_a_service_user_with_many_tokens_shows_ten_and_leaves_room_for_the_others() -> None:
+    crowded, after = owned(1, tokens=40), owned(2, tokens=1)
+    message = blocks.service_list_message([crowded, after], True, "/tok")
+    fits_a_message(message)
+    shown = [b["value"] for b in buttons(message) if b["action_id"] == SERVICE_REVOKE_ACTION]
+    assert shown == [str(100 + n) for n in range(10)] + ["200"]  # the next one still shows
+    assert "… and 30 more of its tokens" in json.dumps(message, ensure_ascii=False)
