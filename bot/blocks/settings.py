@@ -121,17 +121,17 @@ def _approvers(
     """A choice among the workspace's user groups, or the default; as text when Slack
     could not list them or has too many to offer."""
     fallback = f"@{default}" if default else "the workspace's admins and owners"
-    if groups is None or len(groups) > GROUP_OPTIONS_MAX:
+    # A handle too long to be one is left out: Slack would refuse the option's value.
+    listed = {h: n for h, n in sorted((groups or {}).items()) if len(h) <= GROUP_HANDLE_MAX}
+    if current and current not in listed:
+        listed[current] = current  # no longer listed by Slack, but still the one set
+    if groups is None or len(listed) > GROUP_OPTIONS_MAX:
         hint = (
             f"The handle of a user group whose members decide on service-token requests. "
             f"Empty: the default ({fallback})."
         )
         return _text("approver_group", current or "", hint, max_length=GROUP_HANDLE_MAX)
     options = [_option(f"Default: {fallback}", DEFAULT_GROUP)]
-    # A handle too long to be one is left out: Slack would refuse the option's value.
-    listed = {h: n for h, n in sorted(groups.items()) if len(h) <= GROUP_HANDLE_MAX}
-    if current and current not in listed:
-        listed[current] = current  # no longer listed by Slack, but still the one set
     options += [_option(f"@{handle} ({name})", handle) for handle, name in listed.items()]
     chosen = next((o for o in options if o["value"] == current), options[0])
     element = {

@@ -386,6 +386,12 @@ def test_the_approvers_are_picked_among_the_groups_or_typed_in_a_large_workspace
         assert typed_in["element"]["type"] == "plain_text_input"
         assert typed_in["element"]["initial_value"] == "g001"
         assert "admins and owners" in typed_in["hint"]["text"]
+    # 99 groups Slack lists, and the one set that it lists no more: 101 options with the
+    # default, more than Slack offers, so the handle is typed instead.
+    listed = {f"g{n:03d}": f"G{n}" for n in range(blocks.GROUP_OPTIONS_MAX)}
+    gone_too = inputs(modal(replace(DEFAULTS, approver_group="old"), listed))["approver_group"]
+    assert gone_too["element"]["type"] == "plain_text_input"
+    assert gone_too["element"]["initial_value"] == "old"
 
 
 def test_the_channel_can_be_returned_to_the_default_once_one_is_set() -> None:
