@@ -90,7 +90,8 @@ async def handle_settings_submission(
         actor,
         form,
         known_groups=groups,
-        seen=text_of(where, "version", 64),
+        # Always checked: a form that does not say what it was opened on is refused.
+        seen=text_of(where, "version", 64) or "",
         now=deps.clock(),
     )
     await ack()
