@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, ParamSpec, TypeVar
 
-from cachetools import TLRUCache
+from cachetools import TLRUCache, TTLCache
 
 from bot.config import Settings
 from bot.webhooks import WebhookClient
@@ -182,6 +182,10 @@ class Directory:
             task.exception()
 
 
+HOMES_KEPT = 100_000
+HOME_OPEN_FOR = timedelta(days=1)
+
+
 @dataclass
 class Deps:
     settings: Settings
@@ -191,10 +195,16 @@ class Deps:
     background: Background = field(default_factory=Background)
     webhooks: WebhookClient = field(default_factory=WebhookClient)  # to webhook endpoints
     directory: Directory = field(init=False)
+    # The members who opened the app's Home tab lately, by (organization, member): the
+    # tabs worth publishing again after a change (bot.screens.refresh_homes).
+    homes_open: TTLCache[tuple[str, str], bool] = field(init=False)
 
     def __post_init__(self) -> None:
         # Read through ``self``: tests and ``tokenbot sweep --now`` replace the clock.
         self.directory = Directory(lambda: self.clock(), self.background)
+        self.homes_open = TTLCache(
+            maxsize=HOMES_KEPT, ttl=HOME_OPEN_FOR.total_seconds(), timer=lambda: self._now()
+        )
 
     async def remember(self, key: str, max_age: timedelta, fetch: Callable[[], Awaitable[T]]) -> T:
         """The directory's answer for ``key`` (:meth:`Directory.remember`)."""

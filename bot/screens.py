@@ -57,6 +57,7 @@ async def publish_home(
     found = await deps.call(reports.report, deps.db, org, now) if admin else None
     home = Home(listing.tokens, listing.cap, mine, decidable, found)
     await sender.publish_home(client, user_id, home_view(home, deps.settings.command, notice))
+    deps.homes_open[(org, user_id)] = True
 
 
 def refresh_homes(
@@ -70,9 +71,13 @@ def refresh_homes(
     """Publish again, in the background, the Home tabs a change has altered: of ``users``
     (a token issued or ended, a request made or decided) and, with ``approvers_too``, of
     everyone who may decide on requests, whose queue changed (who they are is read from
-    Slack at most once an hour). A failure is logged: a Home tab is published anew
-    whenever its member opens it."""
-    deps.background.start(_refresh(deps, client, org, list(users), approvers_too), finish=False)
+    Slack at most once an hour). Only the tabs this process published in the last day
+    (HOME_OPEN_FOR) are: a Home tab is published anew whenever its member opens it, so
+    the others show the change then. A failure is logged."""
+    users = [u for u in users if (org, u) in deps.homes_open]
+    if users or approvers_too:
+        refresh = _refresh(deps, client, org, users, approvers_too)
+        deps.background.start(refresh, finish=False)
 
 
 async def _refresh(
@@ -83,7 +88,7 @@ async def _refresh(
             users += await approvers.known_approvers(deps, client, org)
         except Exception as error:
             log.info("approvers not known (%s); their Home tabs wait", sender.failure_reason(error))
-    for user_id in dict.fromkeys(users):
+    for user_id in dict.fromkeys(u for u in users if (org, u) in deps.homes_open):
         try:
             await publish_home(deps, client, org, user_id)
         except Exception as error:

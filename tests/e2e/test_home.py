@@ -12,7 +12,7 @@ from storage import approvals, audit, tokenformat, tokens
 from tests.conftest import FIXTURES
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import generate, settled, until_valid
-from tests.e2e.test_service_requests import CAROL, GUEST, requested
+from tests.e2e.test_service_requests import CAROL, GUEST, admins, requested
 
 ORG = "T0TOKENBOT"
 
@@ -95,9 +95,24 @@ def home_of(env: Running, user: str) -> Call:
     return [c for c in env.standin.calls_to("views.publish") if c.args["user_id"] == user][-1]
 
 
+async def homes_opened(env: Running) -> None:
+    """Alice, Bob and Carol (both admins, approvers) each have the Home tab open."""
+    admins(env)
+    for user in (ALICE, BOB, CAROL):
+        await home_view_id(env, user)
+
+
+async def test_a_tab_never_opened_is_not_published_after_a_change(env: Running) -> None:
+    await generate(env, ALICE, "ci")
+    await requested(env)
+    await settled(env)
+    assert env.standin.calls_to("views.publish") == []
+
+
 async def test_a_new_token_is_on_the_members_home_tab_without_opening_it_again(
     env: Running,
 ) -> None:
+    await home_view_id(env, ALICE)  # opened once, before
     secret = await generate(env, ALICE, "ci")
     published = home_of(env, ALICE)
     assert "*ci*" in published.text_content() and secret not in published.text_content()
@@ -106,6 +121,7 @@ async def test_a_new_token_is_on_the_members_home_tab_without_opening_it_again(
 async def test_the_requester_sees_their_pending_request_and_cancels_it_on_home(
     env: Running,
 ) -> None:
+    await homes_opened(env)
     await requested(env)
     view = home_of(env, ALICE)  # published again by the request
     assert "*Your pending requests*" in view.text_content()
@@ -124,6 +140,7 @@ async def test_the_requester_sees_their_pending_request_and_cancels_it_on_home(
 
 
 async def test_an_approver_decides_from_the_queue_on_home(env: Running) -> None:
+    await homes_opened(env)
     await requested(env)
     queue = home_of(env, BOB)
     assert "*Waiting for your decision*" in queue.text_content()
@@ -144,6 +161,7 @@ async def test_an_approver_decides_from_the_queue_on_home(env: Running) -> None:
 async def test_someone_who_may_not_decide_is_refused_on_home_and_nothing_changes(
     env: Running,
 ) -> None:
+    await homes_opened(env)
     await requested(env)
     queue = home_of(env, BOB)
     mark = len(env.standin.calls)
