@@ -4,10 +4,12 @@ listeners: Slack reaches /slack/* and /healthz over HTTPS, the internet never re
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import subprocess
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,7 +24,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from bot.standin.client import SlackClient
+from bot.standin.harness import SIGNING_SECRET, Running
 from bot.standin.server import free_port, serve_in_background
+from tests.e2e.conftest import ALICE
+from tests.e2e.flows import generate
 from tests.e2e.gateways import find_nginx, running
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
@@ -133,31 +139,36 @@ class Front:
     replica_api: Listener
 
 
-@pytest.fixture
-async def front(tmp_path: Path) -> AsyncIterator[Front]:
+@asynccontextmanager
+async def nginx_in_front(
+    public_upstream: int, api_upstream: int, workdir: Path
+) -> AsyncIterator[tuple[str, str]]:
+    """nginx with deploy/nginx.conf on free loopback ports, its replica at the given
+    ports in place of compose's ``tokenbot``; yields the public and internal URLs."""
     binary = nginx_binary()
-    replica_public, replica_api = Listener("public"), Listener("api")
     public, internal = free_port(), free_port()
     site = (
         CONF.read_text()
         .replace("listen 443 ssl;", f"listen 127.0.0.1:{public} ssl;")
         .replace("listen 8081;", f"listen 127.0.0.1:{internal};")
-        .replace("tokenbot:3000", f"127.0.0.1:{replica_public.port}")
-        .replace("tokenbot:3001", f"127.0.0.1:{replica_api.port}")
+        .replace("tokenbot:3000", f"127.0.0.1:{public_upstream}")
+        .replace("tokenbot:3001", f"127.0.0.1:{api_upstream}")
     )
-    config = tmp_path / "nginx.conf"
-    config.write_text(main_config(tmp_path, site))
+    config = workdir / "nginx.conf"
+    config.write_text(main_config(workdir, site))
+    async with running([binary, "-p", str(workdir), "-c", str(config)], internal, workdir):
+        yield f"https://127.0.0.1:{public}", f"http://127.0.0.1:{internal}"
+
+
+@pytest.fixture
+async def front(tmp_path: Path) -> AsyncIterator[Front]:
+    replica_public, replica_api = Listener("public"), Listener("api")
     async with (
         serve_in_background(replica_public.app(), replica_public.port),
         serve_in_background(replica_api.app(), replica_api.port),
-        running([binary, "-p", str(tmp_path), "-c", str(config)], internal, tmp_path),
+        nginx_in_front(replica_public.port, replica_api.port, tmp_path) as (public, internal),
     ):
-        yield Front(
-            f"https://127.0.0.1:{public}",
-            f"http://127.0.0.1:{internal}",
-            replica_public,
-            replica_api,
-        )
+        yield Front(public, internal, replica_public, replica_api)
 
 
 def client() -> httpx.AsyncClient:
@@ -218,3 +229,31 @@ async def test_a_body_over_the_replicas_limit_stops_at_nginx(front: Front) -> No
         answer = await http.post(f"{front.public}/slack/events", content=b"x" * (1024 * 1024 + 1))
     assert answer.status_code == 413
     assert front.replica_public.seen == []
+
+
+async def test_a_token_made_through_nginx_passes_forward_auth_on_the_internal_server_only(
+    env: Running, tmp_path: Path
+) -> None:
+    # One replica serving both listeners' routes stands in for compose's three.
+    port = int(env.url.rsplit(":", 1)[1])
+    async with nginx_in_front(port, port, tmp_path) as (public, internal):
+        through_nginx = SlackClient(public, SIGNING_SECRET, env.standin)
+        await through_nginx.http.aclose()
+        through_nginx.http = client()
+        try:
+            # Slack's signature still holds once nginx has passed the request on.
+            secret = await generate(dataclasses.replace(env, slack=through_nginx), ALICE, "ci")
+        finally:
+            await through_nginx.aclose()
+        bearer = {"Authorization": f"Bearer {secret}"}
+        async with client() as http:
+            allowed = await http.get(f"{internal}/api/v1/auth/orders/42", headers=bearer)
+            from_outside = await http.get(f"{public}/api/v1/auth/orders/42", headers=bearer)
+            refused = await http.get(
+                f"{internal}/api/v1/auth", headers={"Authorization": "Bearer tbu_nope"}
+            )
+    assert allowed.status_code == 200
+    assert allowed.headers["x-token-subject"] == ALICE
+    assert from_outside.status_code == 404
+    assert "x-token-subject" not in from_outside.headers
+    assert refused.status_code == 401

@@ -242,6 +242,8 @@ def test_nginx_reaches_the_replicas_on_the_ports_they_listen_on() -> None:
     _, api_port = parse_listen(tokenbot["environment"]["TOKENBOT_API_LISTEN"])
     assert nginx_proxies_to("tokenbot_api") == api_port
     assert api_port != int(option(command, "--port")), "/api/v1/* has a listener of its own"
+    # nginx waits for the replicas to be healthy: the image's check asks the port they use.
+    assert RUNTIME.all("EXPOSE") == [option(command, "--port")]
 
 
 def nginx_listen_port(variable: str) -> int:
