@@ -14,7 +14,7 @@ import storage.models  # noqa: F401  (registers the tables)
 from storage.migrate import database_from_environment
 
 config = context.config
-if config.config_file_name is not None:  # the `alembic` command: say what it runs
+if config.cmd_opts is not None:  # the `alembic` command: say what it runs
     fileConfig(config.config_file_name, disable_existing_loggers=False)
 engine: sa.Engine = config.attributes.get("engine") or database_from_environment().engine
 
