@@ -11,7 +11,6 @@ import sys
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
-from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from alembic.util.exc import CommandError
 
@@ -20,6 +19,8 @@ from storage.db import Database
 SCRIPT_LOCATION = "storage:migrations"
 # Revision ids are numbers of this many digits, in order: 0001, 0002, ...
 REVISION_DIGITS = 4
+# Alembic's table, holding the revision the database is at.
+_VERSION = sa.table("alembic_version", sa.column("version_num", sa.String()))
 
 
 class SchemaError(Exception):
@@ -54,9 +55,11 @@ def next_revision_id() -> str:
 
 def current_revision(db: Database) -> str | None:
     """The revision the database is at; None when it has never been migrated."""
+    # Read here rather than through Alembic, which logs as it starts.
     with db.engine.connect() as conn:
-        heads = MigrationContext.configure(conn).get_current_heads()
-    return max(heads) if heads else None
+        if not sa.inspect(conn).has_table(_VERSION.name):
+            return None
+        return max(conn.execute(sa.select(_VERSION.c.version_num)).scalars(), default=None)
 
 
 def _newer(at: str) -> SchemaError:
