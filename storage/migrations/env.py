@@ -34,6 +34,9 @@ with engine.connect() as connection:
         # checked once, over the whole database, before the migrations commit.
         _sqlite_foreign_keys(connection, on=False)
     try:
+        # One transaction for the whole upgrade, on SQLite too (where Alembic would
+        # commit each revision): a failed upgrade leaves the schema where it was.
+        connection.begin()
         if connection.dialect.name == "postgresql":
             # Replicas starting together migrate one at a time.
             connection.execute(sa.text("SELECT pg_advisory_xact_lock(7366297)"))

@@ -639,6 +639,35 @@ def test_an_upgrade_from_each_earlier_revision_keeps_everything_the_database_hel
         assert audit.verify_chain(db, ORG)
 
 
+def test_a_failed_upgrade_leaves_the_database_at_its_revision_with_its_rows(
+    tmp_path: Path,
+) -> None:
+    with _at_revision("0005", tmp_path) as db:
+        org_id, _, old = _alices_tokens(db)
+        # Two expiry notices of one token to one member, which 0007 cannot both move
+        # (the outbox keeps one expiry per token and recipient): it fails, after 0006.
+        with db.write() as session:
+            for cutoff in (old.cutoff_at, old.cutoff_at + timedelta(days=1)):
+                expiry = {"org_id": org_id, "recipient": ALICE, "token_id": old.id}
+                expiry |= {"kind": "expired", "stage": 0, "cutoff_at": cutoff}
+                expiry |= {"status": "pending", "attempts": 0, "next_attempt_at": NOW}
+                _insert(session, NOTICE, {**expiry, "created_at": NOW})
+        before = _written(db, _held_columns(db))
+
+        with pytest.raises(sa.exc.IntegrityError):
+            upgrade(db)
+
+        assert current_revision(db) == "0005"
+        token_columns = {c["name"] for c in sa.inspect(db.engine).get_columns("token")}
+        assert "delivered_at" not in token_columns  # 0006 was undone with the rest
+        assert "outbox" not in sa.inspect(db.engine).get_table_names()
+        assert len(_rows(db, NOTICE)) == 2
+        assert _written(db, _held_columns(db)) == before
+        if db.dialect == "sqlite":  # foreign keys are enforced again
+            with db.engine.connect() as conn:
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar_one() == 1
+
+
 def test_a_test_starts_from_the_migrated_database_whatever_the_last_one_left(
     db: Database, request: pytest.FixtureRequest
 ) -> None:
