@@ -155,3 +155,14 @@ def test_the_alembic_command_says_which_setting_names_its_database(
     monkeypatch.delenv("TOKENBOT_DATABASE_URL", raising=False)
     with pytest.raises(SystemExit, match="set TOKENBOT_DATABASE_URL"):
         command.upgrade(Config(ROOT / "alembic.ini"), "head")
+
+
+def test_the_audit_commands_ask_for_an_upgrade_of_a_database_never_migrated(
+    tmp_path: Path, tokenbot: Tokenbot
+) -> None:
+    url = f"sqlite:///{tmp_path / 'empty.db'}"
+    result = tokenbot("audit", "verify", env={"TOKENBOT_DATABASE_URL": url})
+    assert result.code == 2
+    assert result.stderr == (
+        "tokenbot: the database has no tokenbot schema yet: run `tokenbot db upgrade`\n"
+    )
