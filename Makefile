@@ -7,7 +7,7 @@ VENV := .venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test lint format install clean
+.PHONY: demo test lint format install clean migration
 
 $(UV):
 	$(PYTHON) -m venv .uv
@@ -33,6 +33,17 @@ lint: install
 format: install
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# A new migration, storage/migrations/versions/NNNN_what_it_does.py: what the models hold
+# that the migrations do not yet make, found by Alembic on a scratch SQLite database
+# migrated to the newest revision. Read it, and adjust it, before committing it.
+migration: install
+	@test -n "$(m)" || { echo 'usage: make migration m="what it does"' >&2; exit 2; }
+	@scratch=$$(mktemp -d) && trap 'rm -rf "$$scratch"' EXIT && \
+	export TOKENBOT_DATABASE_URL="sqlite:///$$scratch/head.db" && \
+	$(VENV)/bin/alembic upgrade head && \
+	$(VENV)/bin/alembic revision --autogenerate -m "$(m)" \
+		--rev-id "$$($(VENV)/bin/python -m storage.migrate next-id)"
 
 clean:
 	rm -rf .uv $(VENV) .pytest_cache .ruff_cache .mypy_cache

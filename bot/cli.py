@@ -16,7 +16,7 @@ from bot.config import Mode, Settings, SettingsError, load_settings, parse_liste
 from bot.deps import Deps, wind_down
 from bot.logs import setup_logging
 from storage.db import Database
-from storage.migrate import upgrade
+from storage.migrate import SchemaError, require_current, upgrade
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,6 +143,7 @@ def export_audit(
 def audit_command(args: argparse.Namespace) -> int:
     db = Database(load_settings().database_url)
     try:
+        require_current(db)
         if args.audit_command == "verify":
             return verify_audit(db)
         return export_audit(db, args.org, args.since, args.until)
@@ -165,7 +166,11 @@ def _settings(mode: Mode) -> Settings:
 
 def _prepare(settings: Settings) -> Deps:
     db = Database(settings.database_url)
-    upgrade(db)
+    try:
+        upgrade(db)  # an older schema is brought up to date; a newer one is refused
+    except SchemaError:
+        db.dispose()
+        raise
     return Deps(settings=settings, db=db)
 
 
@@ -252,6 +257,9 @@ def main(argv: list[str] | None = None) -> int:
             upgrade(Database(load_settings().database_url))
             print("database is at the newest schema")
     except SettingsError as error:
+        print(f"tokenbot: {error}", file=sys.stderr)
+        return 2
+    except SchemaError as error:  # before anything was served or changed
         print(f"tokenbot: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
