@@ -57,6 +57,15 @@ SCOPES = (
 ROTATE_BEFORE_MINUTES = 120
 KEEP_BOT = timedelta(seconds=60)  # how long an organization's bot token is reused unread
 STATE_SECONDS = 600  # how long an install started at /slack/install may take to finish
+BOLT_LOGGER = "slack_bolt.tokenbot"  # the Bolt app's logger (bot.app), its OAuth flow's too
+
+
+class HideInstallCodes(logging.Filter):
+    """Bolt logs the code of an install Slack refused; the code is a credential until it
+    expires, and the install's failure is logged without it (``Installations._failed``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Failed to fetch oauth.v2.access result")
 
 
 class ThreadedInstallationStore(AsyncInstallationStore):
@@ -207,6 +216,9 @@ class Installations:
         self.rotator = AsyncTokenRotator(
             client_id=self.client_id, client_secret=self.client_secret, client=self.oauth_client
         )
+        bolt_log = logging.getLogger(BOLT_LOGGER)
+        if not any(isinstance(f, HideInstallCodes) for f in bolt_log.filters):
+            bolt_log.addFilter(HideInstallCodes())
         self.bots: TTLCache[str, Bot | None] = TTLCache(
             maxsize=10_000, ttl=KEEP_BOT.total_seconds(), timer=self._now
         )
@@ -223,7 +235,7 @@ class Installations:
         """Bolt's authorization of each request from the installation store, refreshing a
         bot token that is about to expire (token rotation) through the same Slack API."""
         return AsyncInstallationStoreAuthorize(
-            logger=logging.getLogger("slack_bolt.tokenbot"),
+            logger=logging.getLogger(BOLT_LOGGER),
             installation_store=self.store,
             client_id=self.client_id,
             client_secret=self.client_secret,
@@ -246,7 +258,7 @@ class Installations:
             state_store=self.states,
             state_expiration_seconds=STATE_SECONDS,
             callback_options=AsyncCallbackOptions(success=self._installed, failure=self._failed),
-            logger=logging.getLogger("slack_bolt.tokenbot"),
+            logger=logging.getLogger(BOLT_LOGGER),
         )
 
     async def _installed(self, args: AsyncSuccessArgs) -> BoltResponse:

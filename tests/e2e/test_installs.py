@@ -320,14 +320,17 @@ async def install_with(env: Running, browser: httpx.AsyncClient, state: str, cod
 
 
 async def test_a_code_slack_refuses_gives_a_page_saying_so_and_stores_nothing(
-    env: Running, browser: httpx.AsyncClient
+    env: Running, browser: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     state = await start_install(browser)
     page = await come_back(browser, state, code="code-never-granted")  # ok: false
     assert page.status_code == 401
     assert "Slack did not accept the installation" in page.text
     assert env.standin.calls_to("oauth.v2.access")[0].result["ok"] is False
     assert nothing_stored(env)
+    assert "an install failed: invalid_code" in caplog.text
+    assert "code-never-granted" not in caplog.text  # a credential until it expires
 
 
 # -- token rotation ----------------------------------------------------------------------------
