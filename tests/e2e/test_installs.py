@@ -14,6 +14,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bot.blocks.audit import audit_line
 from bot.jobs import sweep_and_deliver
 from bot.standin.client import SlackClient, http_client
 from bot.standin.harness import (
@@ -25,10 +26,11 @@ from bot.standin.harness import (
     running_tokenbot,
 )
 from bot.standin.server import Call, Workspace
-from storage import installs
+from storage import audit, installs
 from storage.slack_tables import BOTS, INSTALLATIONS
 from tests.e2e.conftest import ALICE, BOB
 from tests.e2e.flows import COMMAND, eventually, generate, settled
+from tests.unit.test_manifest import SCOPES_FOR_METHODS
 
 T1 = Workspace("T0ONE")
 T2 = Workspace("T0TWO")
@@ -44,6 +46,8 @@ async def env(database_url: str) -> AsyncIterator[Running]:
         running.standin.add_user(BOB, "bob")
         yield running
         assert not running.standin.refused, running.standin.refused[0][1]
+        called = {c.method for c in running.standin.calls} - {"response_url", "auth.test"}
+        assert called <= set(SCOPES_FOR_METHODS), f"add to manifest and test: {called}"
 
 
 @pytest.fixture
@@ -249,6 +253,12 @@ async def test_an_uninstalled_workspace_stops_until_it_installs_again(
     assert "from-one" in late.text_content() and late.token == new_token
     assert (await introspect(env, secret_one))["active"] is True
     assert "from-one" in await listed_in(one, ALICE)
+
+    # Each change is in the workspace's audit log, in words.
+    lines = [audit_line(e) for e in audit.export(env.db, "T0ONE") if e.action.startswith("app.")]
+    assert len(lines) == 3
+    assert "installed tokenbot" in lines[0] and "installed tokenbot" in lines[2]
+    assert "recorded that tokenbot was removed" in lines[1]
     await one.slack.aclose()
     await two.slack.aclose()
 
@@ -269,6 +279,8 @@ async def test_a_revoked_bot_token_stops_the_workspace_as_an_uninstall_does(
     await gone(env, "T0ONE")
     assert await introspect(env, secret) == {"active": False}
     assert installs.installed(env.db) == []
+    [last] = [e for e in audit.export(env.db, "T0ONE") if e.action == "app.uninstalled"]
+    assert "bot token was revoked" in audit_line(last)
     await one.slack.aclose()
 
 
@@ -292,6 +304,7 @@ async def test_an_install_cancelled_in_slack_says_so_and_stores_nothing(
 ) -> None:
     state = await start_install(browser)
     page = await come_back(browser, state, error="access_denied")
+    assert page.headers["content-type"].startswith("text/html")
     assert "tokenbot was not installed" in page.text
     assert "cancelled in Slack" in page.text
     assert nothing_stored(env) and not env.standin.calls_to("oauth.v2.access")

@@ -23,6 +23,7 @@ SCOPES_FOR_METHODS = {
     "conversations.open": "im:write",
     "views.open": None,
     "views.publish": None,
+    "oauth.v2.access": None,  # installing, and refreshing a bot token: the app's credentials
 }
 
 
