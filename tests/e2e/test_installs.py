@@ -138,7 +138,7 @@ async def uninstall(env: Running, workspace: Workspace, n: int) -> None:
     answer = await here.slack.event({"type": "app_uninstalled"}, event_id=f"Ev0UNINSTALL{n}")
     assert answer.status_code == 200
     env.standin.revoke_tokens(workspace)
-    await gone(env, workspace.team_id)
+    await gone(env, workspace.enterprise_id if workspace.org_wide else workspace.team_id)
 
 
 async def gone(env: Running, org: str) -> None:
@@ -206,6 +206,12 @@ async def test_an_org_wide_install_serves_the_enterprise(
     secret = await generate(here, ALICE, "grid")
     assert (await introspect(env, secret))["org"] == "E0GRID"
     assert {c.token for c in env.standin.calls[mark:] if c.token} == {token}
+
+    # Removed from the enterprise, its tokens stop, whichever workspace asks.
+    await uninstall(env, grid, 1)
+    assert await introspect(env, secret) == {"active": False}
+    refused = await here.slack.command(COMMAND, "list", ALICE)
+    assert refused.status_code == 401
     await here.slack.aclose()
 
 
