@@ -55,7 +55,7 @@ SCOPES = (
 # A bot token that expires within this many minutes is refreshed before it is used
 # (Slack's token rotation: a token lives 12 hours).
 ROTATE_BEFORE_MINUTES = 120
-KEEP_BOT = timedelta(seconds=60)  # how long an organization's bot token is reused unread
+KEEP_BOT = timedelta(seconds=60)  # how long an organization's bot is reused unread
 STATE_SECONDS = 600  # how long an install started at /slack/install may take to finish
 BOLT_LOGGER = "slack_bolt.tokenbot"  # the Bolt app's logger (bot.app), its OAuth flow's too
 
@@ -219,7 +219,10 @@ class Installations:
         bolt_log = logging.getLogger(BOLT_LOGGER)
         if not any(isinstance(f, HideInstallCodes) for f in bolt_log.filters):
             bolt_log.addFilter(HideInstallCodes())
-        self.bots: TTLCache[str, Bot | None] = TTLCache(
+        # Each organization's bot (None: not installed), read at a database generation:
+        # an install or uninstall moves it, here at once and in other replicas within a
+        # second, so none is kept past one.
+        self.bots: TTLCache[str, tuple[int, Bot | None]] = TTLCache(
             maxsize=10_000, ttl=KEEP_BOT.total_seconds(), timer=self._now
         )
         # Organizations whose requests were refused for want of an installation, so that
@@ -296,8 +299,10 @@ class Installations:
     async def bot_for(self, org: str) -> Bot | None:
         """The installation's bot of ``org``, refreshed if it is about to expire; None
         when ``org`` does not have the app installed."""
-        if org in self.bots:
-            bot = self.bots[org]
+        generation = self.deps.db.generation  # before the read: a later change wins
+        kept = self.bots.get(org)
+        if kept is not None and kept[0] == generation:
+            bot = kept[1]
         else:
             bot = None
             found = await run(installs.installation_of, self.deps.db, org)
@@ -307,7 +312,7 @@ class Installations:
                     team_id=found.team_id,
                     is_enterprise_install=found.org_wide,
                 )
-            self.bots[org] = bot
+            self.bots[org] = (generation, bot)
         if bot is not None and bot.bot_refresh_token is not None:
             try:
                 refreshed = await self.rotator.perform_bot_token_rotation(
@@ -321,7 +326,8 @@ class Installations:
                 return bot
             if refreshed is not None:
                 await self.store.async_save_bot(refreshed)
-                self.bots[org] = bot = refreshed
+                self.bots[org] = (generation, refreshed)
+                bot = refreshed
         return bot
 
     async def client_for(self, org: str, template: AsyncWebClient) -> AsyncWebClient | None:

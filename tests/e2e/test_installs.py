@@ -386,3 +386,19 @@ async def test_an_expiring_bot_token_is_refreshed_before_it_is_used(
     assert refresh.args["grant_type"] == "refresh_token"
     assert dm.token == refresh.result["access_token"] and dm.token not in (first, second)
     await here.slack.aclose()
+
+
+async def test_an_install_on_one_replica_is_served_by_another_after_its_refresh(
+    env: Running, browser: httpx.AsyncClient, database_url: str
+) -> None:
+    async with running_tokenbot(database_url, migrate=False, multi_workspace=True) as replica:
+        there = workspace_of(replica, T1)
+        assert (await there.slack.command(COMMAND, "help", ALICE)).status_code == 401
+        await install(env, browser, T1)  # through the first replica
+        replica.db.refresh_generation()  # what the replica's scheduler does every second
+        answer = await there.slack.command(COMMAND, "help", ALICE)
+        assert answer.status_code == 200 and "/token new" in answer.text
+        await uninstall(env, T1, 1)
+        replica.db.refresh_generation()
+        assert (await there.slack.command(COMMAND, "help", ALICE)).status_code == 401
+        await there.slack.aclose()
