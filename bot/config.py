@@ -155,6 +155,10 @@ class Settings(BaseSettings):
             raise SettingsError("SLACK_CLIENT_SECRET: required with SLACK_CLIENT_ID")
         if self.slack_client_secret and not self.slack_client_id:
             raise SettingsError("SLACK_CLIENT_ID: required with SLACK_CLIENT_SECRET")
+        if self.multi_workspace and self.slack_bot_token:
+            raise SettingsError(
+                "SLACK_BOT_TOKEN: set it or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, not both"
+            )
         for field in _REQUIRED.get(mode, ()):
             if field == "slack_bot_token" and mode == "serve" and self.multi_workspace:
                 continue  # each installation brings its own
@@ -163,10 +167,6 @@ class Settings(BaseSettings):
                 if field == "slack_bot_token" and self.slack_client_id:
                     hint = " (multi-workspace OAuth install works with `tokenbot serve`)"
                 raise SettingsError(f"{_ENV_NAMES[field]}: required for `tokenbot {mode}`{hint}")
-        if mode == "serve" and self.multi_workspace and self.slack_bot_token:
-            raise SettingsError(
-                "SLACK_BOT_TOKEN: set it or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, not both"
-            )
         bot_token = self.slack_bot_token.get_secret_value() if self.slack_bot_token else None
         if bot_token is not None and not bot_token.startswith("xoxb-"):
             raise SettingsError("SLACK_BOT_TOKEN: must be a bot token starting with xoxb-")

@@ -267,7 +267,7 @@ class Installations:
     async def _installed(self, args: AsyncSuccessArgs) -> BoltResponse:
         installation = args.installation
         org = organization_of(installation)
-        await run(
+        await self.deps.call(
             installs.mark_installed,
             self.deps.db,
             org,
@@ -305,7 +305,7 @@ class Installations:
             bot = kept[1]
         else:
             bot = None
-            found = await run(installs.installation_of, self.deps.db, org)
+            found = await self.deps.call(installs.installation_of, self.deps.db, org)
             if found is not None:
                 bot = await self.store.async_find_bot(
                     enterprise_id=found.enterprise_id,
@@ -347,7 +347,7 @@ class Installations:
     async def served(self, template: AsyncWebClient) -> list[tuple[str, AsyncWebClient]]:
         """Every installed organization, each with the client that speaks for it."""
         clients = []
-        for found in await run(installs.installed, self.deps.db):
+        for found in await self.deps.call(installs.installed, self.deps.db):
             try:
                 client = await self.client_for(found.org, template)
             except Exception as error:  # one organization out of reach stops no other
@@ -360,12 +360,13 @@ class Installations:
     async def uninstalled(self, org: str, why: str) -> None:
         """``org`` removed the app, or its bot token was revoked: its installation is
         deleted and its work stops; its tokens stay, not valid until it installs again."""
-        found = await run(installs.installation_of, self.deps.db, org)
+        found = await self.deps.call(installs.installation_of, self.deps.db, org)
         if found is not None:
             await self.store.async_delete_all(
                 enterprise_id=found.enterprise_id, team_id=found.team_id
             )
-        if await run(installs.mark_uninstalled, self.deps.db, org, why, self.deps.clock()):
+        now = self.deps.clock()
+        if await self.deps.call(installs.mark_uninstalled, self.deps.db, org, why, now):
             log.info("uninstalled from %s (%s)", org, why)
         self.bots.pop(org, None)
 
