@@ -107,7 +107,13 @@ class ValidTokens:
         if hit and hit[0] == self.deps.db.generation and hit[1].cutoff_at > now:
             return hit[1]
         generation = self.deps.db.generation  # before the read: a later change wins
-        token = await self.deps.call(usage.validate, self.deps.db, secret, now)
+        token = await self.deps.call(
+            usage.validate,
+            self.deps.db,
+            secret,
+            now,
+            installed_only=self.deps.settings.multi_workspace,
+        )
         self.remember(digest, generation, token)
         return token
 

@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import approvers, listeners
 from bot.deps import Deps, org_of
+from bot.installs import Installations
 from bot.listeners import payload, replies
 from bot.logs import quiet_slack_libraries
 from bot.sender import Responder, retry_handlers
@@ -40,6 +41,14 @@ def build_client(deps: Deps) -> AsyncWebClient:
 def build_app(deps: Deps) -> AsyncApp:
     quiet_slack_libraries()
     secret = deps.settings.slack_signing_secret
+    oauth: dict[str, Any] = {}
+    if deps.settings.multi_workspace:
+        deps.installs = installs = Installations(deps)
+        oauth = {
+            "oauth_settings": installs.oauth_settings(),
+            "authorize": installs.authorize(),
+            "before_authorize": RefuseNotInstalled(installs),
+        }
     app = AsyncApp(
         client=build_client(deps),
         signing_secret=secret.get_secret_value() if secret else "",
@@ -47,6 +56,7 @@ def build_app(deps: Deps) -> AsyncApp:
         # bot.web checks every signature over the raw body before anything parses it, and
         # Socket Mode needs none; Bolt's second check would also log refused bodies whole.
         request_verification_enabled=False,
+        **oauth,
     )
 
     app.use(RefuseMalformed())
@@ -101,6 +111,36 @@ class RefuseMalformed(AsyncMiddleware):
             return BoltResponse(status=400, body="malformed request")
         await next()
         return resp
+
+
+class RefuseNotInstalled(AsyncMiddleware):
+    """Multi-workspace mode: a request from an organization that does not have the app
+    installed is refused with 401 before Bolt looks for its bot token, and logged once per
+    organization. The events that say the app was removed pass."""
+
+    def __init__(self, installs: Installations) -> None:
+        self.installs = installs
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse | None:
+        body = req.body
+        if body.get("type") in ("url_verification", "ssl_check") or (
+            body.get("type") == "event_callback"
+            and (body.get("event") or {}).get("type") in UNINSTALL_EVENTS
+        ):
+            return await next()
+        if not _identifies_sender(body):
+            return BoltResponse(status=400, body="malformed request: no team or user")
+        refusal = await self.installs.refusal(org_of(req.context))
+        return refusal if refusal is not None else await next()
+
+
+UNINSTALL_EVENTS = ("app_uninstalled", "tokens_revoked")
 
 
 def _identifies_sender(body: dict[str, Any]) -> bool:

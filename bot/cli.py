@@ -77,7 +77,7 @@ def sweep_once(now: datetime | None, dry_run: bool) -> None:
     if now is not None:
         deps.clock = lambda: now
     at = deps.clock()
-    if dry_run or settings.slack_bot_token is None:
+    if dry_run or not (settings.slack_bot_token or settings.multi_workspace):
         report = sweep.sweep(deps.db, at, dry_run=dry_run)
     else:
         app = build_app(deps)
@@ -99,7 +99,7 @@ def sweep_once(now: datetime | None, dry_run: bool) -> None:
         print("  " + line)
     if not dry_run:
         waiting = outbox.pending_count(deps.db)
-        if waiting and settings.slack_bot_token is None:
+        if waiting and not (settings.slack_bot_token or settings.multi_workspace):
             print(
                 f"{waiting} message(s) wait to be sent: set SLACK_BOT_TOKEN, or let "
                 "`tokenbot serve` send them"

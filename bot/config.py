@@ -143,13 +143,29 @@ class Settings(BaseSettings):
             return value
         return parse_listen(value) if value.strip() else None
 
+    @property
+    def multi_workspace(self) -> bool:
+        """Installed through OAuth in any number of workspaces (SLACK_CLIENT_ID and
+        SLACK_CLIENT_SECRET), rather than one workspace's SLACK_BOT_TOKEN."""
+        return bool(self.slack_client_id and self.slack_client_secret)
+
     def require(self, mode: Mode) -> None:
         """Raise SettingsError naming the first variable ``mode`` needs and lacks."""
+        if self.slack_client_id and not self.slack_client_secret:
+            raise SettingsError("SLACK_CLIENT_SECRET: required with SLACK_CLIENT_ID")
+        if self.slack_client_secret and not self.slack_client_id:
+            raise SettingsError("SLACK_CLIENT_ID: required with SLACK_CLIENT_SECRET")
+        if self.multi_workspace and self.slack_bot_token:
+            raise SettingsError(
+                "SLACK_BOT_TOKEN: set it or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, not both"
+            )
         for field in _REQUIRED.get(mode, ()):
+            if field == "slack_bot_token" and mode == "serve" and self.multi_workspace:
+                continue  # each installation brings its own
             if not getattr(self, field):
                 hint = ""
                 if field == "slack_bot_token" and self.slack_client_id:
-                    hint = " (multi-workspace OAuth install is not supported yet)"
+                    hint = " (multi-workspace OAuth install works with `tokenbot serve`)"
                 raise SettingsError(f"{_ENV_NAMES[field]}: required for `tokenbot {mode}`{hint}")
         bot_token = self.slack_bot_token.get_secret_value() if self.slack_bot_token else None
         if bot_token is not None and not bot_token.startswith("xoxb-"):

@@ -9,13 +9,16 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from functools import partial
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from cachetools import TLRUCache, TTLCache
 
 from bot.config import Settings
 from bot.webhooks import WebhookClient
 from storage.db import Database, run
+
+if TYPE_CHECKING:
+    from bot.installs import Installations
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -194,6 +197,8 @@ class Deps:
     deliveries: InFlight = field(default_factory=InFlight)
     background: Background = field(default_factory=Background)
     webhooks: WebhookClient = field(default_factory=WebhookClient)  # to webhook endpoints
+    # Multi-workspace mode: the installations' bot tokens (None: SLACK_BOT_TOKEN's one).
+    installs: Installations | None = None
     directory: Directory = field(init=False)
     # The members who opened the app's Home tab lately, by (organization, member): the
     # tabs worth publishing again after a change (bot.screens.refresh_homes).

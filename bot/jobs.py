@@ -11,9 +11,11 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import webhooks
 from bot.deps import Deps, workspace_of
+from bot.installs import client_for
 from bot.members import profile_from_slack
 from bot.notify import deliver, queue_digests, update_request_copies
 from bot.profiles import apply_profile, fetch_groups
+from bot.sender import failure_reason
 from storage import approvals, events, sweep
 
 log = logging.getLogger(__name__)
@@ -25,7 +27,8 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
     now = deps.clock()
     report = await deps.call(sweep.sweep, deps.db, now)
     for request in await deps.call(approvals.expire_requests, deps.db, now):
-        await update_request_copies(deps, client, request)
+        if (speaker := await client_for(deps, client, request.org)) is not None:
+            await update_request_copies(deps, speaker, request)
     await queue_digests(deps, client)
     sent = await deliver(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
@@ -45,9 +48,20 @@ async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepRe
 async def reconcile_members(deps: Deps, client: AsyncWebClient) -> int:
     """Bring every member's profile in line with ``users.list``: catches deactivations
     whose events never arrived (R17), and their groups, fetched once for all (without
-    them the profiles are stored but not counted as fresh). Returns how many members
-    were deactivated."""
-    org = await workspace_of(client)
+    them the profiles are stored but not counted as fresh). Each organization served is
+    read with its own bot token. Returns how many members were deactivated."""
+    if deps.installs is None:
+        return await _reconcile(deps, client, await workspace_of(client))
+    deactivated = 0
+    for org, speaker in await deps.installs.served(client):
+        try:
+            deactivated += await _reconcile(deps, speaker, org)
+        except Exception as error:  # one organization out of reach stops no other
+            log.warning("reconciliation of %s failed (%s)", org, failure_reason(error))
+    return deactivated
+
+
+async def _reconcile(deps: Deps, client: AsyncWebClient, org: str) -> int:
     groups = await fetch_groups(deps, client, org)
     deactivated = 0
     async for page in await client.users_list(limit=200):

@@ -147,28 +147,46 @@ async def _own_workspace(deps: Deps, client: AsyncWebClient) -> str:
     return await deps.remember("workspace", timedelta(days=1), lambda: workspace_of(client))
 
 
+async def served(deps: Deps, client: AsyncWebClient) -> list[tuple[str, AsyncWebClient]]:
+    """Every organization tokenbot serves now, each with the client that speaks for it:
+    the one the bot token serves (single-workspace mode), or every installed one."""
+    if deps.installs is None:
+        return [(await _own_workspace(deps, client), client)]
+    return await deps.installs.served(client)
+
+
 async def queue_digests(deps: Deps, client: AsyncWebClient) -> int:
     """Owe each approver, once a day, a reminder of the requests that have waited a day
     or more for a decision they may make (R25); return how many digests were queued. Only
-    the organization the bot token serves is considered: its approvers see only its
-    requests (R10). Who the approvers are is read from Slack at most once an hour."""
+    the organizations served are considered, each with its own bot token: their
+    approvers see only their requests (R10). Who the approvers are is read from Slack at
+    most once an hour."""
     now = deps.clock()
     due = await deps.call(digests.orgs_due, deps.db, now)
     if not due:
         return 0
+    queued = 0
     try:
-        org = await _own_workspace(deps, client)
-        if org not in due:
-            return 0
-        people = await approvers.known_approvers(deps, client, org)
+        speakers = await served(deps, client)
     except Exception as error:
         log.info("approvers not known (%s); digests wait for a later sweep", failure_reason(error))
         return 0
-    pending = await deps.call(approvals.pending_requests, deps.db, org)
-    owed = [approver for approver in people if _digest_for(approver, pending, now)]
-    if not owed:
-        return 0
-    return await deps.call(outbox.queue_digests, deps.db, org, owed, now)
+    for org, org_client in speakers:
+        if org not in due:
+            continue
+        try:
+            people = await approvers.known_approvers(deps, org_client, org)
+        except Exception as error:
+            log.info(
+                "approvers not known (%s); digests wait for a later sweep",
+                failure_reason(error),
+            )
+            continue
+        pending = await deps.call(approvals.pending_requests, deps.db, org)
+        owed = [approver for approver in people if _digest_for(approver, pending, now)]
+        if owed:
+            queued += await deps.call(outbox.queue_digests, deps.db, org, owed, now)
+    return queued
 
 
 async def deliver(
@@ -183,18 +201,24 @@ async def deliver(
     sent = 0
     if wanted & set(webhooks.KINDS):
         sent += await webhooks.deliver_due(deps)
-    if about_tokens := [k for k in TOKEN_KINDS if k in wanted]:
+    about_tokens = [k for k in TOKEN_KINDS if k in wanted]
+    if about_tokens and deps.installs is None:
         sent += await _deliver_due(deps, client, about_tokens, None)
-    if about_workspace := [k for k in WORKSPACE_KINDS if k in wanted]:
+        about_tokens = []
+    # Each organization's messages with its own bot token; in multi-workspace mode, those
+    # of an organization that removed the app wait until it installs it again.
+    kinds = about_tokens + [k for k in WORKSPACE_KINDS if k in wanted]
+    if kinds:
         try:
-            org = await _own_workspace(deps, client)
+            speakers = await served(deps, client)
         except Exception as error:
             log.info(
                 "workspace not known (%s); its messages wait for a later sweep",
                 failure_reason(error),
             )
             return sent
-        sent += await _deliver_due(deps, client, about_workspace, org)
+        for org, org_client in speakers:
+            sent += await _deliver_due(deps, org_client, kinds, org)
     return sent
 
 

@@ -12,6 +12,7 @@ from cachetools import LRUCache
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.deps import Deps
+from bot.installs import client_for
 from bot.members import profile_from_slack
 from bot.notify import deliver, update_request_copies
 from storage import members
@@ -216,7 +217,10 @@ class ProfileRefresher:
         task.add_done_callback(lambda done: self._settled(key, done))
 
     async def _refresh(self, key: tuple[str, str]) -> None:
-        refreshed = await refresh_profile(self.deps, self.client, *key)
+        client = await client_for(self.deps, self.client, key[0])
+        if client is None:
+            return  # not installed there (any more): its tokens are not valid either
+        refreshed = await refresh_profile(self.deps, client, *key)
         now = self.deps.clock()
         if refreshed.failure is None:
             self.fetched[key] = now

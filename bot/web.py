@@ -168,6 +168,29 @@ def _health(deps: Deps) -> Route:
     return Route("/healthz", healthz, methods=["GET"])
 
 
+def _install_routes(bolt: AsyncApp) -> list[BaseRoute]:
+    """Multi-workspace mode: ``GET /slack/install`` sends the browser to Slack's install
+    screen with a new state; Slack sends it back to ``GET /slack/oauth_redirect``."""
+    flow = bolt.oauth_flow
+    if flow is None:
+        return []
+
+    async def install(request: Request) -> Response:
+        return to_starlette_response(await flow.handle_installation(_browser(request)))
+
+    async def oauth_redirect(request: Request) -> Response:
+        return to_starlette_response(await flow.handle_callback(_browser(request)))
+
+    return [
+        Route(flow.install_path, install, methods=["GET"]),
+        Route(flow.redirect_uri_path, oauth_redirect, methods=["GET"]),
+    ]
+
+
+def _browser(request: Request) -> AsyncBoltRequest:
+    return to_async_bolt_request(request, b"")  # a GET: its query and cookies, no body
+
+
 def build_api_web(deps: Deps, bolt: AsyncApp) -> Starlette:
     """The internal listener's app: ``/api/v1/*`` and ``/healthz``. It has no lifespan of
     its own: it runs beside the public app, inside that one's."""
@@ -229,6 +252,7 @@ def build_web(
         Route("/slack/events", slack_events, methods=["POST"]),
         _health(deps),
     ]
+    routes += _install_routes(bolt)
     if with_api:
         routes += api.routes(deps, bolt.client)
     return Starlette(routes=routes, middleware=_middleware(deps), lifespan=lifespan)

@@ -95,6 +95,12 @@ class Organization(SQLModel, table=True):
     approvals_channel: str | None = Field(default=None, max_length=32)
     created_at: datetime = _at()
     rotation_grace_hours: int = DEFAULT_ROTATION_GRACE_HOURS  # 0: the old token ends at once
+    # Installed through OAuth (multi-workspace mode): since when, or None when it never
+    # was or has been uninstalled since; its tokens are valid only while it is installed.
+    installed_at: datetime | None = _at(nullable=True)
+    # The enterprise a workspace belongs to, if any: with the organization's own id, the
+    # key of its installation (an org-wide install's organization is the enterprise).
+    enterprise_id: str | None = Field(default=None, max_length=32)
 
 
 class Member(SQLModel, table=True):
@@ -334,3 +340,9 @@ class WebhookEndpoint(SQLModel, table=True):
     # How the last delivery went ("HTTP 200", "timeout"...), for the admins' list.
     last_status: str | None = Field(default=None, max_length=64)
     last_attempt_at: datetime | None = _at(nullable=True)
+
+
+# The tables of slack_sdk's installation store and OAuth state store (bot tokens of the
+# installed organizations, and the states of installs in progress) live in this database
+# too: registered here so that migrations and the models are compared whole.
+import storage.slack_tables  # noqa: E402, F401

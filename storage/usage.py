@@ -72,6 +72,7 @@ _LOOKUP = (
         TOKEN.c.rotated_at,
         ORG.c.slack_id.label("org"),
         ORG.c.role_scopes,
+        ORG.c.installed_at.label("org_installed_at"),
         MEMBER.c.slack_user_id.label("owner"),
         MEMBER.c.display_name,
         MEMBER.c.role,
@@ -111,11 +112,15 @@ _KEEP_ALIVE = (
 )
 
 
-def validate(db: Database, secret: str, now: datetime) -> ValidToken | None:
+def validate(
+    db: Database, secret: str, now: datetime, *, installed_only: bool = False
+) -> ValidToken | None:
     """The token ``secret`` if it is valid at ``now``, else None.
 
     A token past its cutoff is invalid at once, whether or not a sweep has marked it;
-    a token not yet delivered to its owner is not valid yet (R14).
+    a token not yet delivered to its owner is not valid yet (R14). With
+    ``installed_only`` (multi-workspace mode), a token of an organization that does not
+    have the app installed now is not valid either.
     """
     if not tokenformat.has_valid_checksum(secret):
         return None  # no database round trip for strings that are not tokens
@@ -127,6 +132,7 @@ def validate(db: Database, secret: str, now: datetime) -> ValidToken | None:
         or row.delivered_at is None
         or row.cutoff_at <= now
         or row.deleted
+        or (installed_only and row.org_installed_at is None)
     ):
         return None
     return ValidToken(

@@ -99,6 +99,12 @@ def _phrase(entry: Entry) -> str:
             return f"removed {_member(detail.get('owner'))} from the owners of {service}"
         case "service_user.taken_over":
             return f"took over {service}, left with no owner"
+        case "app.installed":
+            return "installed tokenbot"
+        case "app.uninstalled":
+            if detail.get("why") == "tokens_revoked":
+                return "recorded that tokenbot's bot token was revoked"
+            return "recorded that tokenbot was removed"
     # An action this version has no words for: its name, and what it is about.
     about = [token] if "name" in detail or "hint" in detail else []
     if "service_user" in detail:

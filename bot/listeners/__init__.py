@@ -10,6 +10,7 @@ from bot.listeners import (
     admin,
     commands,
     events,
+    installs,
     leaks,
     owners,
     service,
@@ -30,3 +31,5 @@ def register(app: AsyncApp, settings: Settings) -> None:
     owners.register(app)
     settings_form.register(app)
     webhooks.register(app)
+    if settings.multi_workspace:
+        installs.register(app)

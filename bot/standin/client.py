@@ -306,10 +306,12 @@ class SlackClient:
                     "team_id": self.team_id,
                     "user_id": "U0BOT",
                     "is_bot": True,
-                    "is_enterprise_install": False,
+                    "is_enterprise_install": self.org_wide,
                 }
             ],
         }
+        if self.enterprise_id:
+            envelope["enterprise_id"] = self.enterprise_id
         headers = {}
         if retry_num is not None:
             headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": "timeout"}

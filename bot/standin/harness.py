@@ -21,6 +21,8 @@ from storage.migrate import upgrade
 SIGNING_SECRET = "standin-signing-secret-0123456789"
 BOT_TOKEN = "xoxb-standin-0000-bot-token"
 RESOURCE_SERVER = ("gateway", "gateway-secret-0123456789")
+# Multi-workspace mode: the app's OAuth credentials.
+CLIENT_ID, CLIENT_SECRET = "1234567890.0987654321", "standin-client-secret-0123456789"
 
 
 class Clock:
@@ -58,13 +60,19 @@ async def running_tokenbot(
     clock: Callable[[], datetime] = utcnow,
     migrate: bool = True,
     enterprise_id: str | None = None,
+    multi_workspace: bool = False,
 ) -> AsyncIterator[Running]:
-    """Start the stand-in, then tokenbot's ASGI app under uvicorn, both on free ports."""
+    """Start the stand-in, then tokenbot's ASGI app under uvicorn, both on free ports.
+    With ``multi_workspace``, the app is installed through OAuth (no bot token of its
+    own): each workspace installs it through /slack/install."""
     standin = SlackStandin()
     async with standin.running():
+        credentials: dict[str, str] = {"slack_bot_token": BOT_TOKEN}
+        if multi_workspace:
+            credentials = {"slack_client_id": CLIENT_ID, "slack_client_secret": CLIENT_SECRET}
         settings = Settings(
             slack_signing_secret=SIGNING_SECRET,
-            slack_bot_token=BOT_TOKEN,
+            **credentials,  # type: ignore[arg-type]
             slack_api_url=standin.base_url + "/api/",
             database_url=database_url,
             resource_servers={RESOURCE_SERVER[0]: RESOURCE_SERVER[1]},

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import json
 import socket
@@ -127,6 +128,7 @@ class Call:
     args: dict[str, Any]
     at: float = field(default_factory=time.monotonic)
     result: dict[str, Any] = field(default_factory=dict)  # what the stand-in answered, once it has
+    token: str | None = None  # the bearer token the call came with
 
     @property
     def blocks(self) -> list[dict[str, Any]]:
@@ -141,6 +143,24 @@ class Call:
     def text_content(self) -> str:
         """All the text a person could read in this call, for searching."""
         return json.dumps(self.args, ensure_ascii=False)
+
+
+@dataclass
+class Workspace:
+    """An installation the stand-in grants through OAuth (``oauth.v2.access``)."""
+
+    team_id: str
+    enterprise_id: str | None = None
+    org_wide: bool = False  # an org-wide (Enterprise Grid) install
+    installer: str = "U0INSTALLER"
+    # Slack's token rotation: the first bot token expires after ``expires_in`` seconds,
+    # and comes with a refresh token (the tokens it gets live 12 hours).
+    rotation: bool = False
+    expires_in: int = 12 * 3600
+
+    @property
+    def bot_id(self) -> str:
+        return "B" + (self.enterprise_id if self.org_wide and self.enterprise_id else self.team_id)
 
 
 @dataclass
@@ -176,6 +196,12 @@ class SlackStandin:
         self._holds: dict[str, asyncio.Event] = {}
         self._ids = itertools.count(1)
         self._changed = asyncio.Condition()
+        # OAuth: the install codes not yet exchanged, the bot tokens and refresh tokens
+        # issued, and the tokens no longer good (revoked, or replaced by a refresh).
+        self.codes: dict[str, Workspace] = {}
+        self.bot_tokens: dict[str, Workspace] = {}
+        self.refresh_tokens: dict[str, Workspace] = {}
+        self.dead_tokens: set[str] = set()
         self.base_url = ""
         self.app = Starlette(
             routes=[
@@ -207,6 +233,18 @@ class SlackStandin:
             "is_bot": False,
             "profile": {"display_name": name, "real_name": name.title()},
         }
+
+    def grant_install(self, code: str, workspace: Workspace) -> None:
+        """The install screen Slack shows, accepted: ``code`` comes back to the app's
+        redirect URL, and ``oauth.v2.access`` exchanges it (once) for a bot token."""
+        self.codes[code] = workspace
+
+    def revoke_tokens(self, workspace: Workspace) -> None:
+        """What Slack does when the app is removed: every token of ``workspace`` stops
+        working."""
+        for token, held in list(self.bot_tokens.items()):
+            if held == workspace:
+                self.dead_tokens.add(token)
 
     def fail_next(
         self,
@@ -337,16 +375,23 @@ class SlackStandin:
     async def _api(self, request: Request) -> Response:
         method = request.path_params["method"]
         args = await self._args(request)
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        token = bearer if scheme.lower() == "bearer" else args.get("token")
         call = await self._record(method, args)
+        call.token = token
         await self._held(method)
         failure = self._take_failure(method)
         if failure is not None:
             if failure.status != 200:
                 return PlainTextResponse("error", failure.status, headers=failure.headers)
             return JSONResponse({"ok": False, "error": failure.error}, headers=failure.headers)
+        if token in self.dead_tokens:
+            return await self._answer(call, {"ok": False, "error": "token_revoked"})
         handler = getattr(self, "_" + method.replace(".", "_"), None)
         if handler is None:
             return JSONResponse({"ok": False, "error": "unknown_method"})
+        if method == "auth.test" and token in self.bot_tokens:
+            return await self._answer(call, {"ok": True, **self._installed(token)})
         if problems := self._limits(method, args):
             self.refused.append((call, problems))
             return await self._answer(
@@ -390,6 +435,57 @@ class SlackStandin:
             "team": "Tokenbot Demo",
             "url": "https://demo.slack.invalid/",
         }
+
+    def _installed(self, token: str) -> dict[str, Any]:
+        """``auth.test`` for a bot token issued through OAuth: its installation."""
+        workspace = self.bot_tokens[token]
+        return {
+            "team_id": "" if workspace.org_wide else workspace.team_id,
+            "enterprise_id": workspace.enterprise_id,
+            "is_enterprise_install": workspace.org_wide,
+            "user_id": BOT_USER_ID,
+            "bot_id": workspace.bot_id,
+            "team": workspace.team_id,
+            "url": f"https://{workspace.team_id.lower()}.slack.invalid/",
+        }
+
+    def _oauth_v2_access(self, args: dict[str, Any]) -> dict[str, Any]:
+        """An install code, or a refresh token (token rotation), for a bot token."""
+        refresh = str(args.get("refresh_token"))
+        if args.get("grant_type") == "refresh_token":
+            workspace = self.refresh_tokens.get(refresh)
+            if workspace is None:
+                return {"ok": False, "error": "invalid_refresh_token"}
+            # A refreshed token lives the usual 12 hours.
+            workspace = dataclasses.replace(workspace, expires_in=12 * 3600)
+        else:
+            workspace = self.codes.pop(str(args.get("code")), None)
+            if workspace is None:
+                return {"ok": False, "error": "invalid_code"}
+        n = next(self._ids)
+        token = f"xoxb-{workspace.team_id}-{n:04d}"
+        self.bot_tokens[token] = workspace
+        enterprise = None
+        if workspace.enterprise_id:
+            enterprise = {"id": workspace.enterprise_id, "name": "Demo Org"}
+        answer: dict[str, Any] = {
+            "access_token": token,
+            "token_type": "bot",
+            "scope": "commands,chat:write,im:write,users:read,usergroups:read",
+            "bot_user_id": BOT_USER_ID,
+            "app_id": "A0TOKENBOT",
+            "team": None if workspace.org_wide else {"id": workspace.team_id, "name": "Demo"},
+            "enterprise": enterprise,
+            "is_enterprise_install": workspace.org_wide,
+            "authed_user": {"id": workspace.installer},
+        }
+        if workspace.rotation:
+            # One refresh token for the installation, used again for every refresh.
+            if refresh not in self.refresh_tokens:
+                refresh = f"xoxe-1-{workspace.team_id}-{n:04d}"
+                self.refresh_tokens[refresh] = workspace
+            answer.update(refresh_token=refresh, expires_in=workspace.expires_in)
+        return answer
 
     def _store_view(self, args: dict[str, Any], view_id: str | None = None) -> dict[str, Any]:
         view = args.get("view") or {}

@@ -75,3 +75,48 @@ def test_serve_with_a_missing_setting_exits_with_one_line(tokenbot: Tokenbot) ->
     assert result.code == 2
     assert result.stderr.strip() == "tokenbot: SLACK_SIGNING_SECRET: required for `tokenbot serve`"
     assert result.stdout == ""
+
+
+OAUTH = {"SLACK_SIGNING_SECRET": "s3cret-signing", "SLACK_CLIENT_ID": "123.456"}
+
+
+def test_serve_with_oauth_credentials_needs_no_bot_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in {**OAUTH, "SLACK_CLIENT_SECRET": "client-s3cret"}.items():
+        monkeypatch.setenv(name, value)
+    settings = load_settings()
+    settings.require("serve")
+    assert settings.multi_workspace
+    assert "client-s3cret" not in repr(settings)
+
+
+@pytest.mark.parametrize(
+    ("env", "line"),
+    [
+        (OAUTH, "SLACK_CLIENT_SECRET: required with SLACK_CLIENT_ID"),
+        (
+            {"SLACK_SIGNING_SECRET": "s", "SLACK_CLIENT_SECRET": "x"},
+            "SLACK_CLIENT_ID: required with SLACK_CLIENT_SECRET",
+        ),
+        (
+            {**BASE, "SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "x"},
+            "SLACK_BOT_TOKEN: set it or SLACK_CLIENT_ID and SLACK_CLIENT_SECRET, not both",
+        ),
+    ],
+)
+def test_oauth_credentials_come_as_a_pair_and_alone(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], line: str
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError) as error:
+        load_settings().require("serve")
+    assert str(error.value) == line
+
+
+def test_socket_mode_still_needs_a_bot_token_with_oauth_credentials(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for name, value in {**OAUTH, "SLACK_CLIENT_SECRET": "x", "SLACK_APP_TOKEN": "xapp-1"}.items():
+        monkeypatch.setenv(name, value)
+    with pytest.raises(SettingsError, match="SLACK_BOT_TOKEN: required for `tokenbot socket`"):
+        load_settings().require("socket")

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import yaml
 
+from bot import installs
 from bot.config import Settings
 
 MANIFEST = yaml.safe_load((Path(__file__).parents[2] / "manifest.yml").read_text())
@@ -22,6 +23,7 @@ SCOPES_FOR_METHODS = {
     "conversations.open": "im:write",
     "views.open": None,
     "views.publish": None,
+    "oauth.v2.access": None,  # installing, and refreshing a bot token: the app's credentials
 }
 
 
@@ -52,6 +54,13 @@ def test_app_home_has_the_home_and_messages_tabs() -> None:
 def test_the_events_tokenbot_handles_are_subscribed() -> None:
     events = set(MANIFEST["settings"]["event_subscriptions"]["bot_events"])
     assert {"app_home_opened", "user_change", "team_join"} <= events
+    assert {"app_uninstalled", "tokens_revoked"} <= events
+
+
+def test_an_oauth_install_asks_for_the_manifests_scopes_and_comes_back_to_tokenbot() -> None:
+    assert set(installs.SCOPES) == set(MANIFEST["oauth_config"]["scopes"]["bot"])
+    [redirect] = MANIFEST["oauth_config"]["redirect_urls"]
+    assert redirect.endswith("/slack/oauth_redirect")
 
 
 # Each message event tokenbot reads for leaked tokens (R19), and the scope that lets the
