@@ -14,6 +14,7 @@ from typing import Any, ParamSpec, TypeVar
 from cachetools import TLRUCache
 
 from bot.config import Settings
+from bot.metrics import Metrics
 from bot.webhooks import WebhookClient
 from storage.db import Database, run
 
@@ -190,6 +191,7 @@ class Deps:
     deliveries: InFlight = field(default_factory=InFlight)
     background: Background = field(default_factory=Background)
     webhooks: WebhookClient = field(default_factory=WebhookClient)  # to webhook endpoints
+    metrics: Metrics = field(default_factory=Metrics)
     directory: Directory = field(init=False)
 
     def __post_init__(self) -> None:

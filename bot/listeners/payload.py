@@ -388,3 +388,42 @@ def channel_of(body: dict[str, Any]) -> str | None:
         "channel_id"
     )
     return str(channel) if channel else None
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the app answers, for naming a request in the metrics: the slash command's
+    subcommands, the action and view callback ids its blocks use, the event types it
+    hears. Anything else a payload names becomes ``other``."""
+
+    subcommands: frozenset[str]
+    ids: frozenset[str]
+    events: frozenset[str]
+
+
+def listener_label(body: dict[str, Any], known: Known) -> str:
+    """The kind of request ``body`` is, as a bounded metric label: ``command:list``,
+    ``action:revoke_token``, ``view:generate_token``, ``event:message`` and so on; never
+    text a person typed."""
+    kind = body.get("type")
+    if isinstance(body.get("command"), str):
+        text = body.get("text")
+        sub = (text if isinstance(text, str) else "").strip().partition(" ")[0].lower() or "help"
+        return f"command:{sub if sub in known.subcommands else 'other'}"
+    if kind == "block_actions":
+        actions = body.get("actions")
+        first = actions[0] if isinstance(actions, list) and actions else None
+        named = first.get("action_id") if isinstance(first, dict) else None
+        return f"action:{named if named in known.ids else 'other'}"
+    if kind in ("view_submission", "view_closed"):
+        view = body.get("view")
+        named = view.get("callback_id") if isinstance(view, dict) else None
+        prefix = "view" if kind == "view_submission" else "view_closed"
+        return f"{prefix}:{named if named in known.ids else 'other'}"
+    if kind == "event_callback":
+        event = body.get("event")
+        named = event.get("type") if isinstance(event, dict) else None
+        return f"event:{named if named in known.events else 'other'}"
+    if kind == "url_verification":
+        return "url_verification"
+    return "other"
