@@ -7,6 +7,7 @@ a payload that the app does not know becomes ``other``."""
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+log = logging.getLogger(__name__)
 
 # Seconds a scrape reuses the outbox's figures: one query however often it is scraped.
 OUTBOX_FIGURES_MAX_AGE = 5.0
@@ -165,7 +168,11 @@ def metrics_route(metrics: Metrics, outbox: Callable[[], Awaitable[OutboxFigures
     """``GET /metrics``: the outbox's figures read (at most every few seconds), then all."""
 
     async def scrape(request: Request) -> Response:
-        await metrics.refresh_outbox(outbox)
+        try:
+            await metrics.refresh_outbox(outbox)
+        except Exception as error:
+            # The rest still tells what is going on; the gauges keep their last figures.
+            log.warning("metrics: the outbox could not be read (%s)", type(error).__name__)
         return metrics.exposition()
 
     return Route("/metrics", scrape, methods=["GET"])

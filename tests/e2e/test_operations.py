@@ -72,6 +72,25 @@ async def test_a_token_list_command_is_counted_under_its_subcommand(env: Running
     assert value(after, route, route="/metrics", status="200") == 1  # the first scrape
 
 
+async def test_clicks_submissions_and_events_are_counted_by_their_ids(env: Running) -> None:
+    await generate(env, ALICE, "ci")  # /token new, then the Generate modal submitted
+    listed = await run_command(env, "list", ALICE)
+    mark = len(env.standin.calls)
+    await env.slack.click(listed, "revoke_token", ALICE)  # asks to confirm
+    await env.standin.wait_for("response_url", after=mark)
+    home = {"type": "app_home_opened", "user": ALICE, "channel": "D0ALICE", "tab": "home"}
+    await env.slack.event(home, event_id="Ev0METRICS1")
+    made_up = {"type": "made_up_event", "user": ALICE}
+    await env.slack.event(made_up, event_id="Ev0METRICS2")
+    _, samples = await scrape(env)
+    counted = "tokenbot_slack_requests_total"
+    assert value(samples, counted, listener="command:new") == 1
+    assert value(samples, counted, listener="view:generate_token") == 1
+    assert value(samples, counted, listener="action:revoke_token") == 1
+    assert value(samples, counted, listener="event:app_home_opened") == 1
+    assert value(samples, counted, listener="event:other") == 1
+
+
 async def test_metric_labels_never_carry_what_a_member_typed(env: Running) -> None:
     typed = [
         "list-everything",
@@ -253,7 +272,7 @@ async def test_readyz_is_503_on_a_database_behind_the_code(env: Running) -> None
     assert ready.json() == {"status": behind}
 
 
-async def test_readyz_is_503_and_healthz_200_when_the_database_is_unreachable() -> None:
+async def test_readyz_is_503_healthz_and_metrics_200_when_the_database_is_unreachable() -> None:
     unreachable = "postgresql://tokenbot@127.0.0.1:9/tokenbot?connect_timeout=2"
     async with (
         running_tokenbot(unreachable, migrate=False) as env,
@@ -261,8 +280,12 @@ async def test_readyz_is_503_and_healthz_200_when_the_database_is_unreachable() 
     ):
         health = await http.get("/healthz")
         ready = await http.get("/readyz")
+        metrics = await http.get("/metrics")
     assert health.status_code == 200
     assert ready.status_code == 503 and ready.json() == {"status": "database unreachable"}
+    # The outbox cannot be read; everything else is still there to see.
+    assert metrics.status_code == 200
+    assert 'tokenbot_http_requests_total{route="/readyz",status="503"} 1.0' in metrics.text
 
 
 # -- logs -----------------------------------------------------------------------------
