@@ -110,9 +110,13 @@ async def test_metric_labels_never_carry_what_a_member_typed(env: Running) -> No
         "actions": [{"action_id": "made_up_action_1234", "block_id": "b", "type": "button"}],
     }
     await env.slack.interact(forged)
+    odd = {**forged, "actions": [{"action_id": ["not", "a", "string"], "block_id": "b"}]}
+    refused = await env.slack.interact(odd)
+    assert refused.status_code == 400  # named, then refused as malformed: never a 500
     async with http_client(base_url=env.url) as http:
         await http.get("/no/such/path/made-up-9876")
     text, samples = await scrape(env)
+    assert value(samples, "tokenbot_slack_requests_total", listener="action:other") == 2
     assert label_values(samples, "tokenbot_slack_requests_total", "listener") <= {
         "command:other",
         "action:other",
