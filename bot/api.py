@@ -105,7 +105,9 @@ class ValidTokens:
         digest = tokenformat.digest(secret)
         hit = self.entries.get(digest)
         if hit and hit[0] == self.deps.db.generation and hit[1].cutoff_at > now:
+            self.deps.metrics.validation_cache.labels("hit").inc()
             return hit[1]
+        self.deps.metrics.validation_cache.labels("miss").inc()
         generation = self.deps.db.generation  # before the read: a later change wins
         token = await self.deps.call(
             usage.validate,
@@ -197,6 +199,7 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
     cache = ValidTokens(deps)
     throttle = FailureThrottle(deps)
     profiles = ProfileRefresher(deps, client)
+    introspections = deps.metrics.introspections
 
     async def check(secret: str, via: str) -> ValidToken | None:
         """Validate and count the use (R1, R11). The answer never waits on Slack: a
@@ -220,6 +223,7 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
         address = request.client.host if request.client else ""
         wait = throttle.retry_after(address)
         if wait is not None:
+            introspections.labels("introspect", "throttled").inc()
             return JSONResponse(
                 {"error": "too_many_requests", "error_description": "too many failed attempts"},
                 status_code=429,
@@ -228,6 +232,7 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
         server = _resource_server(deps, request)
         if server is None:
             throttle.failed(address)
+            introspections.labels("introspect", "unauthenticated").inc()
             return JSONResponse(
                 {"error": "invalid_client"},
                 status_code=401,
@@ -235,18 +240,23 @@ def routes(deps: Deps, client: AsyncWebClient) -> list[Route]:
             )
         secret = _form_field(await request.body(), "token")
         if not secret:
+            introspections.labels("introspect", "bad_request").inc()
             return JSONResponse({"error": "invalid_request"}, status_code=400, headers=NOT_STORED)
         token = await check(secret, via=server)
+        introspections.labels("introspect", "active" if token else "inactive").inc()
         return JSONResponse(introspection(token) if token else INACTIVE, headers=NOT_STORED)
 
     async def forward_auth(request: Request) -> Response:
         # Any method and any path under /api/v1/auth: Envoy's ext_authz sends the client's
         # own. The body, if any, is never read.
         scheme, _, secret = request.headers.get("authorization", "").partition(" ")
-        token = await check(secret.strip(), "forward-auth") if scheme.lower() == "bearer" else None
+        bearer = scheme.lower() == "bearer"
+        token = await check(secret.strip(), "forward-auth") if bearer else None
+        outcome = "active" if token else "inactive" if bearer else "unauthenticated"
+        introspections.labels("forward_auth", outcome).inc()
         if token is None:
             challenge = 'Bearer realm="tokenbot"'
-            if scheme.lower() == "bearer":
+            if bearer:
                 challenge += ', error="invalid_token"'
             return Response(status_code=401, headers={"WWW-Authenticate": challenge, **NOT_STORED})
         return Response(

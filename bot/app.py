@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,7 +24,8 @@ from bot.deps import Deps, org_of
 from bot.installs import Installations
 from bot.listeners import payload, replies
 from bot.logs import quiet_slack_libraries
-from bot.sender import Responder, retry_handlers
+from bot.metrics import Metrics
+from bot.sender import FailureCounter, Responder, counter_of, retry_handlers
 from storage import events
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,9 @@ def build_client(deps: Deps) -> AsyncWebClient:
     return AsyncWebClient(
         token=token.get_secret_value() if token else None,
         base_url=deps.settings.slack_api_url,
-        retry_handlers=retry_handlers(),
+        retry_handlers=retry_handlers(
+            FailureCounter(deps.metrics.slack_api_errors, deps.settings.slack_api_url)
+        ),
     )
 
 
@@ -59,6 +63,7 @@ def build_app(deps: Deps) -> AsyncApp:
         **oauth,
     )
 
+    app.use(ListenerMetrics(deps.metrics))
     app.use(RefuseMalformed())
 
     @app.middleware
@@ -82,7 +87,10 @@ def build_app(deps: Deps) -> AsyncApp:
             context["standing"] = approvers.standing_of(deps, client, context["org"], actor)
         # Always ours, so no answer goes to a response_url that is not Slack's.
         context["respond"] = Responder(
-            context.response_url or "", app.client.session, deps.settings.slack_api_url
+            context.response_url or "",
+            app.client.session,
+            deps.settings.slack_api_url,
+            counter_of(app.client),
         )
         await next()
         return None
@@ -90,6 +98,31 @@ def build_app(deps: Deps) -> AsyncApp:
     app.error(replies.answer_error)
     listeners.register(app, deps.settings)
     return app
+
+
+class ListenerMetrics(AsyncMiddleware):
+    """Counts each request from Slack and times it until it is acknowledged, by the kind
+    of request (``payload.listener_label``: a bounded set, never what a person typed).
+    First, so that refused and repeated requests are counted too; in HTTP and in Socket
+    Mode alike."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def async_process(
+        self,
+        *,
+        req: AsyncBoltRequest,
+        resp: BoltResponse,
+        next: Callable[[], Awaitable[BoltResponse]],
+    ) -> BoltResponse | None:
+        label = payload.listener_label(req.body, listeners.KNOWN)
+        started = time.perf_counter()
+        try:
+            return await next()
+        finally:
+            self.metrics.slack_requests.labels(label).inc()
+            self.metrics.slack_seconds.labels(label).observe(time.perf_counter() - started)
 
 
 class RefuseMalformed(AsyncMiddleware):

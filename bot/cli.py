@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from bot.config import Mode, Settings, SettingsError, load_settings, parse_listen
 from bot.deps import Deps, wind_down
-from bot.logs import setup_logging
+from bot.logs import LogFormat, setup_logging
 from storage.db import Database
 from storage.migrate import SchemaError, require_current, upgrade
 
@@ -31,9 +31,16 @@ def _parser() -> argparse.ArgumentParser:
         "--api-listen",
         type=_listen,
         metavar="HOST:PORT",
-        help="serve /api/v1/* here only, not on the public listener (TOKENBOT_API_LISTEN)",
+        help="serve /api/v1/* and /metrics here only, not on the public listener "
+        "(TOKENBOT_API_LISTEN)",
     )
-    sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)")
+    socket = sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)")
+    for server in (serve, socket):
+        server.add_argument(
+            "--log-format",
+            choices=("text", "json"),
+            help="text lines, or one JSON object a line (TOKENBOT_LOG_FORMAT; default text)",
+        )
     sweep = sub.add_parser("sweep", help="run the reminder and expiry sweep once")
     sweep.add_argument("--now", type=_when, help="as of this ISO 8601 time (default: now)")
     sweep.add_argument("--dry-run", action="store_true", help="say what would be done")
@@ -158,6 +165,15 @@ def audit_command(args: argparse.Namespace) -> int:
         db.dispose()
 
 
+def _log_format(args: argparse.Namespace) -> LogFormat:
+    """``--log-format``, else TOKENBOT_LOG_FORMAT, for the commands that serve; text for
+    the others, which print for a person."""
+    if args.command not in ("serve", "socket"):
+        return "text"
+    chosen: LogFormat | None = args.log_format
+    return chosen or load_settings().log_format
+
+
 def _settings(mode: Mode) -> Settings:
     settings = load_settings()
     settings.require(mode)
@@ -239,8 +255,10 @@ async def serve_socket_mode(deps: Deps, app_token: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    setup_logging("WARNING" if args.command in ("demo", "sweep", "audit") else "INFO")
     try:
+        setup_logging(
+            "WARNING" if args.command in ("demo", "sweep", "audit") else "INFO", _log_format(args)
+        )
         if args.command == "serve":
             serve(args.host, args.port, args.api_listen)
         elif args.command == "socket":

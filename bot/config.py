@@ -33,6 +33,7 @@ _ENV_NAMES = {
     "introspection_max_failures": "TOKENBOT_INTROSPECTION_MAX_FAILURES",
     "introspection_failure_window": "TOKENBOT_INTROSPECTION_FAILURE_WINDOW",
     "webhooks_allow_loopback": "TOKENBOT_WEBHOOKS_ALLOW_LOOPBACK",
+    "log_format": "TOKENBOT_LOG_FORMAT",
 }
 
 
@@ -95,6 +96,8 @@ class Settings(BaseSettings):
     # Whether a webhook endpoint may be plain http on a loopback address (a receiver on
     # the same host, in development and tests); every other endpoint must be https.
     webhooks_allow_loopback: bool = Field(False, validation_alias=_env("webhooks_allow_loopback"))
+    # How `serve` and `socket` write their log lines: text, or one JSON object a line.
+    log_format: Literal["text", "json"] = Field("text", validation_alias=_env("log_format"))
 
     @field_validator("slack_api_url")
     @classmethod

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 from cachetools import TLRUCache, TTLCache
 
 from bot.config import Settings
+from bot.metrics import Metrics
 from bot.webhooks import WebhookClient
 from storage.db import Database, run
 
@@ -199,6 +200,7 @@ class Deps:
     webhooks: WebhookClient = field(default_factory=WebhookClient)  # to webhook endpoints
     # Multi-workspace mode: the installations' bot tokens (None: SLACK_BOT_TOKEN's one).
     installs: Installations | None = None
+    metrics: Metrics = field(default_factory=Metrics)
     directory: Directory = field(init=False)
     # The members who opened the app's Home tab lately, by (organization, member): the
     # tabs worth publishing again after a change (bot.screens.refresh_homes).

@@ -4,6 +4,7 @@ reconciliation of members with Slack. The sweep itself lives in ``storage.sweep`
 from __future__ import annotations
 
 import logging
+import time
 from datetime import UTC, datetime, timedelta
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -23,7 +24,20 @@ WEBHOOK_INTERVAL = 5  # seconds between deliveries of webhook events
 
 
 async def sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepReport:
-    """One pass: expire, queue reminders, then send what is due (and retry what failed)."""
+    """One pass: expire, queue reminders, then send what is due (and retry what failed);
+    counted and timed in the metrics, failed or not."""
+    started = time.perf_counter()
+    outcome = "failed"
+    try:
+        report = await _sweep_and_deliver(deps, client)
+        outcome = "ok"
+        return report
+    finally:
+        deps.metrics.sweeps.labels(outcome).inc()
+        deps.metrics.sweep_seconds.observe(time.perf_counter() - started)
+
+
+async def _sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepReport:
     now = deps.clock()
     report = await deps.call(sweep.sweep, deps.db, now)
     for request in await deps.call(approvals.expire_requests, deps.db, now):

@@ -15,6 +15,7 @@ from bot.deps import Deps
 from bot.installs import client_for
 from bot.members import profile_from_slack
 from bot.notify import deliver, update_request_copies
+from bot.sender import counter_of
 from storage import members
 from storage.models import NoticeKind
 from storage.usage import ValidToken
@@ -114,7 +115,7 @@ def _without_retries(client: AsyncWebClient) -> AsyncWebClient:
         base_url=client.base_url,
         session=client.session,
         timeout=REFRESH_TIMEOUT,
-        retry_handlers=[],
+        retry_handlers=[counter] if (counter := counter_of(client)) else [],  # counts only
     )
 
 

@@ -2,23 +2,30 @@
 channels and DMs, ephemeral messages, updates, modals and the Home tab, and the user
 groups a modal offers. Everything else renders blocks and calls these. Retries
 (connection errors, 429 with Retry-After, 5xx) come from slack_sdk's retry handlers, set
-on the client in :func:`retry_handlers`."""
+on the client in :func:`retry_handlers`; the failures are counted there too
+(:class:`FailureCounter`)."""
 
 from __future__ import annotations
 
 import logging
+import re
+import sys
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import aiohttp
 import yarl
 from slack_sdk.errors import SlackApiError
+from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncConnectionErrorRetryHandler,
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
 from slack_sdk.http_retry.builtin_interval_calculators import BackoffRetryIntervalCalculator
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook import WebhookResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
@@ -28,8 +35,72 @@ from storage.outbox import backoff
 log = logging.getLogger(__name__)
 
 
-def _webhook(url: str, session: aiohttp.ClientSession | None) -> AsyncWebhookClient:
-    return AsyncWebhookClient(url, session=session, retry_handlers=retry_handlers())
+class Failures(Protocol):
+    """Where failed calls are counted: a prometheus-client counter labelled (method, error)."""
+
+    def labels(self, method: str, error: str) -> Any: ...
+
+
+_METHOD = re.compile(r"[a-zA-Z]{1,30}(\.[a-zA-Z]{1,30}){1,3}")
+
+
+class FailureCounter(AsyncRetryHandler):
+    """Retries nothing: first in the list of retry handlers, it sees each attempt's
+    answer or error, and counts the failed ones by Web API method (``response_url`` for
+    a response URL) and kind of error. Rate limits (429) are counted here even when a
+    retry then succeeds."""
+
+    def __init__(self, failures: Failures, api_url: str) -> None:
+        super().__init__(max_retry_count=sys.maxsize)
+        self.failures = failures
+        self.api_url = api_url
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        kind = _failure(response, error)
+        if kind is not None:
+            self.failures.labels(self._method(request.url), kind).inc()
+        return False
+
+    def _method(self, url: str) -> str:
+        if not url.startswith(self.api_url):
+            return "response_url"
+        method = url.removeprefix(self.api_url).partition("?")[0]
+        return method if _METHOD.fullmatch(method) else "other"
+
+
+def _failure(response: HttpResponse | None, error: Exception | None) -> str | None:
+    if error is not None:
+        return "connection"
+    if response is None:
+        return None
+    if response.status_code == 429:
+        return "ratelimited"
+    if response.status_code >= 500:
+        return "server_error"
+    if response.status_code >= 400:
+        return "http_error"
+    if isinstance(response.body, dict) and response.body.get("ok") is False:
+        return "api_error"
+    return None
+
+
+def counter_of(client: AsyncWebClient) -> FailureCounter | None:
+    """The client's failure counter, for the response URLs its calls answer at."""
+    found = [h for h in client.retry_handlers if isinstance(h, FailureCounter)]
+    return found[0] if found else None
+
+
+def _webhook(
+    url: str, session: aiohttp.ClientSession | None, counter: FailureCounter | None
+) -> AsyncWebhookClient:
+    return AsyncWebhookClient(url, session=session, retry_handlers=retry_handlers(counter))
 
 
 # Where Slack's response URLs live. Anything else in a payload is not Slack's, and a
@@ -68,10 +139,15 @@ class Responder:
     """
 
     def __init__(
-        self, response_url: str, session: aiohttp.ClientSession | None, api_url: str
+        self,
+        response_url: str,
+        session: aiohttp.ClientSession | None,
+        api_url: str,
+        counter: FailureCounter | None = None,
     ) -> None:
         self.response_url = response_url
         self.session = session
+        self.counter = counter
         self.allowed = is_slack_response_url(response_url, api_url)
 
     async def __call__(self, **message: Any) -> WebhookResponse:
@@ -80,7 +156,7 @@ class Responder:
             return WebhookResponse(
                 url=self.response_url, status_code=403, body="not_slack", headers={}
             )
-        return await _webhook(self.response_url, self.session).send_dict(message)
+        return await _webhook(self.response_url, self.session, self.counter).send_dict(message)
 
 
 async def replace_original(
@@ -91,7 +167,7 @@ async def replace_original(
     if not response_url:
         return False
     try:
-        answer = await Responder(response_url, client.session, api_url)(
+        answer = await Responder(response_url, client.session, api_url, counter_of(client))(
             replace_original=True, **message
         )
     except Exception as error:
@@ -100,13 +176,15 @@ async def replace_original(
     return answer.status_code == 200
 
 
-def retry_handlers() -> list[Any]:
-    """Retries with backoff on connection errors, 429 (honouring Retry-After) and 5xx.
+def retry_handlers(counter: FailureCounter | None = None) -> list[Any]:
+    """Retries with backoff on connection errors, 429 (honouring Retry-After) and 5xx;
+    with ``counter``, each failed attempt counted first.
 
     The backoff is short (0.2 s, then 0.4 s): a person is waiting for the answer.
     """
     backoff = BackoffRetryIntervalCalculator(backoff_factor=0.2)
     return [
+        *([counter] if counter is not None else []),
         AsyncConnectionErrorRetryHandler(max_retry_count=2, interval_calculator=backoff),
         AsyncRateLimitErrorRetryHandler(max_retry_count=2),
         AsyncServerErrorRetryHandler(max_retry_count=2, interval_calculator=backoff),
@@ -130,7 +208,7 @@ async def deliver_ephemeral(
         log.warning("response_url outside Slack's hosts ignored; trying the channel")
         response_url = None
     if response_url:
-        webhook = _webhook(response_url, client.session)
+        webhook = _webhook(response_url, client.session, counter_of(client))
         try:
             response = await webhook.send(
                 response_type="ephemeral", replace_original=False, **message

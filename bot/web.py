@@ -1,5 +1,6 @@
-"""The ASGI apps: the public one (``/slack/events``, ``/healthz`` and, unless it has a
-listener of its own, ``/api/v1/*``) and the internal one (``/api/v1/*``, ``/healthz``)."""
+"""The ASGI apps: the public one (``/slack/events``, ``/healthz``, ``/readyz`` and, unless
+the API has a listener of its own, ``/api/v1/*`` and ``/metrics``) and the internal one
+(``/api/v1/*``, ``/metrics``, ``/healthz``, ``/readyz``)."""
 
 from __future__ import annotations
 
@@ -30,7 +31,10 @@ from bot.app import shared_session
 from bot.deps import Deps, wind_down
 from bot.jobs import build_scheduler
 from bot.logs import RequestIdMiddleware
+from bot.metrics import HttpMetrics, OutboxFigures, metrics_route
+from storage import outbox
 from storage.db import WORKER_THREADS
+from storage.migrate import schema_lag
 
 log = logging.getLogger(__name__)
 
@@ -148,24 +152,48 @@ async def _refuse(scope: Scope, send: Send, status: int, text: str) -> None:
     await response(scope, nothing, send)
 
 
-def _middleware(deps: Deps) -> list[Middleware]:
+def _middleware(deps: Deps, routes: list[BaseRoute]) -> list[Middleware]:
     settings = deps.settings
     return [
+        Middleware(HttpMetrics, metrics=deps.metrics, routes=routes),
         Middleware(RequestIdMiddleware),
         Middleware(BodyLimit, max_body=settings.http_max_body, timeout=settings.http_body_timeout),
     ]
 
 
-def _health(deps: Deps) -> Route:
+def _health(deps: Deps) -> list[Route]:
+    """``/healthz``: the process serves (nothing else is asked, so it stays cheap);
+    ``/readyz``: it can do its work, its database reachable and at the code's schema."""
+
     async def healthz(request: Request) -> Response:
-        try:
-            await deps.call(deps.db.ping)
-        except Exception as error:
-            log.warning("health check: database unreachable (%s)", type(error).__name__)
-            return JSONResponse({"status": "database unreachable"}, status_code=503)
         return JSONResponse({"status": "ok"})
 
-    return Route("/healthz", healthz, methods=["GET"])
+    async def readyz(request: Request) -> Response:
+        try:
+            lag = await deps.call(schema_lag, deps.db)
+        except Exception as error:
+            log.warning("readiness check: database unreachable (%s)", type(error).__name__)
+            lag = "database unreachable"
+        if lag is not None:
+            return JSONResponse({"status": lag}, status_code=503)
+        return JSONResponse({"status": "ok"})
+
+    return [Route("/healthz", healthz, methods=["GET"]), Route("/readyz", readyz, methods=["GET"])]
+
+
+def _metrics(deps: Deps) -> Route:
+    async def figures() -> OutboxFigures:
+        found = await deps.call(outbox.backlog, deps.db)
+        oldest = found.oldest_queued_at
+        age = (deps.clock() - oldest).total_seconds() if oldest is not None else 0.0
+        return OutboxFigures(found.pending, max(age, 0.0))
+
+    return metrics_route(deps.metrics, figures)
+
+
+def _internal_routes(deps: Deps, bolt: AsyncApp) -> list[BaseRoute]:
+    """What only the operators' side calls: the API and the metrics."""
+    return [*api.routes(deps, bolt.client), _metrics(deps)]
 
 
 def _install_routes(bolt: AsyncApp) -> list[BaseRoute]:
@@ -192,11 +220,10 @@ def _browser(request: Request) -> AsyncBoltRequest:
 
 
 def build_api_web(deps: Deps, bolt: AsyncApp) -> Starlette:
-    """The internal listener's app: ``/api/v1/*`` and ``/healthz``. It has no lifespan of
-    its own: it runs beside the public app, inside that one's."""
-    return Starlette(
-        routes=[_health(deps), *api.routes(deps, bolt.client)], middleware=_middleware(deps)
-    )
+    """The internal listener's app: ``/api/v1/*``, ``/metrics`` and the health checks.
+    It has no lifespan of its own: it runs beside the public app, inside that one's."""
+    routes = [*_health(deps), *_internal_routes(deps, bolt)]
+    return Starlette(routes=routes, middleware=_middleware(deps, routes))
 
 
 def build_web(
@@ -208,7 +235,7 @@ def build_web(
     freeze_after_start: bool = False,
 ) -> Starlette:
     """The public ASGI app. With ``scheduler``, the sweep and reconciliation run inside it;
-    without ``with_api``, ``/api/v1/*`` is left to :func:`build_api_web`. With
+    without ``with_api``, ``/api/v1/*`` and ``/metrics`` are left to :func:`build_api_web`. With
     ``freeze_after_start`` (a server process), what start-up built is frozen out of the
     garbage collector's scans once it is done."""
     signature = SlackSignature(
@@ -250,9 +277,9 @@ def build_web(
 
     routes: list[BaseRoute] = [
         Route("/slack/events", slack_events, methods=["POST"]),
-        _health(deps),
+        *_health(deps),
     ]
     routes += _install_routes(bolt)
     if with_api:
-        routes += api.routes(deps, bolt.client)
-    return Starlette(routes=routes, middleware=_middleware(deps), lifespan=lifespan)
+        routes += _internal_routes(deps, bolt)
+    return Starlette(routes=routes, middleware=_middleware(deps, routes), lifespan=lifespan)

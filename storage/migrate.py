@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import sys
+from functools import cache
 
 import sqlalchemy as sa
 from alembic import command
@@ -37,12 +38,14 @@ def alembic_config(db: Database | None = None) -> Config:
     return config
 
 
+@cache
 def revisions() -> list[str]:
     """Every revision the code knows, oldest first."""
     scripts = ScriptDirectory.from_config(alembic_config())
     return [script.revision for script in reversed(list(scripts.walk_revisions()))]
 
 
+@cache
 def head() -> str:
     """The newest revision: the schema this code works with."""
     return ScriptDirectory.from_config(alembic_config()).get_current_head() or ""
@@ -112,6 +115,18 @@ def database_from_environment() -> Database:
     if parsed.drivername == "postgresql":
         parsed = parsed.set(drivername="postgresql+psycopg")
     return Database(parsed.render_as_string(hide_password=False))
+
+
+def schema_lag(db: Database) -> str | None:
+    """Why the database's schema is not the one this code needs, in one line, or None
+    when it is: its revision must be the code's head. Raises when the database cannot be
+    reached."""
+    current = current_revision(db)
+    if current == head():
+        return None
+    if current is None:
+        return "database not migrated (run `tokenbot db upgrade`)"
+    return f"database schema is at revision {current}, this code needs {head()}"
 
 
 if __name__ == "__main__":  # `python -m storage.migrate next-id`, for `make migration`

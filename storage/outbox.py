@@ -382,3 +382,22 @@ def pending_count(db: Database) -> int:
             .where(OUTBOX.c.status == OutboxStatus.PENDING)
         )
         return int(session.execute(query).scalar_one())
+
+
+@dataclass(frozen=True)
+class Backlog:
+    """The messages waiting to be sent: how many, and when the oldest was queued."""
+
+    pending: int
+    oldest_queued_at: datetime | None
+
+
+def backlog(db: Database) -> Backlog:
+    """How many messages wait to be sent (or sent again), and when the oldest of them was
+    queued: one query, for the metrics."""
+    query = sa.select(sa.func.count(), sa.func.min(OUTBOX.c.created_at)).where(
+        OUTBOX.c.status == OutboxStatus.PENDING
+    )
+    with db.read() as session:
+        pending, oldest = session.execute(query).one()
+    return Backlog(int(pending), oldest)

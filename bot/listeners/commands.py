@@ -58,6 +58,13 @@ def subcommand_with_argument(name: str) -> Matcher:
     return matches
 
 
+# Every subcommand there is (``help`` included), for naming requests in the metrics.
+SUBCOMMANDS = frozenset(
+    {"help", "new", "list", "revoke", "rotate", "report", "audit", "webhooks", "requests"}
+    | {"service", "settings"}
+)
+
+
 def register(app: AsyncApp, settings: Settings) -> None:
     name = settings.command
     subcommands: list[tuple[Matcher, list[Any], Listener]] = [

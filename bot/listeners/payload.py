@@ -388,3 +388,47 @@ def channel_of(body: dict[str, Any]) -> str | None:
         "channel_id"
     )
     return str(channel) if channel else None
+
+
+@dataclass(frozen=True)
+class Known:
+    """What the app answers, for naming a request in the metrics: the slash command's
+    subcommands, the action and view callback ids its blocks use, the event types it
+    hears. Anything else a payload names becomes ``other``."""
+
+    subcommands: frozenset[str]
+    ids: frozenset[str]
+    events: frozenset[str]
+
+
+def listener_label(body: dict[str, Any], known: Known) -> str:
+    """The kind of request ``body`` is, as a bounded metric label: ``command:list``,
+    ``action:revoke_token``, ``view:generate_token``, ``event:message`` and so on; never
+    text a person typed. Any shape is named: this runs before malformed payloads are
+    refused."""
+    kind = body.get("type")
+    if isinstance(body.get("command"), str):
+        text = body.get("text")
+        sub = (text if isinstance(text, str) else "").strip().partition(" ")[0].lower() or "help"
+        return f"command:{_one_of(sub, known.subcommands)}"
+    if kind == "block_actions":
+        actions = body.get("actions")
+        first = actions[0] if isinstance(actions, list) and actions else None
+        named = first.get("action_id") if isinstance(first, dict) else None
+        return f"action:{_one_of(named, known.ids)}"
+    if kind in ("view_submission", "view_closed"):
+        view = body.get("view")
+        named = view.get("callback_id") if isinstance(view, dict) else None
+        prefix = "view" if kind == "view_submission" else "view_closed"
+        return f"{prefix}:{_one_of(named, known.ids)}"
+    if kind == "event_callback":
+        event = body.get("event")
+        named = event.get("type") if isinstance(event, dict) else None
+        return f"event:{_one_of(named, known.events)}"
+    if kind == "url_verification":
+        return "url_verification"
+    return "other"
+
+
+def _one_of(value: object, names: frozenset[str]) -> str:
+    return value if isinstance(value, str) and value in names else "other"

@@ -13,7 +13,7 @@ from bot.standin.server import Call
 from storage import audit, tokenformat, tokens, usage
 from storage.models import NoticeKind, OutboxMessage
 from tests.e2e.conftest import ALICE, BOB
-from tests.e2e.flows import eventually, generate, run_command
+from tests.e2e.flows import eventually, generate, run_command, settled
 
 ORG = "T0TOKENBOT"
 ONLY_ADMINS = "Only workspace admins and owners can see another member's tokens."
@@ -147,6 +147,9 @@ async def test_a_dm_slack_refuses_stays_queued_and_a_later_sweep_sends_it(env: R
     await env.standin.wait_for("response_url", after=mark)
     refused = await eventually(lambda: notice_attempts(env), lambda n: bool(n and n[0][2]))
     assert refused == [("pending", 1, "internal_error")]
+    # The delivery started by the click is over (it looks for due messages once more
+    # after the refusal: moved in time before then, it would send the DM itself).
+    await settled(env)
     clock.advance(timedelta(minutes=5))
     await sweep_and_deliver(env.deps, env.slack_app_client)
     assert revoked_notices(env) == [(ALICE, "sent")]

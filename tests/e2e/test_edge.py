@@ -421,11 +421,19 @@ async def test_the_api_can_be_served_on_its_own_listener(frugal_server: Served) 
         health = [
             (await http.get(base + "/healthz")).status_code for base in (served.url, served.api_url)
         ]
+        ready = [
+            (await http.get(base + "/readyz")).status_code for base in (served.url, served.api_url)
+        ]
+        public_metrics = await http.get(served.url + "/metrics")
+        internal_metrics = await http.get(served.api_url + "/metrics")
     assert public.status_code == 404 and public_auth.status_code == 404
     assert internal.status_code == 200 and internal.json() == {"active": False}
     assert internal_slack.status_code == 404
     assert unsigned_on_public.status_code == 401
-    assert health == [200, 200]
+    assert health == [200, 200] and ready == [200, 200]
+    assert public_metrics.status_code == 404  # for the operators' side only
+    assert internal_metrics.status_code == 200
+    assert "tokenbot_introspections_total" in internal_metrics.text
 
 
 @pytest.mark.asyncio(loop_scope="module")
