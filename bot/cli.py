@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from bot.config import Mode, Settings, SettingsError, load_settings, parse_listen
 from bot.deps import Deps, wind_down
 from bot.logs import setup_logging
-from storage.db import Database
+from storage.db import Database, InvalidationListener
 from storage.migrate import upgrade
 
 
@@ -219,6 +219,8 @@ async def serve_socket_mode(deps: Deps, app_token: str) -> None:
         async with shared_session(app):
             jobs = build_scheduler(deps, app.client)
             jobs.start()
+            listener = InvalidationListener(deps.db)
+            await listener.start()
             handler = AsyncSocketModeHandler(app, app_token)
             try:
                 await handler.start_async()  # type: ignore[no-untyped-call]
@@ -227,6 +229,7 @@ async def serve_socket_mode(deps: Deps, app_token: str) -> None:
                 await handler.close_async()  # type: ignore[no-untyped-call]
                 await wind_down(deps)
                 jobs.shutdown(wait=False)
+                await listener.stop()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         await deps.call(deps.db.dispose)
