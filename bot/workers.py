@@ -102,7 +102,8 @@ class Supervisor:
                     continue
                 self.workers[n] = None
                 if self.stopping is not None:
-                    failed = failed or code != 0
+                    # Killed by the SIGTERM passed on: it was still starting, serving nothing.
+                    failed = failed or code not in (0, -signal.SIGTERM)
                     continue
                 ran = time.monotonic() - self.started[n]
                 self.delays[n] = RESTART_DELAY if ran >= STEADY else self.delays[n]
