@@ -113,8 +113,12 @@ class Cluster:
                 self.database_url, self.standin, self.logs / f"replica-{n}.log", sweep_interval=5
             )
         )
-        self.servers[n] = server
-        self.slacks[n] = SlackClient(server.url, SIGNING_SECRET, self.standin)
+        slack = SlackClient(server.url, SIGNING_SECRET, self.standin)
+        if n < len(self.servers):  # in place of one that stopped
+            self.servers[n], self.slacks[n] = server, slack
+        else:
+            self.servers.append(server)
+            self.slacks.append(slack)
 
     async def all_up(self) -> None:
         """Every replica running and ready (one a test stopped is started again)."""
@@ -141,7 +145,6 @@ async def cluster(
         with contextlib.ExitStack() as stack:
             logs = tmp_path_factory.mktemp("replicas")
             running = Cluster(module_database_url, standin, logs, [], [], stack)
-            running.servers, running.slacks = [None] * 3, [None] * 3  # type: ignore[list-item]
             for n in range(3):
                 running.start(n)
             try:
