@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.standin.client import SlackClient
+from bot.standin.client import SlackClient, http_client
 from bot.standin.harness import SIGNING_SECRET
-from bot.standin.server import Call
+from bot.standin.server import Call, free_port
 from storage import tokenformat
 from tests.conftest import TEST_DATABASE_URL, Tokenbot
 from tests.e2e.conftest import ALICE
@@ -59,12 +59,16 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not TEST_DATABASE_URL, reason="--workers needs PostgreSQL")
-async def test_two_workers_serve_as_one_come_back_when_killed_and_stop_together(
+async def test_two_workers_serve_both_listeners_as_one_come_back_when_killed_and_stop_together(
     database_url: str, tmp_path: Path
 ) -> None:
     async with standin_running() as standin:
         log = tmp_path / "serve.log"
-        with tokenbot_serve(database_url, standin, log, "--workers", "2") as server:
+        api = f"http://127.0.0.1:{free_port()}"
+        listen = api.removeprefix("http://")
+        with tokenbot_serve(
+            database_url, standin, log, "--workers", "2", "--api-listen", listen
+        ) as server:
             await server.ready()
             workers = await eventually(lambda: children(server.process.pid), lambda c: len(c) == 2)
             assert all("--sockets" in command_line(worker) for worker in workers)
@@ -81,17 +85,18 @@ async def test_two_workers_serve_as_one_come_back_when_killed_and_stop_together(
                     "response_url", lambda c: "tbu_" in c.text_content(), after=mark
                 )
                 [secret] = tokenformat.TOKEN_PATTERN.findall(shown.text_content())
-                await eventually_async(
-                    lambda: introspect(server.url, secret), lambda a: a["active"]
-                )
-                # Each check is a new connection, taken by either worker.
-                answers = [(await introspect(server.url, secret))["active"] for _ in range(10)]
+                await eventually_async(lambda: introspect(api, secret), lambda a: a["active"])
+                # On the internal listener only, which the workers share too; each check
+                # is a new connection, taken by either worker.
+                async with http_client(base_url=server.url) as http:
+                    assert (await http.post("/api/v1/introspect")).status_code == 404
+                answers = [(await introspect(api, secret))["active"] for _ in range(10)]
                 assert answers == [True] * 10
                 mark = len(standin.calls)
                 listing = await slack.command("/token", "list", ALICE)
                 await slack.click(Call("ack", listing.json()), "revoke_token", ALICE)
                 await standin.wait_for("response_url", after=mark)
-                answers = [(await introspect(server.url, secret))["active"] for _ in range(10)]
+                answers = [(await introspect(api, secret))["active"] for _ in range(10)]
                 assert answers == [False] * 10  # by both workers
             finally:
                 await slack.aclose()
