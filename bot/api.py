@@ -90,8 +90,9 @@ def _form_field(body: bytes, name: str) -> str | None:
 class ValidTokens:
     """Recently validated tokens, by digest, so that most checks make no database round
     trip. An entry serves only while the database's generation is the one it was read
-    at (it moves at once when this process revokes, expires or deactivates, and within
-    a second when another process does) and while the token's cutoff is ahead; a
+    at (it moves at once when this process revokes, expires or deactivates, and when
+    another process does, as soon as PostgreSQL notifies it, else within a second) and
+    while the token's cutoff is ahead; a
     token whose cutoff has passed is looked up again, in case another replica saw a use.
     """
 

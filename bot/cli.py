@@ -15,8 +15,8 @@ import sqlalchemy as sa
 from bot.config import Mode, Settings, SettingsError, load_settings, parse_listen
 from bot.deps import Deps, wind_down
 from bot.logs import LogFormat, setup_logging
-from storage.db import Database
-from storage.migrate import SchemaError, require_current, upgrade
+from storage.db import Database, InvalidationListener
+from storage.migrate import SchemaError, refuse_newer, require_current, upgrade
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -34,6 +34,14 @@ def _parser() -> argparse.ArgumentParser:
         help="serve /api/v1/* and /metrics here only, not on the public listener "
         "(TOKENBOT_API_LISTEN)",
     )
+    serve.add_argument(
+        "--workers",
+        type=_count,
+        default=1,
+        metavar="N",
+        help="run N server processes sharing the listeners (PostgreSQL only)",
+    )
+    serve.add_argument("--sockets", help=argparse.SUPPRESS)  # a worker's inherited listeners
     socket = sub.add_parser("socket", help="Socket Mode (needs SLACK_APP_TOKEN)")
     for server in (serve, socket):
         server.add_argument(
@@ -63,6 +71,12 @@ def _listen(text: str) -> tuple[str, int]:
         return parse_listen(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _count(text: str) -> int:
+    if not text.isdigit() or not 1 <= int(text) <= 64:
+        raise argparse.ArgumentTypeError(f"not a number of processes from 1 to 64: {text!r}")
+    return int(text)
 
 
 def _when(text: str) -> datetime:
@@ -180,27 +194,39 @@ def _settings(mode: Mode) -> Settings:
     return settings
 
 
-def _prepare(settings: Settings) -> Deps:
+def _prepare(settings: Settings, migrate: bool = True) -> Deps:
     db = Database(settings.database_url)
     try:
-        upgrade(db)  # an older schema is brought up to date; a newer one is refused
+        # An older schema is brought up to date (unless the caller did: the parent of
+        # workers); a newer one is refused.
+        upgrade(db) if migrate else refuse_newer(db)
     except SchemaError:
         db.dispose()
         raise
     return Deps(settings=settings, db=db)
 
 
-def serve(host: str, port: int, api_listen: tuple[str, int] | None) -> None:
+def serve(
+    host: str,
+    port: int,
+    api_listen: tuple[str, int] | None,
+    workers: int = 1,
+    sockets: str | None = None,
+) -> int:
     """``tokenbot serve``: the public listener and, when set, the internal API listener, in
-    one process with one event loop, scheduler and database."""
+    one process with one event loop, scheduler and database; or ``workers`` such
+    processes (:func:`serve_workers`). ``sockets``: a worker's inherited listeners."""
     from bot.app import build_app
     from bot.server import listener_config, raise_open_file_limit, serve_listeners
     from bot.web import build_api_web, build_web
+    from bot.workers import inherited
 
     settings = _settings("serve")
     if api_listen is not None:
         settings.api_listen = api_listen
-    deps = _prepare(settings)
+    if workers > 1:
+        return serve_workers(settings, host, port, workers)
+    deps = _prepare(settings, migrate=sockets is None)  # a worker's was done for it
     bolt = build_app(deps)
     web = build_web(deps, bolt, with_api=settings.api_listen is None, freeze_after_start=True)
     configs = [listener_config(web, host, port, settings)]
@@ -208,8 +234,37 @@ def serve(host: str, port: int, api_listen: tuple[str, int] | None) -> None:
         api_host, api_port = settings.api_listen
         configs.append(listener_config(build_api_web(deps, bolt), api_host, api_port, settings))
     raise_open_file_limit(len(configs) * settings.http_max_connections + 256)
+    listening = inherited(sockets) if sockets else None
     with asyncio.Runner(loop_factory=configs[0].get_loop_factory()) as runner:
-        runner.run(serve_listeners(web, configs))
+        runner.run(serve_listeners(web, configs, listening))
+    return 0
+
+
+def serve_workers(settings: Settings, host: str, port: int, count: int) -> int:
+    """``tokenbot serve --workers N``: migrate once, bind the listeners, and run ``count``
+    workers on them until told to stop (bot.workers)."""
+    from bot.workers import Supervisor, bind
+
+    if sa.make_url(settings.database_url).get_backend_name() == "sqlite":
+        raise SettingsError(
+            "--workers needs PostgreSQL: SQLite allows one writer process at a time; "
+            "leave out --workers, or set TOKENBOT_DATABASE_URL to a postgresql:// URL"
+        )
+    db = Database(settings.database_url)
+    try:
+        upgrade(db)
+    finally:
+        db.dispose()
+    listeners = [(host, port)] + ([settings.api_listen] if settings.api_listen else [])
+    sockets = [bind(*where) for where in listeners]
+    argv = ["--host", host, "--port", str(port)]
+    if settings.api_listen is not None:
+        api_host, api_port = settings.api_listen
+        argv += [
+            "--api-listen",
+            f"[{api_host}]:{api_port}" if ":" in api_host else f"{api_host}:{api_port}",
+        ]
+    return Supervisor(count, argv, sockets).run()
 
 
 def socket_mode() -> None:
@@ -240,6 +295,8 @@ async def serve_socket_mode(deps: Deps, app_token: str) -> None:
         async with shared_session(app):
             jobs = build_scheduler(deps, app.client)
             jobs.start()
+            listener = InvalidationListener(deps.db)
+            await listener.start()
             handler = AsyncSocketModeHandler(app, app_token)
             try:
                 await handler.start_async()  # type: ignore[no-untyped-call]
@@ -248,6 +305,7 @@ async def serve_socket_mode(deps: Deps, app_token: str) -> None:
                 await handler.close_async()  # type: ignore[no-untyped-call]
                 await wind_down(deps)
                 jobs.shutdown(wait=False)
+                await listener.stop()
     finally:
         loop.remove_signal_handler(signal.SIGTERM)
         await deps.call(deps.db.dispose)
@@ -260,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             "WARNING" if args.command in ("demo", "sweep", "audit") else "INFO", _log_format(args)
         )
         if args.command == "serve":
-            serve(args.host, args.port, args.api_listen)
+            return serve(args.host, args.port, args.api_listen, args.workers, args.sockets)
         elif args.command == "socket":
             socket_mode()
         elif args.command == "sweep":

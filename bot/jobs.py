@@ -116,7 +116,8 @@ def build_scheduler(deps: Deps, client: AsyncWebClient) -> AsyncIOScheduler:
         kwargs={"kinds": webhooks.KINDS},
         **common,
     )
-    # Revocations made by other replicas reach this one's validation cache within 1 s.
+    # Revocations made by other replicas reach this one's validation cache within 1 s,
+    # whether or not storage.db.InvalidationListener has heard of them sooner.
     scheduler.add_job(
         deps.call,
         "interval",

@@ -8,6 +8,7 @@ import asyncio
 import logging
 import resource
 import signal
+import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import ClassVar
@@ -131,9 +132,13 @@ class _Listener(uvicorn.Server):
         yield
 
 
-async def serve_listeners(app: Starlette, configs: list[uvicorn.Config]) -> None:
+async def serve_listeners(
+    app: Starlette, configs: list[uvicorn.Config], sockets: list[socket.socket] | None = None
+) -> None:
     """Serve every listener until SIGTERM or SIGINT, then stop them all gracefully (a
-    second SIGINT stops at once). ``app``'s lifespan wraps them all."""
+    second SIGINT stops at once). ``app``'s lifespan wraps them all. ``sockets``: one
+    listening socket for each listener, already bound (a worker's), else each binds its
+    own."""
     servers = [_Listener(config) for config in configs]
     loop = asyncio.get_running_loop()
 
@@ -147,7 +152,12 @@ async def serve_listeners(app: Starlette, configs: list[uvicorn.Config]) -> None
         loop.add_signal_handler(received, stop, received)
     try:
         async with app.router.lifespan_context(app):
-            await asyncio.gather(*(server.serve() for server in servers))
+            await asyncio.gather(
+                *(
+                    server.serve(sockets=None if sockets is None else [sockets[n]])
+                    for n, server in enumerate(servers)
+                )
+            )
     finally:
         for received in (signal.SIGTERM, signal.SIGINT):
             loop.remove_signal_handler(received)

@@ -33,7 +33,7 @@ from bot.jobs import build_scheduler
 from bot.logs import RequestIdMiddleware
 from bot.metrics import HttpMetrics, OutboxFigures, metrics_route
 from storage import outbox
-from storage.db import WORKER_THREADS
+from storage.db import WORKER_THREADS, InvalidationListener
 from storage.migrate import schema_lag
 
 log = logging.getLogger(__name__)
@@ -260,8 +260,11 @@ def build_web(
         anyio.to_thread.current_default_thread_limiter().total_tokens = WORKER_THREADS
         async with shared_session(bolt):
             jobs = build_scheduler(deps, bolt.client) if scheduler else None
-            if jobs:
+            # Beside the scheduler's poll: hears other replicas' revocations at once.
+            listener = InvalidationListener(deps.db) if scheduler else None
+            if jobs and listener:
                 jobs.start()
+                await listener.start()
             if freeze_after_start:
                 # All of it lives as long as the process: kept out of the collector's
                 # scans, which otherwise show up as pauses in request latency.
@@ -271,8 +274,9 @@ def build_web(
                 yield
             finally:
                 await wind_down(deps)
-                if jobs:
+                if jobs and listener:
                     jobs.shutdown(wait=False)
+                    await listener.stop()
         await deps.call(deps.db.dispose)
 
     routes: list[BaseRoute] = [

@@ -27,7 +27,7 @@ import sqlite3
 import threading
 from collections import namedtuple
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterator, Mapping
-from contextlib import asynccontextmanager, contextmanager, nullcontext
+from contextlib import asynccontextmanager, contextmanager, nullcontext, suppress
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, Concatenate, Generic, ParamSpec, Protocol, TypeVar, cast
@@ -62,15 +62,26 @@ _BUMP_EPOCH = sa.text(  # the same statement on SQLite and PostgreSQL
     "INSERT INTO validityepoch (id, value) VALUES (1, 1) "
     "ON CONFLICT (id) DO UPDATE SET value = validityepoch.value + 1"
 )
+# PostgreSQL: the same bump, and a notification delivered to every listener when (and
+# only if) the transaction commits. The payload says whose epoch moved (the schema: one
+# database may hold several tokenbots) and to what.
+VALIDITY_CHANNEL = "tokenbot_validity"  # as spelled in the statement below
+_BUMP_EPOCH_AND_NOTIFY = sa.text(
+    "WITH bumped AS (INSERT INTO validityepoch (id, value) VALUES (1, 1) "
+    "ON CONFLICT (id) DO UPDATE SET value = validityepoch.value + 1 RETURNING value) "
+    "SELECT pg_notify('tokenbot_validity', current_schema() || ' ' || value) FROM bumped"
+)
 _SQLITE_BUSY = 5
 
 
 def invalidates(session: Session) -> None:
     """Mark the transaction as one after which some token may no longer be valid: caches
-    of validation results drop everything once it commits (here at once, in other
-    processes at their next refresh_generation)."""
+    of validation results drop everything once it commits (here at once; in other
+    processes as soon as they hear of it on PostgreSQL, else at their next
+    refresh_generation)."""
     if not session.info.get(_INVALIDATES):
-        session.execute(_BUMP_EPOCH)
+        postgres = session.get_bind().dialect.name == "postgresql"
+        session.execute(_BUMP_EPOCH_AND_NOTIFY if postgres else _BUMP_EPOCH)
         session.info[_INVALIDATES] = True
 
 
@@ -456,10 +467,15 @@ class Database:
         ``generation`` on. Returns the generation."""
         with self.engine.connect() as conn:
             value = conn.execute(_EPOCH_VALUE).scalar()
-        if value != self._epoch_seen:  # (the first look also counts: nothing is assumed)
-            self.generation += 1
-            self._epoch_seen = value
+        self.saw_epoch(value)
         return self.generation
+
+    def saw_epoch(self, value: int | None) -> None:
+        """The shared epoch was read, or heard of, as ``value``: if it is not the one last
+        seen (the first look also counts: nothing is assumed), the generation moves on."""
+        if value != self._epoch_seen:
+            self.generation += 1  # before the value is noted: whoever sees it, sees this
+            self._epoch_seen = value
 
     def ping(self) -> None:
         with self.engine.connect() as conn:
@@ -580,6 +596,88 @@ class Database:
                 self._async.close()  # another loop's, which is gone
             self._async = _AsyncConnections(self, ASYNC_CONNECTIONS)
         return self._async
+
+
+_KEEPALIVES = {
+    "keepalives": 1,
+    "keepalives_idle": 30,
+    "keepalives_interval": 10,
+    "keepalives_count": 3,
+}
+
+
+class InvalidationListener:
+    """PostgreSQL: one dedicated connection that LISTENs for the epoch's notifications, so
+    that a change committed by any process moves this one's generation within
+    milliseconds (the one-second poll of :meth:`Database.refresh_generation` stays, for
+    a connection that has died without saying so). When the connection drops, it is made
+    again, after 0.2 s, then twice as long each time up to 30 s; on each, the epoch is
+    read once, for what was missed meanwhile. On SQLite it does nothing: the poll alone
+    serves there. Waiting for a notification never blocks the event loop.
+    """
+
+    def __init__(self, db: Database, first_delay: float = 0.2, max_delay: float = 30.0) -> None:
+        self.db = db
+        self.first_delay = first_delay
+        self.max_delay = max_delay
+        self.listening = asyncio.Event()  # set while a LISTEN is in place
+        self.backend_pid: int | None = None  # the server process of that connection
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self, wait: float = 5.0) -> None:
+        """Start listening; return once the first LISTEN is in place, or after ``wait``
+        seconds (polling covers the time until it is)."""
+        if self.db.dialect != "postgresql" or self._task is not None:
+            return
+        self._task = asyncio.create_task(self._listen())
+        try:
+            await asyncio.wait_for(self.listening.wait(), wait)
+        except TimeoutError:
+            log.warning("not yet listening for revocations; polling meanwhile")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _listen(self) -> None:
+        import psycopg
+
+        args, kwargs = self.db.engine.dialect.create_connect_args(self.db.engine.url)
+        # A peer that vanishes (a host down, a network cut) is noticed within a minute.
+        for name, setting in _KEEPALIVES.items():
+            kwargs.setdefault(name, setting)
+        delay = self.first_delay
+        while True:
+            try:
+                conn = await psycopg.AsyncConnection.connect(*args, autocommit=True, **kwargs)
+                async with conn:
+                    await conn.execute(f"LISTEN {VALIDITY_CHANNEL}")
+                    cursor = await conn.execute(
+                        "SELECT current_schema(), (SELECT value FROM validityepoch WHERE id = 1)"
+                    )
+                    schema, value = cast(tuple[str, int | None], await cursor.fetchone())
+                    self.db.saw_epoch(value)  # what changed before the LISTEN
+                    self.backend_pid = conn.info.backend_pid
+                    self.listening.set()
+                    delay = self.first_delay
+                    async for note in conn.notifies():
+                        theirs, _, moved_to = note.payload.partition(" ")
+                        if theirs == schema:  # not another tokenbot's, in another schema
+                            self.db.saw_epoch(int(moved_to) if moved_to.isdigit() else None)
+            except (psycopg.Error, OSError) as error:
+                log.warning(
+                    "listening for revocations failed (%s); polling until it is back, in %g s",
+                    type(error).__name__,
+                    delay,
+                )
+            finally:
+                self.listening.clear()
+                self.backend_pid = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_delay)
 
 
 def _log_failure(done: asyncio.Future[None]) -> None:

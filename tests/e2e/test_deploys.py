@@ -30,7 +30,14 @@ GATEWAY = httpx.BasicAuth(*RESOURCE_SERVER)
 
 
 @contextmanager
-def tokenbot_serve(database_url: str, standin: SlackStandin, log: Path) -> Iterator[Server]:
+def tokenbot_serve(
+    database_url: str,
+    standin: SlackStandin,
+    log: Path,
+    *args: str,
+    sweep_interval: int = 3600,
+) -> Iterator[Server]:
+    """``tokenbot serve ARGS`` as a process of its own, on a free loopback port."""
     port = free_port()
     env = {
         **os.environ,
@@ -39,11 +46,14 @@ def tokenbot_serve(database_url: str, standin: SlackStandin, log: Path) -> Itera
         "SLACK_API_URL": standin.base_url + "/api/",
         "TOKENBOT_DATABASE_URL": database_url,
         "TOKENBOT_RESOURCE_SERVERS": ":".join(RESOURCE_SERVER),
-        "TOKENBOT_SWEEP_INTERVAL": "3600",
+        "TOKENBOT_SWEEP_INTERVAL": str(sweep_interval),
     }
     with log.open("ab") as output:
         process = subprocess.Popen(
-            [sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [
+                *(sys.executable, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)),
+                *args,
+            ],
             env=env,
             stdout=output,
             stderr=subprocess.STDOUT,

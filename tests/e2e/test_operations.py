@@ -357,8 +357,9 @@ def test_serve_logs_in_the_format_chosen(  # type: ignore[no-untyped-def]
 ) -> None:
     chosen: list[str] = []
 
-    def serve(*given: object) -> None:
+    def serve(*given: object) -> int:
         chosen.append(type(logging.getLogger().handlers[0].formatter).__name__)
+        return 0
 
     monkeypatch.setattr("bot.cli.serve", serve)
     assert tokenbot("serve", *args, env=env).code == 0

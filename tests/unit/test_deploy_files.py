@@ -174,11 +174,12 @@ NGINX_CONF = (DEPLOY / "nginx.conf").read_text()
 
 def per_replica_connections() -> int:
     """The most connections to PostgreSQL one process holds: the pool (a connection for
-    each worker thread, and its overflow) and the event loop's own."""
+    each worker thread, and its overflow), the event loop's own, and the one that listens
+    for revocations (storage.db.InvalidationListener)."""
     engine = make_engine("postgresql+psycopg://tokenbot@db.invalid/tokenbot")
     try:
         pool: Any = engine.pool
-        return int(pool.size() + pool._max_overflow + ASYNC_CONNECTIONS)
+        return int(pool.size() + pool._max_overflow + ASYNC_CONNECTIONS + 1)
     finally:
         engine.dispose()
 

@@ -14,7 +14,8 @@ from bot.config import Settings
 from bot.deps import Deps
 from bot.standin.harness import BOT_TOKEN, SIGNING_SECRET
 from bot.standin.server import SlackStandin
-from storage.db import Database
+from storage.db import Database, invalidates
+from tests.conftest import TEST_DATABASE_URL
 
 APP_TOKEN = "xapp-standin-0000-app-token"
 
@@ -110,3 +111,32 @@ async def test_sigterm_stops_socket_mode_the_same_way(
     finally:
         signal.signal(signal.SIGTERM, previous)
     assert events == ORDER
+
+
+@pytest.mark.skipif(not TEST_DATABASE_URL, reason="LISTEN/NOTIFY is PostgreSQL's")
+async def test_socket_mode_hears_of_a_revocation_elsewhere_without_its_poll(
+    deps: Deps, monkeypatch: pytest.MonkeyPatch, database_url: str
+) -> None:
+    recorder = Recorder()
+    monkeypatch.setattr(
+        "slack_bolt.adapter.socket_mode.websockets.AsyncSocketModeHandler", recorder.handler
+    )
+    monkeypatch.setattr(deps.db, "refresh_generation", lambda: deps.db.generation)  # no poll
+    running = asyncio.create_task(cli.serve_socket_mode(deps, APP_TOKEN))
+    try:
+        await asyncio.wait_for(recorder.connected.wait(), 10)  # listening before connecting
+        before = deps.db.generation
+        elsewhere = Database(database_url)
+        try:
+            with elsewhere.write() as session:
+                invalidates(session)
+        finally:
+            elsewhere.dispose()
+        for _ in range(100):
+            if deps.db.generation > before:
+                break
+            await asyncio.sleep(0.01)
+        assert deps.db.generation > before
+    finally:
+        running.cancel()
+        await asyncio.wait_for(asyncio.wait([running]), 10)
