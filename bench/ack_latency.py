@@ -17,6 +17,7 @@ load comes from aiohttp with bodies signed beforehand, to keep the load generato
 cost out of the figures.
 
     .venv/bin/python bench/ack_latency.py [--requests 1000] [--concurrency 20]
+                                          [--database-url URL] [--workers N]
 """
 
 from __future__ import annotations
@@ -136,9 +137,12 @@ async def follow_ups(standin: SlackStandin, mark: int, count: int) -> None:
 
 
 def cpu_seconds(pid: int) -> float:
-    """User and system CPU time of a process so far (Linux)."""
+    """User and system CPU time so far of a process and of its running children, such as
+    the workers of ``serve --workers N`` (Linux)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    own = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return own + sum(cpu_seconds(int(child)) for child in children)
 
 
 @dataclass
@@ -253,6 +257,7 @@ async def main(args: argparse.Namespace) -> None:
             # BENCH_SERVER_PREFIX: e.g. a profiler's command line, for tokenbot only.
             prefix = os.environ.get("BENCH_SERVER_PREFIX", "").split()
             serve = [*prefix, "-m", "bot", "serve", "--host", "127.0.0.1", "--port", str(port)]
+            serve += ["--workers", str(args.workers)] if args.workers > 1 else []
             proc = start(serve, env, server_log)
             bare = start(
                 [__file__, "--serve-bare", str(bare_port)], env, os.environ.get("BENCH_BARE_LOG")
@@ -289,10 +294,11 @@ async def main(args: argparse.Namespace) -> None:
                     values = {"token_name": {"name": f"bench-{n}"}}
                     return signed(slack.view_submission_body(view["id"], user, values))
 
+                workers = f", {args.workers} workers" if args.workers > 1 else ""
                 print(
                     f"tokenbot ack latency beside a bare Bolt app, {args.concurrency} "
                     f"concurrent signed requests, {os.cpu_count()} cores, "
-                    f"{env['TOKENBOT_DATABASE_URL'].split(':')[0]}"
+                    f"{env['TOKENBOT_DATABASE_URL'].split(':')[0]}{workers}"
                 )
                 phases = (
                     ("/token list", token_list("list"), token_list("list"), False),
@@ -319,6 +325,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=1000)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--database-url")
+    parser.add_argument("--workers", type=int, default=1, help="serve --workers N (PostgreSQL)")
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.requests > 2000:
