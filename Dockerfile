@@ -38,7 +38,8 @@ USER 10001:10001
 # The public listener (/slack/*, /healthz). An internal one for /api/v1/* is opened with
 # TOKENBOT_API_LISTEN (deploy/compose.yml uses 0.0.0.0:3001); never publish that one.
 EXPOSE 3000
-# No curl in the slim image: Python asks /healthz (a 503 raises, and the check fails).
+# No curl in the slim image: Python asks /healthz (no answer, or an error status,
+# raises, and the check fails).
 HEALTHCHECK --interval=10s --timeout=5s --start-period=30s --retries=3 \
     CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:3000/healthz', timeout=4)"]
 # SIGTERM (the default stop signal) drains requests and token deliveries: give

@@ -303,6 +303,7 @@ async def serve_socket_mode(deps: Deps, app_token: str) -> None:
             finally:
                 # Slack sends new events to the app's other connections meanwhile.
                 await handler.close_async()  # type: ignore[no-untyped-call]
+                jobs.pause()  # no sweep starts while the deliveries in flight finish
                 await wind_down(deps)
                 jobs.shutdown(wait=False)
                 await listener.stop()

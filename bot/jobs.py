@@ -17,7 +17,7 @@ from bot.members import profile_from_slack
 from bot.notify import deliver, queue_digests, update_request_copies
 from bot.profiles import apply_profile, fetch_groups
 from bot.sender import failure_reason
-from storage import approvals, events, sweep
+from storage import approvals, events, slack_tables, sweep
 
 log = logging.getLogger(__name__)
 WEBHOOK_INTERVAL = 5  # seconds between deliveries of webhook events
@@ -46,6 +46,7 @@ async def _sweep_and_deliver(deps: Deps, client: AsyncWebClient) -> sweep.SweepR
     await queue_digests(deps, client)
     sent = await deliver(deps, client)
     await deps.call(events.forget_old_events, deps.db, now)
+    await deps.call(slack_tables.forget_expired_states, deps.db, now)
     if report.expired or report.reminded or report.undelivered or report.rotated or sent:
         log.info(
             "sweep: %d expired, %d revoked as not delivered, %d revoked as rotated, "

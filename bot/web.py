@@ -273,6 +273,8 @@ def build_web(
             try:
                 yield
             finally:
+                if jobs:
+                    jobs.pause()  # no sweep starts while the deliveries in flight finish
                 await wind_down(deps)
                 if jobs and listener:
                     jobs.shutdown(wait=False)

@@ -88,8 +88,9 @@ class Supervisor:
         for received in (signal.SIGTERM, signal.SIGINT):
             signal.signal(received, self._signal)
         for n in range(self.count):
-            self._start(n)
-        log.info("started %d workers", self.count)
+            if self.stopping is None:  # a stop asked for meanwhile starts no more
+                self._start(n)
+        log.info("started %d workers", sum(w is not None for w in self.workers))
         failed = False
         while True:
             for n, worker in enumerate(self.workers):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+import sqlalchemy as sa
+
 from bot.config import Settings
 from bot.deps import Deps
 from bot.jobs import build_scheduler
@@ -61,3 +63,21 @@ def test_the_scheduler_runs_the_sweep_at_the_configured_interval(db: Database) -
     assert jobs["sweep"].trigger.interval == timedelta(seconds=42)
     assert jobs["reconcile"].trigger.interval == timedelta(days=1)
     assert jobs["sweep"].max_instances == 1
+
+
+def test_the_sweep_forgets_oauth_states_whose_time_ran_out(db: Database) -> None:
+    from storage.slack_tables import OAUTH_STATES, forget_expired_states
+
+    naive_now = NOW.replace(tzinfo=None)  # as slack_sdk writes them
+    with db.write() as session:
+        session.execute(
+            OAUTH_STATES.insert(),
+            [
+                {"state": "begun-long-ago", "expire_at": naive_now - timedelta(minutes=1)},
+                {"state": "begun-just-now", "expire_at": naive_now + timedelta(minutes=9)},
+            ],
+        )
+    assert forget_expired_states(db, NOW) == 1
+    with db.read() as session:
+        left = session.execute(sa.select(OAUTH_STATES.c.state)).scalars().all()
+    assert left == ["begun-just-now"]
