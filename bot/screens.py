@@ -96,7 +96,7 @@ async def _refresh(
 
 
 async def token_list(deps: Deps, org: str, user_id: str, notice: str | None = None) -> Message:
-    """``/token list``: the member's active tokens, with Revoke buttons."""
+    """``/token list``: the member's active tokens, with Rotate and Revoke buttons."""
     listing = await deps.call(tokens.list_user_tokens, deps.db, org, user_id, deps.clock())
     return token_blocks.token_list_message(listing.tokens, listing.cap, notice)
 
