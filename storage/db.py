@@ -197,26 +197,36 @@ def next_id(table: sa.Table) -> sa.ColumnElement[int]:
     return _NextId(table)
 
 
-class _Sha256Hex(sa.sql.functions.FunctionElement[str]):
-    inherit_cache = True
-    type = sa.String()
+Function = Callable[..., sa.ColumnElement[Any]]
 
 
-@compiles(_Sha256Hex)
-def _sha256_sqlite(element: _Sha256Hex, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"tokenbot_sha256({compiler.process(element.clauses, **kw)})"
+def dialect_function(name: str, type_: sa.types.TypeEngine[Any], sqlite: str, pg: str) -> Function:
+    """A SQL function spelled ``sqlite`` on SQLite and ``pg`` on PostgreSQL: templates in
+    which ``{}`` stands for its compiled arguments, separated by commas."""
+    element = type(
+        name, (sa.sql.functions.FunctionElement,), {"inherit_cache": True, "type": type_}
+    )
+
+    def spelled(template: str) -> Callable[..., str]:
+        def compile_(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+            return template.format(compiler.process(element.clauses, **kw))
+
+        return compile_
+
+    compiles(element)(spelled(sqlite))
+    compiles(element, "postgresql")(spelled(pg))
+    return cast(Function, element)
 
 
-@compiles(_Sha256Hex, "postgresql")
-def _sha256_postgresql(element: _Sha256Hex, compiler: SQLCompiler, **kw: Any) -> str:
-    text = compiler.process(element.clauses, **kw)
-    return f"encode(sha256(convert_to({text}, 'UTF8')), 'hex')"
+_sha256 = dialect_function(
+    "Sha256Hex", sa.String(), "tokenbot_sha256({})", "encode(sha256(convert_to({}, 'UTF8')), 'hex')"
+)
 
 
 def sha256_hex(text: sa.ColumnElement[str]) -> sa.ColumnElement[str]:
     """SHA-256 of ``text`` encoded as UTF-8, in hex, computed by the database: what
     ``hashlib.sha256(text.encode()).hexdigest()`` gives."""
-    return _Sha256Hex(text)
+    return _sha256(text)
 
 
 def _sqlite_sha256(text: str) -> str:

@@ -23,6 +23,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlmodel import Session
 
+from storage.db import dialect_function
 from storage.models import (
     Member,
     NoticeKind,
@@ -123,46 +124,18 @@ def hook_params(
 # -- JSON built by the database ----------------------------------------------------------
 
 
-class _JsonObject(sa.sql.functions.FunctionElement[Any]):
-    """A JSON object of alternating keys and values (json_object / json_build_object)."""
-
-    inherit_cache = True
-    type = sa.JSON()
-
-
-@compiles(_JsonObject)
-def _json_object_sqlite(element: _JsonObject, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"json_object({compiler.process(element.clauses, **kw)})"
+# A JSON object of alternating keys and values.
+_json_object = dialect_function("JsonObject", sa.JSON(), "json_object({})", "json_build_object({})")
+# Text holding JSON, as a JSON value (to nest it in an object).
+_json_text = dialect_function("JsonText", sa.JSON(), "json({})", "CAST({} AS JSON)")
 
 
-@compiles(_JsonObject, "postgresql")
-def _json_object_postgresql(element: _JsonObject, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"json_build_object({compiler.process(element.clauses, **kw)})"
-
-
-def _object(**values: sa.ColumnElement[Any]) -> _JsonObject:
+def _object(**values: sa.ColumnElement[Any]) -> sa.ColumnElement[Any]:
     # The keys are this module's own words, never anyone's input.
     pairs = [
         part for key, value in values.items() for part in (sa.literal_column(f"'{key}'"), value)
     ]
-    return _JsonObject(*pairs)
-
-
-class _JsonText(sa.sql.functions.FunctionElement[Any]):
-    """Text holding JSON, as a JSON value (to nest it in an object)."""
-
-    inherit_cache = True
-    type = sa.JSON()
-
-
-@compiles(_JsonText)
-def _json_text_sqlite(element: _JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"json({compiler.process(element.clauses, **kw)})"
-
-
-@compiles(_JsonText, "postgresql")
-def _json_text_postgresql(element: _JsonText, compiler: SQLCompiler, **kw: Any) -> str:
-    return f"CAST({compiler.process(element.clauses, **kw)} AS JSON)"
+    return _json_object(*pairs)
 
 
 class _JsonListHas(sa.sql.functions.FunctionElement[bool]):
@@ -207,7 +180,7 @@ _ABOUT_TOKEN = (
     .outerjoin(MEMBER, MEMBER.c.id == TOKEN.c.member_id)
     .outerjoin(SERVICE, SERVICE.c.id == TOKEN.c.service_user_id)
 )
-_OTHER_DATA = _JsonText(sa.bindparam("hook_data", type_=sa.String))
+_OTHER_DATA = _json_text(sa.bindparam("hook_data", type_=sa.String))
 _ABOUT_OTHER = ENDPOINT.join(ORG, ORG.c.id == ENDPOINT.c.org_id)
 _COLUMNS = ["org_id", "kind", "payload", "status", "attempts", "next_attempt_at", "created_at"]
 
