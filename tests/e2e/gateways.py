@@ -128,8 +128,9 @@ async def running(argv: list[str], port: int, workdir: Path) -> AsyncIterator[No
             await process.wait()
 
 
-def nginx_config(workdir: Path, port: int, tokenbot: str, api: str) -> str:
-    site = readme_block("nginx").replace(TOKENBOT_ADDRESS, tokenbot).replace(API_ADDRESS, api)
+def nginx_main_config(workdir: Path, http: str) -> str:
+    """A whole nginx.conf with ``http`` in its http block, run in the foreground, with
+    everything nginx writes kept in ``workdir``."""
     temp = "\n".join(
         f"    {kind}_temp_path {workdir / kind};"
         for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
@@ -144,12 +145,20 @@ events {{ worker_connections 64; }}
 http {{
     access_log off;
 {temp}
-    server {{
-        listen 127.0.0.1:{port};
-{site}
-    }}
+{http}
 }}
 """
+
+
+def nginx_config(workdir: Path, port: int, tokenbot: str, api: str) -> str:
+    site = readme_block("nginx").replace(TOKENBOT_ADDRESS, tokenbot).replace(API_ADDRESS, api)
+    return nginx_main_config(
+        workdir,
+        f"""    server {{
+        listen 127.0.0.1:{port};
+{site}
+    }}""",
+    )
 
 
 def caddy_config(workdir: Path, port: int, tokenbot: str, api: str) -> str:

@@ -29,7 +29,7 @@ from bot.standin.harness import SIGNING_SECRET, Running
 from bot.standin.server import free_port, serve_in_background
 from tests.e2e.conftest import ALICE
 from tests.e2e.flows import generate
-from tests.e2e.gateways import find_nginx, running
+from tests.e2e.gateways import find_nginx, nginx_main_config, running
 
 CONF = Path(__file__).resolve().parents[2] / "deploy" / "nginx.conf"
 WHY_MISSING = "nginx is not installed (Debian package nginx; .ci/run installs it)"
@@ -75,24 +75,7 @@ def main_config(workdir: Path, site: str) -> str:
     """A whole nginx.conf holding ``site`` where the image's conf.d would be included,
     with everything nginx writes kept in ``workdir``."""
     self_signed(workdir / "certs")
-    site = site.replace("/etc/nginx/certs/", f"{workdir}/certs/")
-    temp = "\n".join(
-        f"    {kind}_temp_path {workdir / kind};"
-        for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    return f"""
-user root;
-worker_processes 1;
-daemon off;
-pid {workdir}/nginx.pid;
-error_log {workdir}/gateway.log warn;
-events {{ worker_connections 64; }}
-http {{
-    access_log off;
-{temp}
-{site}
-}}
-"""
+    return nginx_main_config(workdir, site.replace("/etc/nginx/certs/", f"{workdir}/certs/"))
 
 
 def test_nginx_accepts_the_config(tmp_path: Path) -> None:
